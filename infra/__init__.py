@@ -1,0 +1,1 @@
+"""How the real services start: local S3, Prefect server + worker (see each module)."""

@@ -1,0 +1,349 @@
+"""Safe image and mask decoding, and encoding, for everything that reads pixels from outside.
+
+Every decode goes the same way:
+1. ``Image.open`` reads the header only; the pixel limit (``max_pixels``, default
+   ``Settings.max_image_pixels``) is checked on width x height BEFORE any pixel is decoded
+   (Pillow's own decompression-bomb error maps to the same reason).
+2. The whole image is decoded with Pillow's default ``LOAD_TRUNCATED_IMAGES = False``, so a cut
+   file fails instead of coming back half grey.
+3. EXIF orientation is applied, so ``(H, W)`` is the image as people see it.
+4. The pixels are converted to RGB uint8 (see ``decode_image``).
+
+Failures raise ``ImageError`` (a ``ValueError``) whose ``reason`` is one of ``REASONS`` and whose
+message names the item.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from ssh_model.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+REASONS = frozenset({"unreadable", "truncated", "too_small", "too_large", "not_rgb", "empty", "missing"})
+# Modes that carry no colour: rejected by ``require_rgb=True``.
+NON_COLOUR_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "CMYK"})
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+ENCODE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
+_SRGB_PROFILE = ImageCms.createProfile("sRGB")
+
+
+class ImageError(ValueError):
+    """An image that cannot be used; ``reason`` is one of ``REASONS``.
+
+    Args:
+        reason: the machine-readable cause, e.g. "truncated".
+        message: what happened, naming the item.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown ImageError reason {reason!r}; expected one of {sorted(REASONS)}")
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says (width and height as stored, before EXIF rotation)."""
+
+    width: int
+    height: int
+    format: str
+    mode: str
+
+
+def _pixel_limit(max_pixels: int | None) -> int:
+    return int(get_settings().max_image_pixels if max_pixels is None else max_pixels)
+
+
+def _riff_truncated(data: bytes) -> bool:
+    """True for a RIFF container (WebP) shorter than its header says: Pillow cannot tell us that."""
+    if len(data) < 12 or data[:4] != b"RIFF":
+        return False
+    return len(data) < int.from_bytes(data[4:8], "little") + 8
+
+
+def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
+    """The lazily opened image (header parsed, no pixels decoded) after the size checks."""
+    if not data:
+        raise ImageError("empty", f"{name}: zero bytes")
+    if _riff_truncated(data):
+        raise ImageError("truncated", f"{name}: file is shorter than its RIFF header says")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as err:
+        raise ImageError("too_large", f"{name}: {err}") from err
+    except UnidentifiedImageError as err:
+        raise ImageError("unreadable", f"{name}: not a recognised image format") from err
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
+        raise ImageError(reason, f"{name}: cannot read header: {err.__class__.__name__}: {err}") from err
+    width, height = image.size
+    limit = _pixel_limit(max_pixels)
+    if width * height > limit:
+        raise ImageError("too_large", f"{name}: {width}x{height} = {width * height} pixels is over the "
+                                      f"limit of {limit}")
+    if width < 1 or height < 1:
+        raise ImageError("unreadable", f"{name}: header says {width}x{height}")
+    return image
+
+
+def _load(image: Image.Image, name: str) -> Image.Image:
+    """Decode every pixel (truncation is an error) and apply the EXIF orientation."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
+        raise ImageError(reason, f"{name}: cannot decode pixels: {err.__class__.__name__}: {err}") from err
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception as err:  # a malformed EXIF block must not lose the picture
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s: %s)", name, err.__class__.__name__, err)
+    return image
+
+
+def probe_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> ImageInfo:
+    """Header facts of an encoded image without decoding pixels; raises ``ImageError`` (empty,
+    unreadable, truncated, too_large)."""
+    image = _open(data, name, max_pixels)
+    return ImageInfo(width=image.width, height=image.height, format=str(image.format), mode=image.mode)
+
+
+def _sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
+    """0..65535 -> 0..255 with rounding (65535 -> 255, 32768 -> 128)."""
+    scaled = (np.clip(values, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535
+    return scaled.astype(np.uint8)
+
+
+def _grey_to_uint8(image: Image.Image) -> np.ndarray:
+    """A single-channel image of any depth -> uint8 (H, W): 16-bit and "I" are read as 0..65535,
+    "F" as 0..1."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        return _sixteen_bit_to_uint8(np.asarray(image))
+    if image.mode == "F":
+        return np.rint(np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return np.asarray(image.convert("L"))
+
+
+def _to_srgb(image: Image.Image, name: str) -> Image.Image:
+    """Convert RGB/CMYK pixels with an embedded ICC profile to sRGB (unreadable profiles are ignored)."""
+    icc = image.info.get("icc_profile")
+    if not icc or image.mode not in ("RGB", "CMYK"):
+        return image
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if image.mode == "RGB" and "srgb" in ImageCms.getProfileDescription(source).lower():
+            return image
+        return ImageCms.profileToProfile(image, source, _SRGB_PROFILE, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as err:
+        logger.warning("%s: ignoring unusable ICC profile (%s)", name, err)
+        return image
+
+
+def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
+    """Pixels of a decoded image as uint8 (H, W, 3)."""
+    mode = image.mode
+    if mode in ("RGB", "CMYK"):
+        image = _to_srgb(image, name)
+    if image.mode in SIXTEEN_BIT_MODES or image.mode in ("I", "F"):
+        grey = _grey_to_uint8(image)  # (H, W)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if image.mode == "LAB":  # Pillow's convert() cannot; littlecms can
+        lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB"))
+        image = ImageCms.applyTransform(image, ImageCms.buildTransform(lab, _SRGB_PROFILE, "LAB", "RGB"))
+    if image.mode != "RGB":
+        try:
+            # RGBA/LA/PA: the alpha is dropped, not composited: the colour under it is the content.
+            image = image.convert("RGB")
+        except (ValueError, OSError) as err:
+            raise ImageError("unreadable", f"{name}: cannot convert mode {mode} to RGB: {err}") from err
+    return np.asarray(image, dtype=np.uint8)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None,
+                 require_rgb: bool = False) -> np.ndarray:
+    """Decode encoded bytes (JPEG, PNG, WebP, TIFF, ...) to uint8 RGB (H, W, 3), EXIF-rotated.
+
+    Conversions: RGBA/LA/PA drop the alpha (no compositing: the colour under the alpha is the
+    content); palette -> RGB; grey (1, L, 16-bit I;16 and I read as 0..65535 and scaled to
+    0..255, F read as 0..1) -> three equal channels; CMYK -> RGB; RGB or CMYK with an embedded ICC
+    profile other than sRGB -> sRGB.
+
+    Args:
+        data: the encoded file.
+        name: names the item in error messages (a URL or file name).
+        max_pixels: width x height above this is rejected before decoding ("too_large");
+            None means ``Settings.max_image_pixels``.
+        require_rgb: reject sources without colour (grey, 16-bit grey, bilevel, CMYK) with
+            reason "not_rgb" instead of converting them.
+    """
+    image = _open(data, name, max_pixels)
+    if require_rgb and image.mode in NON_COLOUR_MODES:
+        raise ImageError("not_rgb", f"{name}: mode {image.mode} is not an RGB colour image")
+    image = _load(image, name)
+    return _to_rgb_array(image, name)
+
+
+def _alpha_or_luminance(image: Image.Image, name: str) -> np.ndarray:
+    """The mask values of a decoded image as float32 (H, W) in [0, 1]."""
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() < 255:
+            return alpha.astype(np.float32) / 255.0
+        image = image.convert("L")
+    if image.mode == "1":
+        return np.asarray(image, dtype=np.float32)
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        return (np.clip(np.asarray(image), 0, 65535) / 65535.0).astype(np.float32)
+    if image.mode == "F":
+        return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    if image.mode == "LAB":
+        return np.asarray(image.getchannel("L"), dtype=np.float32) / 255.0  # L* scaled to 0-255 by Pillow
+    try:
+        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0  # RGB: ITU-R 601 luma
+    except (ValueError, OSError) as err:
+        raise ImageError("unreadable", f"{name}: cannot read mode {image.mode} as a mask: {err}") from err
+
+
+def decode_mask(data: bytes, name: str = "<bytes>", max_pixels: int | None = None) -> np.ndarray:
+    """Decode a mask to float32 (H, W) in [0, 1] (1 = foreground), EXIF-rotated like images.
+
+    The alpha channel is the mask when there is one that is not fully opaque; otherwise the
+    luminance is (8-bit /255, 16-bit /65535, bilevel 0/1).
+    """
+    image = _load(_open(data, name, max_pixels), name)
+    return _alpha_or_luminance(image, name)
+
+
+def as_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, name: str = "mask") -> np.ndarray:
+    """An in-memory mask as float32 (H, W) in [0, 1].
+
+    Accepts bool, uint8 (0-255), uint16 (0-65535), other integers in 0-255, or floats in [0, 1];
+    shape (H, W) or (H, W, 1). ``shape`` (H, W), when given, must match. A float32 mask already in
+    range is returned as is (not copied): treat the result as read-only.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        raise ValueError(f"{name} must be (H, W) or (H, W, 1), got shape {mask.shape}")
+    if shape is not None and mask.shape != tuple(shape):
+        raise ValueError(f"{name} is {mask.shape[1]}x{mask.shape[0]} (W x H) but the image is "
+                         f"{shape[1]}x{shape[0]}")
+    if mask.dtype == np.bool_:
+        return mask.astype(np.float32)
+    if mask.dtype == np.uint8:
+        return mask.astype(np.float32) / 255.0
+    if mask.dtype == np.uint16:
+        return (mask.astype(np.float32) / 65535.0).astype(np.float32)
+    if np.issubdtype(mask.dtype, np.integer):
+        low, high = int(mask.min()), int(mask.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"integer {name} values must be in 0-255, got {low}..{high}")
+        if high == 1:
+            raise ValueError(f"integer {name} with values 0/1 is ambiguous: pass bool or 0-255 values")
+        return mask.astype(np.float32) / 255.0
+    if np.issubdtype(mask.dtype, np.floating):
+        values = mask if mask.dtype == np.float32 else mask.astype(np.float32)
+        low, high = float(values.min()), float(values.max())  # NaN and inf show up here too
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{name} has NaN or infinite values")
+        if low < -1e-6 or high > 1.0 + 1e-6:
+            raise ValueError(f"float {name} values must be in [0, 1], got {low:g}..{high:g}")
+        return values if low >= 0.0 and high <= 1.0 else np.clip(values, 0.0, 1.0)
+    raise TypeError(f"{name} dtype {mask.dtype} is not supported (bool, uint8, uint16 or float)")
+
+
+# A mask value below this is "background" (0 at 8 bits); a mask whose maximum is below it is empty.
+MASK_EPSILON = 0.5 / 255.0
+
+
+def check_composite(composite: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None,
+                    allow_full: bool = False) -> np.ndarray:
+    """Validate a harmonization input and return its mask as float32 (H, W) in [0, 1].
+
+    Args:
+        composite: uint8 (H, W, 3).
+        mask: (H, W) bool / uint8 0-255 / float 0-1 (see ``as_mask``); must select some pixel.
+        background: None or uint8 (H', W', 3), any size.
+        allow_full: accept a mask that covers every pixel (only meaningful with a ``background``).
+    """
+    composite = np.asarray(composite)
+    if composite.dtype != np.uint8 or composite.ndim != 3 or composite.shape[2] != 3:
+        raise ValueError(f"composite must be uint8 (H, W, 3), got {composite.dtype} {composite.shape}")
+    weights = as_mask(mask, shape=composite.shape[:2])
+    if float(weights.max()) < MASK_EPSILON:
+        raise ValueError("the mask is empty: it selects no foreground pixel")
+    if not allow_full and float(weights.min()) >= MASK_EPSILON:
+        raise ValueError("the mask covers the whole image: no background pixel is left to match "
+                         "(pass a separate background image)")
+    if background is not None:
+        background = np.asarray(background)
+        if background.dtype != np.uint8 or background.ndim != 3 or background.shape[2] != 3:
+            raise ValueError(f"background must be uint8 (H, W, 3), got {background.dtype} {background.shape}")
+        if min(background.shape[:2]) < 1:
+            raise ValueError("background is empty")
+    return weights
+
+
+def _read(url: str) -> bytes:
+    from ssh_model.storage import read_bytes  # storage pulls fsspec: only when reading URLs
+
+    try:
+        return read_bytes(url)
+    except FileNotFoundError as err:
+        raise ImageError("missing", f"{url}: no such file or object") from err
+
+
+def read_image(url: str, max_pixels: int | None = None, require_rgb: bool = False) -> np.ndarray:
+    """``decode_image`` of the bytes at an fsspec URL; a missing object raises reason "missing"."""
+    return decode_image(_read(url), url, max_pixels=max_pixels, require_rgb=require_rgb)
+
+
+def read_mask(url: str, max_pixels: int | None = None) -> np.ndarray:
+    """``decode_mask`` of the bytes at an fsspec URL -> float32 (H, W) in [0, 1]."""
+    return decode_mask(_read(url), url, max_pixels=max_pixels)
+
+
+def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> bytes:
+    """Encode uint8 (H, W, 3), (H, W, 1) or (H, W) pixels as PNG, JPEG ("JPG" too) or WEBP.
+
+    Args:
+        image: the pixels; (H, W) and (H, W, 1) are written as greyscale.
+        format: case-insensitive format name.
+        quality: 1-100 for JPEG and WEBP (ignored by PNG, which is lossless).
+    """
+    kind = ENCODE_FORMATS.get(format.upper())
+    if kind is None:
+        raise ValueError(f"unsupported output format {format!r}; expected one of {sorted(ENCODE_FORMATS)}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"expected uint8 pixels, got {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"expected (H, W, 3), (H, W, 1) or (H, W) pixels, got shape {image.shape}")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be in 1..100, got {quality}")
+    buffer = io.BytesIO()
+    options: dict[str, object] = {}
+    if kind == "JPEG":
+        options = {"quality": int(quality), "optimize": True}
+    elif kind == "WEBP":
+        options = {"quality": int(quality)}
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, kind, **options)
+    return buffer.getvalue()
+
+
+__all__ = [
+    "MASK_EPSILON", "REASONS", "ImageError", "ImageInfo", "as_mask", "check_composite", "decode_image",
+    "decode_mask", "encode_image", "probe_image", "read_image", "read_mask",
+]

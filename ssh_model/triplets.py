@@ -1,0 +1,143 @@
+"""Dual-LUT triplets: SSH's self-supervised training examples from one natural photo.
+
+From one photo we cut two overlapping square crops, the content (crop 1) and the reference
+(crop 2), and grade them with two different LUTs alpha and beta (ssh-method.md):
+
+    content_a   = LUT_alpha(crop 1)      reference_a = LUT_alpha(crop 2)
+    reference_b = LUT_beta(crop 2)       content_b   = LUT_beta(crop 1)   (the pseudo ground truth)
+
+Crop sampling (our choices; the paper leaves them open):
+- square crops, side ``round(u * short side)`` with ``u`` uniform in ``SCALE_RANGE`` (0.5 .. 1.0 of
+  the photo's short side), but never below ``crop_size / 2`` (the crop is upscaled at most 2x);
+  photos whose short side is below ``crop_size // 2`` are rejected;
+- the content crop at a uniform random position; the reference crop with its own side, at a
+  random position where the two overlap by at least ``MIN_OVERLAP`` of the smaller crop's area
+  (rejection sampling; after ``MAX_TRIES`` misses it is centred on the content crop, which always
+  qualifies);
+- each crop flipped horizontally with probability 1/2;
+- crop -> resize to ``crop_size`` (Pillow, antialiased bilinear) -> flip: ``crop_resize``.
+
+Everything random comes from the ``rng`` passed in, in a fixed order, so a triplet is a pure
+function of the photo, the two LUTs, the generator's state and ``crop_size``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from ssh_model.lut import LUT, apply_lut, check_image
+
+SCALE_RANGE = (0.5, 1.0)
+MIN_OVERLAP = 0.25
+MAX_TRIES = 64
+MIN_CROP_SIZE = 8
+
+Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in source pixels, x1/y1 exclusive
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """One training example: four uint8 (S, S, 3) images, where they came from, and the two LUT names."""
+
+    content_a: np.ndarray
+    reference_a: np.ndarray
+    reference_b: np.ndarray
+    content_b: np.ndarray
+    content_box: Box
+    reference_box: Box
+    content_flip: bool
+    reference_flip: bool
+    lut_a: str
+    lut_b: str
+
+
+def crop_resize(image: np.ndarray, box: Box, size: int, flip: bool) -> np.ndarray:
+    """Cut ``box`` (x0, y0, x1, y1) out of ``image`` (H, W, 3), resize it to ``size`` x ``size``, maybe flip.
+
+    Resizing is Pillow's bilinear filter, antialiased when reducing; a box already of that size is
+    copied unchanged. Returns a new C-contiguous uint8 (size, size, 3) array.
+    """
+    image = check_image(image)
+    height, width = image.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"crop box {box} is empty or outside the {width}x{height} image")
+    if size < 1:
+        raise ValueError(f"crop size must be positive, got {size}")
+    crop = image[y0:y1, x0:x1]
+    if crop.shape[:2] != (size, size):
+        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize(
+            (size, size), Image.Resampling.BILINEAR))
+    if flip:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(crop)
+
+
+def box_overlap(a: Box, b: Box) -> float:
+    """Intersection area over the smaller box's area (0 when disjoint, 1 when one contains the other)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return width * height / smaller
+
+
+def _crop_side(rng: np.random.Generator, short: int, crop_size: int) -> int:
+    side = round(rng.uniform(*SCALE_RANGE) * short)
+    return int(min(short, max(side, (crop_size + 1) // 2, 1)))
+
+
+def _place(rng: np.random.Generator, side: int, width: int, height: int) -> Box:
+    x0 = int(rng.integers(0, width - side + 1))
+    y0 = int(rng.integers(0, height - side + 1))
+    return x0, y0, x0 + side, y0 + side
+
+
+def sample_boxes(rng: np.random.Generator, width: int, height: int, crop_size: int) -> tuple[Box, Box]:
+    """The content and reference boxes: square, inside the image, overlapping by >= ``MIN_OVERLAP``."""
+    short = min(width, height)
+    content = _place(rng, _crop_side(rng, short, crop_size), width, height)
+    side = _crop_side(rng, short, crop_size)
+    for _ in range(MAX_TRIES):
+        reference = _place(rng, side, width, height)
+        if box_overlap(content, reference) >= MIN_OVERLAP:
+            return content, reference
+    cx, cy = (content[0] + content[2]) // 2, (content[1] + content[3]) // 2
+    x0 = min(max(cx - side // 2, 0), width - side)
+    y0 = min(max(cy - side // 2, 0), height - side)
+    return content, (x0, y0, x0 + side, y0 + side)
+
+
+def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Generator,
+                 crop_size: int = 256) -> Triplet:
+    """One dual-LUT triplet from ``image`` uint8 (H, W, 3); see the module docstring for the sampling.
+
+    Raises ValueError when ``lut_a`` and ``lut_b`` are the same LUT (same object, same name or
+    same table) or when the photo's short side is below ``crop_size // 2``.
+    """
+    image = check_image(image)
+    if crop_size < MIN_CROP_SIZE:
+        raise ValueError(f"crop_size must be at least {MIN_CROP_SIZE}, got {crop_size}")
+    if lut_a is lut_b or (lut_a.name and lut_a.name == lut_b.name) or (
+            lut_a.table.shape == lut_b.table.shape and np.array_equal(lut_a.table, lut_b.table)
+            and lut_a.domain_min == lut_b.domain_min and lut_a.domain_max == lut_b.domain_max):
+        raise ValueError(f"a triplet needs two different LUTs, got {lut_a.name or '<unnamed>'} twice")
+    height, width = image.shape[:2]
+    if min(height, width) < crop_size // 2:
+        raise ValueError(f"photo of {width}x{height} px is too small for {crop_size} px crops: "
+                         f"its short side must be at least {crop_size // 2} px")
+    content_box, reference_box = sample_boxes(rng, width, height, crop_size)
+    content_flip, reference_flip = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+    content = crop_resize(image, content_box, crop_size, content_flip)  # (S, S, 3)
+    reference = crop_resize(image, reference_box, crop_size, reference_flip)  # (S, S, 3)
+    return Triplet(
+        content_a=apply_lut(content, lut_a), reference_a=apply_lut(reference, lut_a),
+        reference_b=apply_lut(reference, lut_b), content_b=apply_lut(content, lut_b),
+        content_box=content_box, reference_box=reference_box,
+        content_flip=content_flip, reference_flip=reference_flip,
+        lut_a=lut_a.name, lut_b=lut_b.name,
+    )

@@ -1,0 +1,526 @@
+"""Bulk harmonization with Ray Data: fetch inputs in parallel, harmonize on an actor pool, write atomically.
+
+The pipeline over the catalog rows (one Ray Data dataset, streamed):
+
+    rows --map_batches(fetch_inputs)-->  bytes + content hashes; up-to-date rows marked skipped
+         --map_batches(Harmonizer)--->   decode, check, harmonize at full resolution, encode, write
+         --> driver: records -> fragments (atomic, incremental), progress in the logs
+
+``fetch_inputs`` runs as light Ray tasks (I/O bound, a thread pool per batch, no CPU reserved) so
+downloads overlap the actors' compute. ``Harmonizer`` builds the model once per actor, on a GPU when
+the actor has one, from weights the driver resolved once and put in Ray's object store: an alias
+like ``@champion`` is pinned for the whole run, and actors never call the registry. Every row is
+handled on its own: a corrupt image, a missing object, a mask of another size, an empty mask or an
+image over the pixel limit gives that row status ``error`` with a reason, and the job goes on.
+
+Error reasons in the results table: those of ``ssh_model.images.ImageError`` (missing, empty,
+unreadable, truncated, too_small, too_large, not_rgb; "missing" also for an object that does not
+exist), and ``mask_size`` (mask and composite differ in size), ``empty_mask``, ``full_mask`` (a mask
+covering everything, without a background photo), ``target_size``, ``invalid`` (other input the
+library refuses), ``io`` (storage errors other than a missing object) and ``internal`` (a bug: logged
+with its traceback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ssh_model.storage import exists, read_bytes, write_bytes_atomic
+from tasks.catalog import Catalog
+from tasks.common import ray_init
+from tasks.results import (
+    HASH_COLUMNS,
+    METRICS_COLUMN,
+    RECORD_SCHEMA,
+    FragmentWriter,
+    RunSummary,
+    SummaryBuilder,
+    is_up_to_date,
+    load_previous,
+    merge_results,
+    new_record,
+    new_run_id,
+)
+
+logger = logging.getLogger(__name__)
+
+INPUTS = ("composite", "mask", "background", "target")
+THUMBS = ("composite", "mask", "harmonized", "target")
+FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+MAX_AUTO_CPU_ACTORS = 8
+MAX_REPORTED_ERRORS = 200
+MAX_INPUT_BLOCKS = 10_000
+
+PLAN_SCHEMA = pa.schema([
+    ("index", pa.int64()), ("id", pa.string()), ("output", pa.string()),
+    *[(name, pa.string()) for name in INPUTS],
+    ("thumbs", pa.bool_()), ("previous", pa.string()),
+])
+FETCHED_SCHEMA = PLAN_SCHEMA.append(pa.field("fetch_seconds", pa.float64()))
+for _name in INPUTS:
+    FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(f"{_name}_bytes", pa.large_binary()))
+for _name in HASH_COLUMNS:
+    FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
+for _name in ("pre_status", "pre_reason", "pre_error"):
+    FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
+OUTPUT_SCHEMA = RECORD_SCHEMA.append(pa.field("index", pa.int64()))
+for _name in THUMBS:
+    OUTPUT_SCHEMA = OUTPUT_SCHEMA.append(pa.field(f"thumb_{_name}", pa.binary()))
+PREVIOUS_KEYS = ("status", "output", "model_version", "jpeg_quality", "width", "height", METRICS_COLUMN,
+                 *HASH_COLUMNS)
+
+
+class RowError(Exception):
+    """A problem with one catalog row; ``reason`` is a short code stored in the results table."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How a catalog is harmonized.
+
+    Args:
+        model_uri: ``models:/name@alias``, ``models:/name/N`` or a ``.safetensors`` URL (for ``run_catalog``).
+        overwrite: redo rows even when their output is up to date.
+        jpeg_quality: quality of JPEG (and WebP) outputs, 1-100.
+        concurrency: number of model actors (None: one per GPU, else one per CPU up to 8).
+        num_gpus: GPUs per actor (None: 1 when the Ray cluster has GPUs, else 0).
+        num_cpus: CPUs per actor (None: 1, less when more actors than CPUs are asked for).
+        batch_size: rows per actor call (images of different sizes are harmonized one by one).
+        fetch_threads: parallel downloads per fetch task.
+        max_pixels: the decompression-bomb limit (None: the settings').
+        report_thumbnails: the first rows of the catalog that get thumbnails for the report.
+        progress_every_s: seconds between progress lines in the log.
+        fragment_rows, fragment_seconds: when the driver writes a fragment of records.
+        keep_records: catalogs up to this size keep every record in memory for the caller.
+    """
+
+    model_uri: str = ""
+    overwrite: bool = False
+    jpeg_quality: int = 95
+    concurrency: int | None = None
+    num_gpus: float | None = None
+    num_cpus: float | None = None
+    batch_size: int = 1
+    fetch_threads: int = 8
+    max_pixels: int | None = None
+    report_thumbnails: int = 24
+    progress_every_s: float = 10.0
+    fragment_rows: int = 256
+    fragment_seconds: float = 10.0
+    keep_records: int = 50_000
+
+
+@dataclass
+class JobOutcome:
+    """What one run did: its summary, its records in catalog order (for catalogs over ``keep_records``
+    rows only those the report shows: thumbnailed rows and the first errors) and report thumbnails."""
+
+    summary: RunSummary
+    records: list[dict]
+    thumbnails: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    run_id: str = ""
+
+
+# ---------------------------------------------------------------- model loading
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """A resolved model as plain data: what the driver ships to every actor through Ray's object store.
+
+    The driver resolves the URI once (an alias such as ``@champion`` is pinned for the whole run),
+    so every actor runs exactly that version without talking to the registry itself.
+    """
+
+    uri: str
+    version: str  # "name/N" for registry URIs, "sha256:<12 hex>" for checkpoint files (tasks.registry)
+    config: dict  # SSHNet constructor arguments
+    weights: bytes  # safetensors (no pickle)
+
+
+def load_model_payload(model_uri: str) -> ModelPayload:
+    """Resolve and load ``model_uri`` (``models:/...`` or a ``.safetensors`` URL) via the registry."""
+    from safetensors.torch import save as save_tensors
+
+    from tasks.registry import load_registered_model
+
+    model, version = load_registered_model(model_uri)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return ModelPayload(uri=model_uri, version=version, config=dict(model.config),
+                        weights=save_tensors(state))
+
+
+def model_from_payload(payload: ModelPayload, device: str = "cpu") -> Any:
+    """The SSHNet of a payload, in eval mode on ``device``."""
+    from safetensors.torch import load as load_tensors
+
+    from ssh_model.network import build_model
+
+    model = build_model(payload.config)
+    model.load_state_dict(load_tensors(payload.weights), strict=True)
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------- stage 1: fetch
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _fetch_row(row: dict, model_version: str, jpeg_quality: int, overwrite: bool) -> dict:
+    started = time.perf_counter()
+    out = {**row, **{f"{n}_bytes": b"" for n in INPUTS}, **dict.fromkeys(HASH_COLUMNS),
+           "pre_status": None, "pre_reason": None, "pre_error": None}
+    for name in INPUTS:
+        url = row[name]
+        if not url:
+            continue
+        try:
+            data = read_bytes(url)
+        except FileNotFoundError:
+            out.update(pre_status="error", pre_reason="missing", pre_error=f"{name} {url} does not exist")
+            break
+        except OSError as err:
+            out.update(pre_status="error", pre_reason="io",
+                       pre_error=f"{name} {url}: {type(err).__name__}: {err}")
+            break
+        out[f"{name}_bytes"] = data
+        out[f"{name}_sha256"] = sha256_hex(data)
+    if out["pre_status"] is None and not overwrite and row["previous"]:
+        previous = json.loads(row["previous"])
+        hashes = {k: out[k] for k in HASH_COLUMNS}
+        if is_up_to_date(previous, output=row["output"], hashes=hashes, model_version=model_version,
+                         jpeg_quality=jpeg_quality) and exists(row["output"]):
+            out.update({f"{n}_bytes": b"" for n in INPUTS}, pre_status="skipped")
+    out["fetch_seconds"] = time.perf_counter() - started
+    return out
+
+
+def fetch_inputs(batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool,
+                 threads: int = 8) -> pa.Table:
+    """Download every input of the batch in parallel, hash them, and mark rows that are up to date."""
+    rows = batch.to_pylist()
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(rows)))) as pool:
+        fetched = list(pool.map(lambda r: _fetch_row(r, model_version, jpeg_quality, overwrite), rows))
+    return pa.Table.from_pylist(fetched, schema=FETCHED_SCHEMA)
+
+
+# ---------------------------------------------------------------- stage 2: harmonize
+
+
+def output_format(output_url: str, probed_format: str | None) -> str:
+    """The output's format: from its extension, else the composite's own format, else PNG."""
+    ext = posixpath.splitext(output_url.rsplit("/", 1)[-1])[1].lower()
+    if ext in FORMATS_BY_EXTENSION:
+        return FORMATS_BY_EXTENSION[ext]
+    fmt = (probed_format or "").upper()
+    fmt = "JPEG" if fmt == "MPO" else fmt
+    return fmt if fmt in FORMATS_BY_EXTENSION.values() else "PNG"
+
+
+def _thumbnail_bytes(image: np.ndarray) -> bytes:
+    from ssh_model.images import encode_image
+    from ssh_model.report import thumbnail
+
+    return encode_image(thumbnail(image), "JPEG", quality=85)
+
+
+class Harmonizer:
+    """The Ray Data predictor: builds the model once per actor, then maps a batch of fetched rows to records.
+
+    Args:
+        model: the resolved model (a ``ModelPayload``, or a Ray object reference to one).
+        jpeg_quality: JPEG/WebP output quality.
+        max_pixels: pixel limit for every decoded image.
+        run_id: stamped on every record.
+        num_threads: torch CPU threads for this actor.
+        use_gpu: run on CUDA when the actor was given a GPU.
+    """
+
+    def __init__(self, model: Any, jpeg_quality: int, max_pixels: int, run_id: str, num_threads: int = 1,
+                 use_gpu: bool = False) -> None:
+        import torch
+
+        from ssh_model.baselines import BASELINES
+        from ssh_model.harmonize import harmonize
+        from ssh_model.metrics import evaluate
+
+        if not isinstance(model, ModelPayload):
+            import ray
+
+            model = ray.get(model)
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, num_threads))  # this actor's process only
+        self.model = model_from_payload(model, self.device)
+        self.model_version = model.version
+        self.jpeg_quality = jpeg_quality
+        self.max_pixels = max_pixels
+        self.run_id = run_id
+        self._harmonize, self._evaluate, self._baselines = harmonize, evaluate, BASELINES
+        logger.info("actor pid %d runs %s (version %s) on %s", os.getpid(), model.uri, model.version,
+                    self.device)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self.process(row) for row in batch.to_pylist()], schema=OUTPUT_SCHEMA)
+
+    def process(self, row: dict) -> dict:
+        """One row -> one record (plus thumbnails); never raises for a problem with the row's data."""
+        started = time.perf_counter()
+        base = {k: row[k] or None for k in ("id", "output", *INPUTS)}
+        base.update({k: row[k] for k in HASH_COLUMNS}, model_version=self.model_version,
+                    jpeg_quality=self.jpeg_quality, run_id=self.run_id)
+        thumbs: dict[str, bytes] = {}
+        if row["pre_status"] == "skipped":
+            previous = json.loads(row["previous"])
+            record = new_record(**base, status="skipped", width=previous.get("width"),
+                                height=previous.get("height"),
+                                **{METRICS_COLUMN: previous.get(METRICS_COLUMN)})
+        elif row["pre_status"] == "error":
+            record = new_record(**base, status="error", reason=row["pre_reason"], error=row["pre_error"])
+        else:
+            try:
+                record, thumbs = self._harmonize_row(row, base)
+            except Exception as err:  # noqa: BLE001 - one bad row must fail alone, with its reason
+                from ssh_model.images import ImageError
+
+                if isinstance(err, ImageError | RowError):
+                    reason, message = err.reason, str(err)
+                elif isinstance(err, ValueError):  # the library refused this row's data
+                    reason, message = "invalid", f"{row['id']}: {err}"
+                elif isinstance(err, OSError):
+                    reason, message = "io", f"{type(err).__name__}: {err}"
+                else:
+                    logger.exception("row %s failed unexpectedly", row["id"])
+                    reason, message = "internal", f"{type(err).__name__}: {err}"
+                record = new_record(**base, status="error", reason=reason, error=message)
+        record["seconds"] = (row["fetch_seconds"] or 0.0) + time.perf_counter() - started
+        record["index"] = row["index"]
+        for name in THUMBS:
+            record[f"thumb_{name}"] = thumbs.get(name, b"")
+        return record
+
+    def _harmonize_row(self, row: dict, base: dict) -> tuple[dict, dict[str, bytes]]:
+        from ssh_model.images import MASK_EPSILON, decode_image, decode_mask, encode_image, probe_image
+
+        info = probe_image(row["composite_bytes"], row["composite"], self.max_pixels)
+        composite = decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels)
+        mask = decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels)  # (H, W) in [0, 1]
+        height, width = composite.shape[:2]
+        if mask.shape != (height, width):
+            raise RowError("mask_size", f"mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
+                                        f"composite {row['composite']} is {width}x{height}")
+        if float(mask.max()) < MASK_EPSILON:
+            raise RowError("empty_mask", f"mask {row['mask']} selects no pixel")
+        if not row["background"] and float(mask.min()) >= MASK_EPSILON:
+            raise RowError("full_mask", f"mask {row['mask']} covers the whole composite and the row has no "
+                                        "background photo: there is nothing to match")
+        background = None
+        if row["background"]:
+            background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)
+        result = self._harmonize(composite, mask, self.model, background=background)  # (H, W, 3) uint8
+        metrics: dict[str, float] = {}
+        target = None
+        if row["target"]:
+            target = decode_image(row["target_bytes"], row["target"], max_pixels=self.max_pixels)
+            if target.shape != composite.shape:
+                raise RowError("target_size", f"target {row['target']} is {target.shape[1]}x"
+                                              f"{target.shape[0]}, composite is {width}x{height}")
+            metrics.update({f"model_{k}": float(v) for k, v in self._evaluate(result, target, mask).items()})
+            for name, baseline in self._baselines.items():
+                predicted = baseline(composite, mask, background)
+                scores = self._evaluate(predicted, target, mask)
+                metrics.update({f"{name}_{k}": float(v) for k, v in scores.items()})
+        data = encode_image(result, output_format(row["output"], info.format), quality=self.jpeg_quality)
+        write_bytes_atomic(row["output"], data)
+        thumbs = {}
+        if row["thumbs"]:
+            images = {"composite": composite, "mask": mask, "harmonized": result, "target": target}
+            thumbs = {name: _thumbnail_bytes(image) for name, image in images.items() if image is not None}
+        record = new_record(**base, status="ok", width=width, height=height,
+                            **{METRICS_COLUMN: json.dumps(metrics) if metrics else None})
+        return record, thumbs
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def plan_rows(catalog: Catalog, previous: dict[str, dict], report_thumbnails: int) -> pa.Table:
+    """The dataset's input: one row per catalog row with its URLs and its previous record (JSON)."""
+    rows = []
+    for index, row in enumerate(catalog.rows):
+        known = previous.get(row.id)
+        rows.append({
+            "index": index, "id": row.id, "output": row.output, "composite": row.composite, "mask": row.mask,
+            "background": row.background or "", "target": row.target or "",
+            "thumbs": index < report_thumbnails,
+            "previous": json.dumps({k: known.get(k) for k in PREVIOUS_KEYS}) if known else "",
+        })
+    return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
+
+
+def actor_resources(options: JobOptions) -> tuple[int, float, float]:
+    """(actors, CPUs per actor, GPUs per actor) fitted to the Ray cluster, so the pool can always start."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    num_gpus = options.num_gpus if options.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+    if options.concurrency is not None:
+        concurrency = options.concurrency
+    elif num_gpus > 0:
+        concurrency = max(1, int(gpus // num_gpus))
+    else:
+        concurrency = max(1, min(MAX_AUTO_CPU_ACTORS, int(cpus)))
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    if num_gpus * concurrency > gpus + 1e-9:
+        raise ValueError(f"{concurrency} actors x {num_gpus} GPU need {num_gpus * concurrency:g} GPUs; "
+                         f"the Ray cluster has {gpus:g}")
+    num_cpus = options.num_cpus if options.num_cpus is not None else min(1.0, cpus / concurrency)
+    return concurrency, num_cpus, num_gpus
+
+
+def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_id: str, max_pixels: int):
+    """The lazy Ray Data pipeline over ``plan`` (nothing runs until it is iterated)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    concurrency, num_cpus, num_gpus = actor_resources(options)
+    # Small input blocks: records stream back block by block, and at least four blocks per actor keep
+    # the pool busy to the end; but no more than MAX_INPUT_BLOCKS of them for huge catalogs.
+    chunk = max(1, min(options.fetch_threads, math.ceil(plan.num_rows / (4 * concurrency))),
+                math.ceil(plan.num_rows / MAX_INPUT_BLOCKS))
+    blocks = [plan.slice(start, chunk) for start in range(0, plan.num_rows, chunk)]
+    dataset = ray.data.from_arrow(blocks).map_batches(
+        fetch_inputs, batch_format="pyarrow", batch_size=None, num_cpus=0,  # one call per block, as planned
+        concurrency=min(len(blocks), max(4, 2 * concurrency)), fn_kwargs={
+            "model_version": model.version, "jpeg_quality": options.jpeg_quality,
+            "overwrite": options.overwrite, "threads": options.fetch_threads,
+        })
+    return dataset.map_batches(
+        Harmonizer, batch_format="pyarrow", batch_size=options.batch_size, concurrency=concurrency,
+        num_cpus=num_cpus, num_gpus=num_gpus, fn_constructor_kwargs={
+            "model": ray.put(model), "jpeg_quality": options.jpeg_quality, "max_pixels": max_pixels,
+            "run_id": run_id,
+            "num_threads": max(1, int(num_cpus)), "use_gpu": num_gpus > 0,
+        })
+
+
+class Progress:
+    """Rows done / total with rate and ETA, logged at most every ``every_s`` seconds (and at the end)."""
+
+    def __init__(self, total: int, log: logging.Logger | logging.LoggerAdapter, every_s: float) -> None:
+        self.total, self.log, self.every_s = total, log, every_s
+        self.counts = {"ok": 0, "skipped": 0, "error": 0}
+        self.started = self.last = time.monotonic()
+
+    @property
+    def done(self) -> int:
+        return sum(self.counts.values())
+
+    def update(self, statuses: list[str]) -> None:
+        for status in statuses:
+            self.counts[status] += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done >= self.total:
+            self.last = now
+            self.log.info(self.line(now))
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max(1e-9, (now or time.monotonic()) - self.started)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        return (f"progress {self.done}/{self.total} rows ({self.done / max(1, self.total):.0%}): "
+                f"ok {self.counts['ok']}, skipped {self.counts['skipped']}, error {self.counts['error']}; "
+                f"{rate:.2f} rows/s, elapsed {elapsed:.0f}s, eta {eta:.0f}s")
+
+
+def run_job(catalog: Catalog, options: JobOptions, model: ModelPayload, previous: dict[str, dict],
+            run_id: str, log: logging.Logger | logging.LoggerAdapter | None = None,
+            on_records: Callable[[list[dict]], None] | None = None) -> JobOutcome:
+    """Harmonize every row of ``catalog``; records go to fragments as they arrive (merge them afterwards).
+
+    Args:
+        catalog: the validated catalog.
+        options: see JobOptions.
+        model: the resolved model (``load_model_payload(options.model_uri)``).
+        previous: the latest record per id from earlier runs (``tasks.results.load_previous``).
+        run_id: names this run's fragments and is stamped on its records.
+        log: where progress goes (a Prefect run logger in the flow).
+        on_records: called with each arriving list of records, after they were written to a fragment
+            buffer (used by tests to stop a job halfway).
+    """
+    from ssh_model.settings import get_settings
+
+    log = log or logger
+    max_pixels = options.max_pixels or get_settings().max_image_pixels
+    started = time.monotonic()
+    plan = plan_rows(catalog, previous, options.report_thumbnails)
+    writer = FragmentWriter(catalog.results_dir, run_id, options.fragment_rows, options.fragment_seconds)
+    progress = Progress(len(catalog), log, options.progress_every_s)
+    totals = SummaryBuilder()
+    keep_all = len(catalog) <= options.keep_records
+    records: list[dict] = []
+    kept_errors = 0
+    thumbnails: dict[str, dict[str, bytes]] = {}
+    dataset = build_dataset(plan, options, model, run_id, max_pixels)
+    # No prefetching: it holds finished blocks back until its buffer fills, delaying records and progress.
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+        arrived = []
+        for row in batch.to_pylist():
+            thumbs = {name: row.pop(f"thumb_{name}") for name in THUMBS}
+            thumbs = {name: data for name, data in thumbs.items() if data}
+            if thumbs:
+                thumbnails[row["id"]] = thumbs
+            arrived.append({k: row[k] for k in RECORD_SCHEMA.names} | {"index": row["index"]})
+        writer.add([{k: r[k] for k in RECORD_SCHEMA.names} for r in arrived])
+        totals.add(arrived)
+        for record in arrived:  # big catalogs: keep only what the report shows
+            is_kept_error = record["status"] == "error" and kept_errors < MAX_REPORTED_ERRORS
+            if keep_all or record["id"] in thumbnails or is_kept_error:
+                records.append(record)
+                kept_errors += record["status"] == "error"
+        progress.update([r["status"] for r in arrived])
+        if on_records is not None:
+            on_records(arrived)
+    writer.flush()
+    records.sort(key=lambda r: r.pop("index"))
+    summary = totals.build(len(catalog), time.monotonic() - started, model.version)
+    log.info("harmonized %d rows in %.1fs (%.2f rows/s): ok %d, skipped %d, error %d",
+             summary.done, summary.seconds, summary.rows_per_s, summary.ok, summary.skipped, summary.error)
+    return JobOutcome(summary=summary, records=records, thumbnails=thumbnails, run_id=run_id)
+
+
+def run_catalog(catalog: Catalog, options: JobOptions,
+                log: logging.Logger | logging.LoggerAdapter | None = None,
+                on_records: Callable[[list[dict]], None] | None = None) -> JobOutcome:
+    """The whole job without Prefect: pin the model version, resume from earlier records, run, publish.
+
+    The flow does the same steps as separate Prefect tasks; this is for notebooks, tests and benchmarks.
+    """
+    ray_init()
+    model = load_model_payload(options.model_uri)
+    previous = load_previous(catalog.results_dir)
+    outcome = run_job(catalog, options, model, previous, new_run_id(), log=log, on_records=on_records)
+    outcome.summary.results_url, _ = merge_results(catalog.results_dir)
+    return outcome

@@ -1,0 +1,323 @@
+"""Catalogs for the bulk harmonization job: read, resolve output URLs, validate before any image is read.
+
+A catalog is a Parquet, CSV or JSONL table (the format comes from the file's extension) with one
+row per composite:
+
+    id          unique, non-empty
+    composite   URL of the composite image
+    mask        URL of the foreground mask (same size as the composite)
+    background  optional: URL of a clean background photo (the harmonization reference)
+    target      optional: URL of the ground truth; metrics are computed when present
+    output      optional: URL to write the result to (.jpg, .jpeg, .png, .webp, or no extension);
+                rows without one get ``<output_prefix>/<id><the composite's extension>``
+                (``.png`` when the composite's format cannot be written, e.g. TIFF)
+
+Relative URLs are resolved against the catalog's own folder. Every problem found is reported
+at once, in a single ``CatalogError`` listing the offending rows, before any image is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import posixpath
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssh_model.storage import is_under, join, protocol_of, read_bytes
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS = ("id", "composite", "mask")
+OPTIONAL_COLUMNS = ("background", "target", "output")
+INPUT_COLUMNS = ("composite", "mask", "background", "target")
+OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # what outputs can be encoded as
+RESULTS_DIRNAME = "_results"  # reserved folder under the output prefix: results table, report, fragments
+MAX_LISTED_PROBLEMS = 50
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
+           ".json": "jsonl"}
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be run; ``problems`` lists every offending row (or the missing columns)."""
+
+    def __init__(self, url: str, problems: list[str]) -> None:
+        self.url = url
+        self.problems = problems
+        listed = problems[:MAX_LISTED_PROBLEMS]
+        more = f"\n  ... and {len(problems) - len(listed)} more" if len(problems) > len(listed) else ""
+        plural = "s" if len(problems) != 1 else ""
+        super().__init__(
+            f"catalog {url} is invalid ({len(problems)} problem{plural}; no image was read):\n  "
+            + "\n  ".join(listed) + more
+        )
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    id: str
+    composite: str
+    mask: str
+    output: str
+    background: str | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    url: str
+    rows: list[CatalogRow]
+    output_prefix: str  # every output is under it; results and report go to ``results_dir``
+    has_background: bool
+    has_target: bool
+
+    @property
+    def results_dir(self) -> str:
+        return join(self.output_prefix, RESULTS_DIRNAME)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def catalog_format(url: str) -> str:
+    """'parquet', 'csv' or 'jsonl', from the extension (a trailing .gz etc. is not supported)."""
+    ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
+    if ext not in FORMATS:
+        raise CatalogError(url, [f"unknown catalog format {ext or '(no extension)'!r}; "
+                                 f"expected one of {sorted(FORMATS)}"])
+    return FORMATS[ext]
+
+
+def _cell(value: object) -> str | None:
+    """Catalog cells as stripped strings; None, NaN and empty strings become None."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8")
+    text = str(value).strip()
+    return text or None
+
+
+def read_table(url: str) -> tuple[list[str], list[dict[str, str | None]]]:
+    """The column names and the rows (cells as strings or None) of the catalog at ``url``."""
+    kind = catalog_format(url)
+    data = read_bytes(url)
+    if kind == "parquet":
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except pa.ArrowInvalid as err:
+            raise CatalogError(url, [f"not a Parquet file: {err}"]) from err
+        columns = table.column_names
+        rows = table.to_pylist()
+    elif kind == "csv":
+        try:
+            reader = csv.DictReader(io.StringIO(data.decode("utf-8-sig")))
+            rows = list(reader)
+        except (UnicodeDecodeError, csv.Error) as err:
+            raise CatalogError(url, [f"not a UTF-8 CSV file: {err}"]) from err
+        columns = [c.strip() for c in reader.fieldnames or []]
+        rows = [{(k or "").strip(): v for k, v in row.items()} for row in rows]
+    else:
+        rows, problems = [], []
+        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                problems.append(f"line {number}: not JSON ({err.msg})")
+                continue
+            if not isinstance(row, dict):
+                problems.append(f"line {number}: not a JSON object")
+                continue
+            rows.append(row)
+        if problems:
+            raise CatalogError(url, problems)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    return columns, [{k: _cell(v) for k, v in row.items()} for row in rows]
+
+
+def catalog_dir(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def resolve_url(value: str, base: str) -> str:
+    """``value`` as is when it has a scheme or is an absolute path, else relative to ``base``."""
+    if "://" in value or value.startswith("/"):
+        return value
+    if "://" not in base:
+        return os.path.normpath(os.path.join(os.path.abspath(base), value))
+    return join(base, value)
+
+
+def normalized(url: str) -> str:
+    """A canonical form for comparing URLs: local paths absolute, ``file://`` stripped, no double slashes."""
+    if url.startswith("file://"):
+        url = url[len("file://"):]
+    if "://" not in url:
+        return os.path.normpath(os.path.abspath(url))
+    scheme, rest = url.split("://", 1)
+    scheme = "s3" if scheme == "s3a" else scheme
+    return f"{scheme}://{posixpath.normpath(rest)}"
+
+
+def _extension(url: str) -> str:
+    return posixpath.splitext(url.rstrip("/").rsplit("/", 1)[-1])[1]
+
+
+def output_extension(composite_url: str) -> str:
+    """The extension of a derived output: the composite's, when it can be written (else ``.png``)."""
+    ext = _extension(composite_url)
+    return ext if ext.lower() in OUTPUT_EXTENSIONS else ".png"
+
+
+def _bucket(url: str) -> str:
+    """Scheme plus bucket (first path segment) for object-store URLs; just the scheme for local paths."""
+    scheme = protocol_of(url)
+    if scheme == "file":
+        return "file"
+    return f"{scheme}://{url.split('://', 1)[1].lstrip('/').split('/', 1)[0]}"
+
+
+def common_prefix(outputs: list[str]) -> str:
+    """The deepest folder holding every output (all must share a scheme and bucket; checked by the caller)."""
+    if protocol_of(outputs[0]) == "file":
+        paths = [normalized(o) for o in outputs]
+        return os.path.commonpath([posixpath.dirname(p) for p in paths])
+    scheme = outputs[0].split("://", 1)[0]
+    paths = [posixpath.normpath(o.split("://", 1)[1]) for o in outputs]
+    return f"{scheme}://{posixpath.commonpath([posixpath.dirname(p) for p in paths])}"
+
+
+def _label(number: int, row_id: str | None) -> str:
+    return f"row {number} (id {row_id!r})" if row_id is not None else f"row {number}"
+
+
+def _first_row_number(problem: str) -> int:
+    words = problem.replace(",", " ").split()
+    return int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
+
+
+def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None]],
+                  output_prefix: str | None = None) -> Catalog:
+    """Resolve and validate catalog rows; raise one CatalogError listing every problem.
+
+    Args:
+        url: the catalog's URL (relative inputs are resolved against its folder; named in errors).
+        columns: the table's column names.
+        cells: the rows, cells as strings or None.
+        output_prefix: where outputs go when a row has no ``output``; every output must be under
+            it. Without it every row needs an ``output`` and the prefix is their deepest common folder.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise CatalogError(url, [f"missing required column(s) {', '.join(missing)}; "
+                                 f"found {', '.join(columns) or 'no columns'}"])
+    if not cells:
+        raise CatalogError(url, ["the catalog has no rows"])
+    base = catalog_dir(url)
+    problems: list[str] = []
+    prefix = output_prefix.rstrip("/") if output_prefix else None
+    if prefix is not None and "://" not in prefix:
+        prefix = os.path.abspath(prefix)
+
+    rows_by_number: dict[int, dict[str, str | None]] = {}
+    for number, row in enumerate(cells, start=1):
+        label = _label(number, row.get("id"))
+        empty = [c for c in REQUIRED_COLUMNS if not row.get(c)]
+        if empty:
+            problems.append(f"{label}: empty {', '.join(empty)}")
+            continue
+        resolved = {c: resolve_url(row[c], base) if row.get(c) else None for c in INPUT_COLUMNS}
+        if row.get("output"):
+            resolved["output"] = resolve_url(row["output"], base)
+        elif prefix is not None:
+            resolved["output"] = join(prefix, row["id"] + output_extension(resolved["composite"]))
+        else:
+            problems.append(f"{label}: no output URL and no output_prefix was given")
+            continue
+        resolved["id"] = row["id"]
+        rows_by_number[number] = resolved
+
+    if prefix is None and rows_by_number:
+        outputs = {n: r["output"] for n, r in rows_by_number.items()}
+        first_bucket = _bucket(next(iter(outputs.values())))
+        other = [n for n, o in outputs.items() if _bucket(o) != first_bucket]
+        for number in other:
+            problems.append(f"{_label(number, rows_by_number[number]['id'])}: output "
+                            f"{outputs[number]} is not in {first_bucket} like the first row's output; "
+                            "give an output_prefix")
+        if not other:
+            prefix = common_prefix(list(outputs.values()))
+    reserved = join(prefix, RESULTS_DIRNAME) if prefix else None
+
+    ids: dict[str, list[int]] = defaultdict(list)
+    output_rows: dict[str, list[int]] = defaultdict(list)
+    all_inputs = {normalized(r[c]): (n, c) for n, r in rows_by_number.items() for c in INPUT_COLUMNS if r[c]}
+    for number, row in rows_by_number.items():
+        ids[row["id"]].append(number)
+        output_rows[normalized(row["output"])].append(number)
+        label, output = _label(number, row["id"]), row["output"]
+        clash = all_inputs.get(normalized(output))
+        if clash is not None:
+            where = "its own" if clash[0] == number else f"row {clash[0]}'s"
+            problems.append(f"{label}: output {output} is {where} input {clash[1]}")
+        elif _extension(output) and _extension(output).lower() not in OUTPUT_EXTENSIONS:
+            problems.append(f"{label}: output {output} has extension {_extension(output)!r}; outputs can be "
+                            f"{', '.join(OUTPUT_EXTENSIONS)} (or no extension: the composite's format)")
+        elif ".." in output.split("://", 1)[-1].split("/"):
+            problems.append(f"{label}: output {output} contains '..'")
+        elif prefix is not None and not is_under(normalized(output), normalized(prefix)):
+            problems.append(f"{label}: output {output} escapes the output prefix {prefix}")
+        elif reserved is not None and is_under(normalized(output), normalized(reserved)):
+            problems.append(f"{label}: output {output} is inside the reserved results folder {reserved}")
+    for row_id, numbers in ids.items():
+        if len(numbers) > 1:
+            problems.append(f"rows {', '.join(map(str, numbers))}: duplicate id {row_id!r}")
+    for output, numbers in output_rows.items():
+        if len(numbers) > 1 and len({rows_by_number[n]["id"] for n in numbers}) > 1:  # else: duplicate id
+            problems.append(f"rows {', '.join(map(str, numbers))}: same output {output}")
+    if problems:
+        raise CatalogError(url, sorted(problems, key=_first_row_number))
+
+    rows = [CatalogRow(id=r["id"], composite=r["composite"], mask=r["mask"], output=r["output"],
+                       background=r["background"], target=r["target"]) for r in rows_by_number.values()]
+    return Catalog(url=url, rows=rows, output_prefix=prefix, has_background=any(r.background for r in rows),
+                   has_target=any(r.target for r in rows))
+
+
+def read_catalog(url: str, output_prefix: str | None = None) -> Catalog:
+    """Read and validate the catalog at ``url`` (see the module docstring); no image is read."""
+    columns, cells = read_table(url)
+    catalog = build_catalog(url, columns, cells, output_prefix)
+    logger.info("catalog %s: %d rows, outputs under %s%s", url, len(catalog), catalog.output_prefix,
+                ", with ground truth" if catalog.has_target else "")
+    return catalog
+
+
+def write_catalog(rows: list[dict[str, str]], url: str) -> None:
+    """Write catalog rows (dicts of strings) in the format of ``url``'s extension; for users and tests."""
+    from ssh_model.storage import write_bytes_atomic
+
+    kind = catalog_format(url)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    if kind == "parquet":
+        sink = pa.BufferOutputStream()
+        schema = pa.schema([(c, pa.string()) for c in columns])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), sink)
+        data = sink.getvalue().to_pybytes()
+    elif kind == "csv":
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        data = text.getvalue().encode("utf-8")
+    else:
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode("utf-8")
+    write_bytes_atomic(url, data)

@@ -1,0 +1,50 @@
+"""Helpers shared by the Prefect tasks: the run logger, Ray start-up, the environment Ray workers need."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+# Non-secret settings Ray workers need to reach the same storage as the driver. Credentials are not
+# forwarded: local workers inherit them, cluster workers get them from their own environment.
+FORWARDED_ENV_PREFIXES = ("SSH_",)
+FORWARDED_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """Prefect's run logger inside a flow or task run (lines reach the Prefect UI), else a plain logger."""
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
+
+
+def forwarded_env() -> dict[str, str]:
+    """The ``SSH_*`` and S3 endpoint/region variables of this process, for Ray workers' ``runtime_env``."""
+    return {key: value for key, value in os.environ.items()
+            if key.startswith(FORWARDED_ENV_PREFIXES) or key in FORWARDED_ENV_NAMES}
+
+
+def ray_init(num_cpus: int | None = None) -> bool:
+    """Connect to the cluster at ``RAY_ADDRESS``, else start a private local Ray; True when this call did.
+
+    A local start never attaches to some other Ray instance already running on the machine (its
+    workers could have another environment); ``num_cpus`` caps a local start (default: all cores).
+    The driver's ``SSH_*`` and S3 endpoint settings go to every worker through the job's runtime env.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    options: dict = {"runtime_env": {"env_vars": forwarded_env()}, "include_dashboard": False}
+    if address == "local" and num_cpus is not None:
+        options["num_cpus"] = num_cpus
+    ray.init(address=address, **options)
+    logger.info("Ray started (%s): %s", address, ray.cluster_resources())
+    return True

@@ -1,0 +1,96 @@
+"""The Prefect tasks of the ``harmonize-batch`` flow: thin wrappers over catalog, batch_inference and results.
+
+Kept apart from those modules so that Ray workers, which import them, never import Prefect.
+Only tasks that do plain storage I/O retry, and only on transient I/O errors: a bad catalog or a
+missing object will not get better by waiting, and the inference task is resumable instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from ssh_model.storage import write_bytes_atomic
+from tasks.batch_inference import JobOptions, JobOutcome, ModelPayload, load_model_payload, run_job
+from tasks.catalog import Catalog, read_catalog
+from tasks.common import ray_init
+from tasks.results import load_previous, merge_results, new_run_id, render_job_report, report_url
+
+IO_RETRIES = 3
+IO_RETRY_DELAYS = [2, 10, 30]
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def is_transient_io_error(error: object) -> bool:
+    """True for OSErrors (network, timeouts, throttling) other than missing or forbidden objects."""
+    return isinstance(error, OSError) and not isinstance(error, _PERMANENT)
+
+
+def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn``: retry only when the failure was a transient I/O error."""
+    return is_transient_io_error(getattr(state, "data", None))
+
+
+_io_task = {"retries": IO_RETRIES, "retry_delay_seconds": IO_RETRY_DELAYS, "retry_condition_fn": retry_on_io,
+            "cache_policy": NO_CACHE}
+
+
+@task(name="load-catalog", **_io_task)
+def load_catalog(url: str, output_prefix: str | None) -> Catalog:
+    """Read and validate the catalog; fails with one message listing every offending row."""
+    catalog = read_catalog(url, output_prefix)
+    get_run_logger().info("catalog %s: %d rows; outputs under %s; results in %s", url, len(catalog),
+                          catalog.output_prefix, catalog.results_dir)
+    return catalog
+
+
+@task(name="resolve-model", **_io_task)
+def resolve_model(model_uri: str) -> ModelPayload:
+    """Load the model behind ``model_uri`` once; an alias is pinned to this version for the whole run."""
+    model = load_model_payload(model_uri)
+    get_run_logger().info("model %s resolves to version %s (%s)", model_uri, model.version, model.config)
+    return model
+
+
+@task(name="load-previous-results", **_io_task)
+def load_previous_results(results_dir: str) -> dict[str, dict]:
+    previous = load_previous(results_dir)
+    if previous:
+        get_run_logger().info("%d rows have records from earlier runs", len(previous))
+    return previous
+
+
+@task(name="harmonize-rows", cache_policy=NO_CACHE)
+def harmonize_rows(catalog: Catalog, options: JobOptions, model: ModelPayload,
+                   previous: dict[str, dict]) -> JobOutcome:
+    """The Ray Data job; not retried (a re-run of the flow resumes where this one stopped)."""
+    log = get_run_logger()
+    started_ray = ray_init()
+    try:
+        return run_job(catalog, options, model, previous, new_run_id(), log=log)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+@task(name="publish-results", **_io_task)
+def publish_results(results_dir: str) -> str:
+    """Merge the run's record fragments into the results table (idempotent, so safe to retry)."""
+    url, table = merge_results(results_dir)
+    get_run_logger().info("results table: %s (%d rows)", url, table.num_rows)
+    return url
+
+
+@task(name="write-report", **_io_task)
+def write_report(catalog: Catalog, outcome: JobOutcome, model_uri: str) -> str:
+    """Render the HTML report next to the results table; returns its URL."""
+    url = report_url(catalog.results_dir)
+    html = render_job_report(f"harmonize-batch: {catalog.url}", outcome.records, outcome.thumbnails,
+                             outcome.summary, extra={"catalog": catalog.url, "model": model_uri,
+                                                     "run": outcome.run_id})
+    write_bytes_atomic(url, html.encode("utf-8"))
+    return url

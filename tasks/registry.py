@@ -1,0 +1,259 @@
+"""The MLflow model registry: log, register, the promotion gate, and loading models by URI.
+
+- ``log_model``: inside an active run, logs the network as a pyfunc "model from code"
+  (``tasks/pyfunc_model.py``) with the safetensors weights as its ``weights`` artifact: loading it
+  never unpickles anything (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`` is our default).
+- ``register_candidate``: registers it as a new version of ``ssh-harmonizer`` and points the
+  alias ``candidate`` at it.
+- ``promotion_gate``: scores the candidate and the current champion on the fixed evaluation set
+  (``tasks.evaluation``) and moves ``champion`` to the candidate only when it beats the champion
+  by ``margin`` (in the metric's units); the decision and both scores are tags on the version.
+- ``load_registered_model(uri)``: ``models:/ssh-harmonizer@champion``, ``models:/name/3`` or a plain
+  ``.safetensors`` URL (any fsspec URL) -> (SSHNet in eval mode, version string).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import torch
+from mlflow.entities.model_registry import ModelVersion
+
+from ssh_model import storage
+from ssh_model.checkpoints import load_model
+from ssh_model.network import SSHNet
+from tasks.tracking import configure  # importing it sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
+
+logger = logging.getLogger(__name__)
+
+MODEL_NAME = "ssh-harmonizer"
+CANDIDATE = "candidate"
+CHAMPION = "champion"
+WEIGHTS_FILE = "model.safetensors"
+PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
+PIP_REQUIREMENTS = ["ssh-harmonization", "mlflow", "torch", "safetensors", "numpy", "pillow"]
+GATE_PREFIX = "gate."
+
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
+
+
+# -- logging and registering ------------------------------------------------------------------------
+
+def log_model(weights_url: str, name: str = "model") -> Any:
+    """Log ``weights_url`` (a ``save_model`` file) as a no-pickle pyfunc in the active run.
+
+    Returns the ``ModelInfo`` (its ``model_uri`` is what ``register_candidate`` takes).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, WEIGHTS_FILE)
+        with open(local, "wb") as handle:
+            handle.write(storage.read_bytes(weights_url))
+        return mlflow.pyfunc.log_model(name=name, python_model=PYFUNC_CODE, artifacts={"weights": local},
+                                       pip_requirements=PIP_REQUIREMENTS)
+
+
+def register_candidate(model_uri: str, name: str = MODEL_NAME, tags: dict[str, str] | None = None,
+                       alias: str = CANDIDATE) -> ModelVersion:
+    """Register ``model_uri`` (from ``log_model``) as a new version of ``name`` with alias ``candidate``."""
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(name, alias, version.version)
+    logger.info("registered %s version %s (alias %s)", name, version.version, alias)
+    return client.get_model_version(name, version.version)
+
+
+def versions_of_run(run_id: str, name: str = MODEL_NAME) -> list[ModelVersion]:
+    """The registered versions of ``name`` logged by run ``run_id`` (newest first)."""
+    found = mlflow.MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+
+# -- resolving and loading --------------------------------------------------------------------------
+
+def parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
+    """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, "3"); else None."""
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        return None
+    return match["name"], match["alias"], match["version"]
+
+
+def expand_model_ref(ref: str, name: str = MODEL_NAME) -> str:
+    """Shorthands for people: "champion" -> ``models:/name@champion``, "3" -> ``models:/name/3``;
+    ``models:/`` URIs and checkpoint URLs pass through."""
+    ref = ref.strip()
+    if ref.startswith("models:/") or "://" in ref or ref.endswith(".safetensors") or "/" in ref:
+        return ref
+    if ref.isdigit() or ref == "latest":
+        return f"models:/{name}/{ref}"
+    return f"models:/{name}@{ref}"
+
+
+def resolve_version(uri: str) -> ModelVersion:
+    """The registry version a ``models:/`` URI names (``latest`` = the highest version number)."""
+    parsed = parse_models_uri(uri)
+    if parsed is None:
+        raise ValueError(f"{uri!r} is not a models:/name@alias or models:/name/version URI")
+    name, alias, version = parsed
+    client = mlflow.MlflowClient()
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        if version == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise ValueError(f"registered model {name!r} has no versions")
+            return max(versions, key=lambda v: int(v.version))
+        return client.get_model_version(name, version)
+    except mlflow.exceptions.MlflowException as err:
+        raise LookupError(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: "
+                          f"{err.message}") from err
+
+
+def download_weights(version: ModelVersion, folder: str) -> str:
+    """Download a version's model into ``folder``; returns the local path of its safetensors weights."""
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
+                                                dst_path=folder)
+    flavor = mlflow.models.Model.load(local).flavors.get("python_function", {})
+    relative = flavor.get("artifacts", {}).get("weights", {}).get("path")
+    if relative is None:
+        raise ValueError(f"model {version.name} version {version.version} has no 'weights' artifact")
+    return os.path.join(local, relative)
+
+
+def file_version(data: bytes) -> str:
+    """The version string of a plain checkpoint file: ``sha256:<first 12 hex>`` of its bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()[:12]
+
+
+def version_label(version: ModelVersion) -> str:
+    return f"{version.name}/{version.version}"
+
+
+def load_registered_model(uri: str, device: str | torch.device = "cpu") -> tuple[SSHNet, str]:
+    """The network a URI names, in eval mode on ``device``, and its version string.
+
+    Args:
+        uri: ``models:/ssh-harmonizer@champion`` (any alias), ``models:/name/3``, ``models:/name/latest``,
+            or a ``.safetensors`` file written by ``save_model`` at any fsspec URL.
+        device: where to put the network.
+    Returns:
+        (model, version): version is ``"name/N"`` for registry URIs, ``"sha256:<12 hex>"`` of the file
+        for plain URLs. No pickle is involved either way.
+    """
+    if uri.startswith("models:/"):
+        configure()
+        version = resolve_version(uri)
+        with tempfile.TemporaryDirectory() as folder:
+            model = load_model(download_weights(version, folder), device=device)
+        return model, version_label(version)
+    data = storage.read_bytes(uri)
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, WEIGHTS_FILE)
+        with open(local, "wb") as handle:
+            handle.write(data)
+        model = load_model(local, device=device)
+    return model, file_version(data)
+
+
+# -- the promotion gate -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GateDecision:
+    """What the gate decided for one candidate version (also stored as ``gate.*`` version tags)."""
+
+    promoted: bool
+    reason: str
+    metric: str
+    margin: float
+    candidate_version: str
+    candidate_score: float
+    champion_version: str  # "" when there was no champion
+    champion_score: float | None
+
+    def as_tags(self) -> dict[str, str]:
+        values = asdict(self)
+        values["decision"] = "promoted" if self.promoted else "refused"
+        return {f"{GATE_PREFIX}{k}": "" if v is None else str(v) for k, v in values.items()}
+
+
+def decide(candidate: float, champion: float | None, margin: float, higher_better: bool) -> tuple[bool, str]:
+    """Promote when there is no champion, or when the candidate beats it by at least ``margin``."""
+    if champion is None:
+        return True, "no champion yet"
+    gain = candidate - champion if higher_better else champion - candidate
+    if gain >= margin:
+        return True, f"beats the champion by {gain:.4f} (margin {margin})"
+    return False, f"gain {gain:.4f} is below the margin {margin}"
+
+
+def promotion_gate(candidate_version: str, *, name: str = MODEL_NAME, metric: str = "psnr",
+                   margin: float = 0.1, eval_max_side: int | None = None, eval_photos: int | None = None,
+                   size: int | None = None) -> GateDecision:
+    """Compare a candidate version with the champion on the fixed evaluation set; promote it or not.
+
+    Both are evaluated now, on the same composites (``tasks.evaluation.fixed_evaluation_set``), so a
+    change to the evaluation code never compares old numbers with new ones.
+
+    Args:
+        candidate_version: the registry version number of the candidate.
+        name: the registered model.
+        metric: the gate metric (mean over the set); "psnr"/"ssim" higher is better, "mse"/"fmse" lower.
+        margin: how much better (in the metric's units) the candidate must be.
+        eval_max_side, eval_photos: the evaluation set's photo size cap and count (None = reference set).
+        size: the network resolution for harmonize (default: harmonize's own).
+    """
+    from tasks.evaluation import evaluate_composites, fixed_evaluation_set, higher_is_better, methods_for
+
+    higher_better = higher_is_better(metric)
+    client = mlflow.MlflowClient()
+    candidate_label = f"{name}/{candidate_version}"
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    models = {candidate_label: load_registered_model(f"models:/{name}/{candidate_version}")[0]}
+    is_champion = champion is not None and str(champion.version) == str(candidate_version)
+    if champion is not None and not is_champion:
+        models[version_label(champion)] = load_registered_model(f"models:/{name}/{champion.version}")[0]
+    options = {} if size is None else {"size": size}
+    evaluation = evaluate_composites(methods_for(models, baselines=(), **options),
+                                     fixed_evaluation_set(eval_max_side, eval_photos))
+    candidate_score = evaluation.score(candidate_label, metric)
+    champion_score = None
+    if champion is not None:
+        label = version_label(champion)
+        champion_score = evaluation.score(label, metric) if label in models else candidate_score
+    if is_champion:  # e.g. a re-run of the flow: keep the decision recorded when it was promoted
+        return GateDecision(promoted=True, reason="already the champion", metric=metric, margin=float(margin),
+                            candidate_version=str(candidate_version), candidate_score=candidate_score,
+                            champion_version=str(candidate_version), champion_score=champion_score)
+    promoted, reason = decide(candidate_score, champion_score, margin, higher_better)
+    decision = GateDecision(promoted=promoted, reason=reason, metric=metric, margin=float(margin),
+                            candidate_version=str(candidate_version), candidate_score=candidate_score,
+                            champion_version="" if champion is None else str(champion.version),
+                            champion_score=champion_score)
+    for key, value in decision.as_tags().items():
+        client.set_model_version_tag(name, str(candidate_version), key, value)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, str(candidate_version))
+    logger.info("promotion gate for %s: %s, %s (%s): candidate %.4f, champion %s", candidate_label,
+                "PROMOTED" if promoted else "refused", reason, metric, candidate_score,
+                "none" if champion_score is None else f"{champion_score:.4f}")
+    return decision
+
+
+__all__ = [
+    "CANDIDATE", "CHAMPION", "MODEL_NAME", "GateDecision", "decide", "download_weights", "expand_model_ref",
+    "file_version",
+    "load_registered_model", "log_model", "parse_models_uri", "promotion_gate", "register_candidate",
+    "resolve_version", "version_label", "versions_of_run",
+]

@@ -1,0 +1,370 @@
+"""The results table of a bulk harmonization job, kept next to its outputs, and the HTML report.
+
+Layout under ``<output_prefix>/_results/``:
+
+    results.parquet            one row per catalog id (the latest record), merged at the end of a run
+    fragments/<run>-<n>.parquet records written while the job runs (each one atomically), so a job
+                               killed halfway loses at most the last few seconds of records
+    report.html                before / after / mask thumbnails (and ground truth), counts and metrics
+
+A row is up to date, and skipped by the next run, when its output exists and its latest record
+says it was made (status ok or skipped) for the same output URL from inputs with the same content
+hashes, by the same model version and JPEG quality. Errors are always retried. Records are merged
+by id, the most recent one winning, so a job killed halfway and re-run ends with exactly one record
+per row; outputs made by the killed run but never recorded are simply made again (atomically).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ssh_model.report import ReportRow, render_report
+from ssh_model.storage import exists, filesystem, join, read_bytes, write_bytes_atomic
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "results.parquet"
+REPORT_FILE = "report.html"
+FRAGMENTS_DIR = "fragments"
+STATUSES = ("ok", "skipped", "error")
+METRICS_COLUMN = "metrics"  # JSON {"model_psnr": ..., "identity_psnr": ...} in records and fragments
+REPORTED_METRICS = ("psnr", "mse", "fmse", "ssim")
+
+BASE_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("status", pa.string()),
+    ("reason", pa.string()),
+    ("error", pa.string()),
+    ("output", pa.string()),
+    ("composite", pa.string()),
+    ("mask", pa.string()),
+    ("background", pa.string()),
+    ("target", pa.string()),
+    ("composite_sha256", pa.string()),
+    ("mask_sha256", pa.string()),
+    ("background_sha256", pa.string()),
+    ("target_sha256", pa.string()),
+    ("model_version", pa.string()),
+    ("jpeg_quality", pa.int32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("seconds", pa.float64()),
+    ("finished_at", pa.timestamp("us", tz="UTC")),
+    ("run_id", pa.string()),
+])
+RECORD_SCHEMA = BASE_SCHEMA.append(pa.field(METRICS_COLUMN, pa.string()))
+HASH_COLUMNS = ("composite_sha256", "mask_sha256", "background_sha256", "target_sha256")
+
+
+def results_url(results_dir: str) -> str:
+    return join(results_dir, RESULTS_FILE)
+
+
+def report_url(results_dir: str) -> str:
+    return join(results_dir, REPORT_FILE)
+
+
+def fragments_dir(results_dir: str) -> str:
+    return join(results_dir, FRAGMENTS_DIR)
+
+
+def new_record(**values: object) -> dict:
+    """A record with every column of RECORD_SCHEMA (missing ones None, ``finished_at`` now)."""
+    record = dict.fromkeys(RECORD_SCHEMA.names)
+    record["finished_at"] = datetime.now(UTC)
+    record.update(values)
+    unknown = set(record) - set(RECORD_SCHEMA.names)
+    if unknown:
+        raise KeyError(f"unknown record fields {sorted(unknown)}")
+    return record
+
+
+def is_up_to_date(previous: dict | None, *, output: str, hashes: dict[str, str | None], model_version: str,
+                  jpeg_quality: int) -> bool:
+    """True when ``previous`` (a record) says ``output`` was made from these very inputs and model.
+
+    The caller still has to check that the output object exists.
+    """
+    if previous is None or previous.get("status") not in ("ok", "skipped"):
+        return False
+    return (previous.get("output") == output and previous.get("model_version") == model_version
+            and previous.get("jpeg_quality") == jpeg_quality
+            and all(previous.get(k) == hashes.get(k) for k in HASH_COLUMNS))
+
+
+# ---------------------------------------------------------------- (de)serialisation
+
+
+def _to_parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def records_table(records: list[dict]) -> pa.Table:
+    """Records (with the JSON metrics column) as an Arrow table of RECORD_SCHEMA."""
+    return pa.Table.from_pylist(records, schema=RECORD_SCHEMA)
+
+
+def metric_columns(names: Iterable[str]) -> list[str]:
+    """Metric column names in report order: the model's first, then each baseline's."""
+    names = sorted(set(names))
+    return [n for n in names if n.startswith("model_")] + [n for n in names if not n.startswith("model_")]
+
+
+def flat_results_table(records: list[dict]) -> pa.Table:
+    """Records as the published results table: base columns plus one float column per metric."""
+    metrics = [json.loads(r[METRICS_COLUMN]) if r.get(METRICS_COLUMN) else {} for r in records]
+    base = pa.Table.from_pylist([{k: r.get(k) for k in BASE_SCHEMA.names} for r in records],
+                                schema=BASE_SCHEMA)
+    for name in metric_columns(k for m in metrics for k in m):
+        base = base.append_column(pa.field(name, pa.float64()), pa.array([m.get(name) for m in metrics],
+                                                                          type=pa.float64()))
+    return base
+
+
+def records_from_table(table: pa.Table) -> list[dict]:
+    """Records back from either a fragment (JSON metrics) or a published table (flat metric columns)."""
+    extra = [c for c in table.column_names if c not in RECORD_SCHEMA.names]
+    records = []
+    for row in table.to_pylist():
+        record = new_record(**{k: row.get(k) for k in RECORD_SCHEMA.names})
+        if extra:
+            values = {c: row[c] for c in extra if row.get(c) is not None and not math.isnan(row[c])}
+            record[METRICS_COLUMN] = json.dumps(values) if values else None
+        records.append(record)
+    return records
+
+
+def read_results(results_dir: str) -> pa.Table | None:
+    """The published results table, or None when there is none yet."""
+    url = results_url(results_dir)
+    if not exists(url):
+        return None
+    return pq.read_table(pa.BufferReader(read_bytes(url)))
+
+
+def list_fragments(results_dir: str) -> list[str]:
+    """URLs of the record fragments left by running or killed jobs, sorted."""
+    fs, path = filesystem(fragments_dir(results_dir))
+    fs.invalidate_cache(path)
+    if not fs.exists(path):
+        return []
+    found = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
+    base = fragments_dir(results_dir)
+    return [join(base, p.rsplit("/", 1)[-1]) for p in found]
+
+
+def latest_by_id(records: Iterable[dict]) -> dict[str, dict]:
+    """One record per id: the one finished last (ties: the later in ``records``)."""
+    latest: dict[str, dict] = {}
+    for record in records:
+        known = latest.get(record["id"])
+        if known is None or _stamp(record) >= _stamp(known):
+            latest[record["id"]] = record
+    return latest
+
+
+def _stamp(record: dict) -> float:
+    value = record.get("finished_at")
+    return value.timestamp() if isinstance(value, datetime) else 0.0
+
+
+def load_previous(results_dir: str) -> dict[str, dict]:
+    """The latest record per id from the published table and any fragments (of finished or killed runs)."""
+    records: list[dict] = []
+    table = read_results(results_dir)
+    if table is not None:
+        records += records_from_table(table)
+    for url in list_fragments(results_dir):
+        records += records_from_table(pq.read_table(pa.BufferReader(read_bytes(url))))
+    return latest_by_id(records)
+
+
+# ---------------------------------------------------------------- writing
+
+
+class FragmentWriter:
+    """Buffers records and writes them as small Parquet fragments, each atomically.
+
+    Args:
+        results_dir: the job's ``_results`` folder.
+        run_id: names the fragments of this run.
+        max_rows: flush when this many records are pending.
+        max_seconds: flush when the oldest pending record has waited this long.
+    """
+
+    def __init__(self, results_dir: str, run_id: str, max_rows: int = 256, max_seconds: float = 10.0) -> None:
+        self.results_dir = results_dir
+        self.run_id = run_id
+        self.max_rows = max_rows
+        self.max_seconds = max_seconds
+        self.pending: list[dict] = []
+        self.written: list[str] = []
+        self._since = time.monotonic()
+
+    def add(self, records: Iterable[dict]) -> None:
+        for record in records:
+            if not self.pending:
+                self._since = time.monotonic()
+            self.pending.append(record)
+        if len(self.pending) >= self.max_rows or (
+                self.pending and time.monotonic() - self._since >= self.max_seconds):
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        url = join(fragments_dir(self.results_dir), f"{self.run_id}-{len(self.written):06d}.parquet")
+        write_bytes_atomic(url, _to_parquet_bytes(records_table(self.pending)))
+        self.written.append(url)
+        self.pending = []
+
+
+def merge_results(results_dir: str) -> tuple[str, pa.Table]:
+    """Fold every fragment into ``results.parquet`` (latest record per id wins), then drop the fragments.
+
+    Idempotent: if killed between the write and the clean-up, the next merge gives the same table.
+    """
+    fragments = list_fragments(results_dir)
+    records: list[dict] = []
+    previous = read_results(results_dir)
+    if previous is not None:
+        records += records_from_table(previous)
+    for url in fragments:
+        records += records_from_table(pq.read_table(pa.BufferReader(read_bytes(url))))
+    merged = sorted(latest_by_id(records).values(), key=lambda r: r["id"])
+    table = flat_results_table(merged)
+    url = results_url(results_dir)
+    write_bytes_atomic(url, _to_parquet_bytes(table))
+    if fragments:
+        fs, _ = filesystem(fragments[0])
+        fs.rm([filesystem(u)[1] for u in fragments])
+    return url, table
+
+
+# ---------------------------------------------------------------- summary and report
+
+
+@dataclass
+class RunSummary:
+    total: int
+    ok: int = 0
+    skipped: int = 0
+    error: int = 0
+    seconds: float = 0.0
+    model_version: str = ""
+    results_url: str = ""
+    report_url: str = ""
+    reasons: dict[str, int] = field(default_factory=dict)
+    mean_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.skipped + self.error
+
+    @property
+    def error_rate(self) -> float:
+        return self.error / self.total if self.total else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "done": self.done, "error_rate": self.error_rate,
+                "rows_per_s": self.rows_per_s}
+
+
+class SummaryBuilder:
+    """Counts, error reasons and metric sums, accumulated as records stream in (constant memory)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self.sums: dict[str, float] = {}
+        self.samples: Counter[str] = Counter()
+
+    def add(self, records: Iterable[dict]) -> None:
+        for record in records:
+            self.counts[record["status"]] += 1
+            if record["status"] == "error":
+                self.reasons[record["reason"]] += 1
+            elif record.get(METRICS_COLUMN):
+                for name, value in json.loads(record[METRICS_COLUMN]).items():
+                    if value is not None and math.isfinite(value):
+                        self.sums[name] = self.sums.get(name, 0.0) + value
+                        self.samples[name] += 1
+
+    def build(self, total: int, seconds: float, model_version: str) -> RunSummary:
+        return RunSummary(
+            total=total, ok=self.counts["ok"], skipped=self.counts["skipped"], error=self.counts["error"],
+            seconds=seconds, model_version=model_version, reasons=dict(self.reasons),
+            mean_metrics={name: self.sums[name] / self.samples[name] for name in metric_columns(self.sums)},
+        )
+
+
+def summarize(records: list[dict], total: int, seconds: float, model_version: str) -> RunSummary:
+    """Counts, error reasons and mean metrics (over rows that did not fail) of one run's records."""
+    builder = SummaryBuilder()
+    builder.add(records)
+    return builder.build(total, seconds, model_version)
+
+
+def _decode_thumb(data: bytes | None, is_mask: bool) -> np.ndarray | None:
+    if not data:
+        return None
+    from ssh_model.images import decode_image
+
+    image = decode_image(data, "thumbnail")
+    return image[..., 0].astype(np.float32) / 255.0 if is_mask else image
+
+
+def render_job_report(title: str, records: list[dict], thumbnails: dict[str, dict[str, bytes]],
+                      summary: RunSummary, extra: dict[str, object] | None = None,
+                      max_error_rows: int = 200) -> str:
+    """The HTML report: rows with thumbnails first (catalog order), then up to ``max_error_rows`` errors."""
+    rows = []
+    shown = set()
+    for record in records:
+        thumbs = thumbnails.get(record["id"])
+        if not thumbs:
+            continue
+        shown.add(record["id"])
+        metrics = json.loads(record[METRICS_COLUMN]) if record.get(METRICS_COLUMN) else {}
+        images = {name: _decode_thumb(data, name == "mask") for name, data in thumbs.items()}
+        shown_metrics = {k: v for k, v in metrics.items() if k.rsplit("_", 1)[-1] in REPORTED_METRICS}
+        rows.append(ReportRow(id=record["id"], images=images, metrics=shown_metrics, status=record["status"],
+                              note=record.get("error") or ""))
+    errors = [r for r in records if r["status"] == "error" and r["id"] not in shown][:max_error_rows]
+    rows += [ReportRow(id=r["id"], images={}, status="error", note=f"{r['reason']}: {r['error']}")
+             for r in errors]
+    facts: dict[str, object] = dict(extra or {})
+    facts.update({
+        "rows": summary.total, "ok": summary.ok, "skipped": summary.skipped, "errors": summary.error,
+        "error rate": f"{summary.error_rate:.1%}", "model version": summary.model_version,
+        "seconds": f"{summary.seconds:.1f}", "rows/s": f"{summary.rows_per_s:.2f}",
+    })
+    if summary.reasons:
+        facts["error reasons"] = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
+    for name, value in summary.mean_metrics.items():
+        if name.rsplit("_", 1)[-1] in REPORTED_METRICS:
+            facts[f"mean {name}"] = f"{value:.3f}"
+    return render_report(title, rows, facts)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus a random suffix."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]

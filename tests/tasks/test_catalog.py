@@ -1,0 +1,158 @@
+"""Catalogs: three formats from any URL, outputs resolved, every problem reported at once, nothing read."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ssh_model.storage import write_bytes_atomic
+from tasks.catalog import CatalogError, read_catalog, write_catalog
+
+
+def rows(count=3, **extra):
+    return [{"id": f"img-{i}", "composite": f"s3://in/c{i}.jpg", "mask": f"s3://in/m{i}.png", **extra}
+            for i in range(count)]
+
+
+@pytest.mark.parametrize("name", ["catalog.parquet", "catalog.csv", "catalog.jsonl"])
+def test_given_each_format_when_read_then_rows_and_derived_outputs_keep_the_input_extension(tmp_path, name):
+    url = str(tmp_path / name)
+    write_catalog(rows(3), url)
+
+    catalog = read_catalog(url, output_prefix="s3://out/run1")
+
+    assert [r.id for r in catalog.rows] == ["img-0", "img-1", "img-2"]
+    assert [r.output for r in catalog.rows] == [f"s3://out/run1/img-{i}.jpg" for i in range(3)]
+    assert catalog.rows[0].composite == "s3://in/c0.jpg"
+    assert catalog.results_dir == "s3://out/run1/_results"
+    assert not catalog.has_target and not catalog.has_background
+
+
+def test_given_a_memory_url_with_integer_ids_and_targets_when_read_then_ids_are_strings():
+    url = "memory://catalog-test/ints.parquet"
+    table = pa.table({"id": [7, 8], "composite": ["a.png", "b.png"], "mask": ["ma.png", "mb.png"],
+                      "target": ["ta.png", None]})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    write_bytes_atomic(url, sink.getvalue().to_pybytes())
+
+    catalog = read_catalog(url, output_prefix="memory://catalog-test/out")
+
+    assert [r.id for r in catalog.rows] == ["7", "8"]
+    assert catalog.rows[0].composite == "memory://catalog-test/a.png"  # relative to the catalog's folder
+    assert catalog.rows[0].target == "memory://catalog-test/ta.png"
+    assert catalog.rows[1].target is None
+    assert catalog.has_target
+
+
+def test_given_relative_local_paths_when_read_then_they_resolve_against_the_catalog_folder(tmp_path):
+    (tmp_path / "cat").mkdir()
+    url = str(tmp_path / "cat" / "c.csv")
+    write_catalog([{"id": "a", "composite": "imgs/a.png", "mask": "masks/a.png", "output": "out/a.png"}], url)
+
+    catalog = read_catalog(url)
+
+    assert catalog.rows[0].composite == str(tmp_path / "cat" / "imgs" / "a.png")
+    assert catalog.rows[0].output == str(tmp_path / "cat" / "out" / "a.png")
+    assert catalog.output_prefix == str(tmp_path / "cat" / "out")
+
+
+def test_given_output_column_without_prefix_when_read_then_prefix_is_the_common_folder(tmp_path):
+    url = str(tmp_path / "c.jsonl")
+    write_catalog([{**r, "output": f"s3://out/job/{sub}/{r['id']}.png"}
+                   for r, sub in zip(rows(2), ["x", "y"], strict=True)], url)
+
+    catalog = read_catalog(url)
+
+    assert catalog.output_prefix == "s3://out/job"
+
+
+def test_given_missing_columns_when_read_then_the_error_names_them(tmp_path):
+    url = str(tmp_path / "c.csv")
+    write_catalog([{"id": "a", "composite": "s3://in/a.png"}], url)
+
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(url, output_prefix="s3://out")
+
+    assert "missing required column(s) mask" in str(caught.value)
+    assert url in str(caught.value)
+
+
+def test_given_many_bad_rows_when_read_then_one_error_lists_every_offending_row(tmp_path):
+    url = str(tmp_path / "bad.jsonl")
+    bad = [
+        {"id": "ok", "composite": "s3://in/ok.png", "mask": "s3://in/okm.png"},
+        {"id": "dup", "composite": "s3://in/d1.png", "mask": "s3://in/dm1.png"},
+        {"id": "dup", "composite": "s3://in/d2.png", "mask": "s3://in/dm2.png"},
+        {"id": "self", "composite": "s3://out/self.png", "mask": "s3://in/sm.png", "output": "s3://out/self.png"},
+        {"id": "dots", "composite": "s3://in/x.png", "mask": "s3://in/xm.png", "output": "s3://out/../in/x2.png"},
+        {"id": "bucket", "composite": "s3://in/y.png", "mask": "s3://in/ym.png", "output": "s3://other/y.png"},
+        {"id": "../up", "composite": "s3://in/z.png", "mask": "s3://in/zm.png"},
+        {"id": "reserved", "composite": "s3://in/r.png", "mask": "s3://in/rm.png",
+         "output": "s3://out/_results/report.png"},
+        {"id": "nomask", "composite": "s3://in/n.png", "mask": ""},
+        {"id": "clobber", "composite": "s3://in/k.png", "mask": "s3://in/km.png", "output": "s3://in/ok.png"},
+    ]
+    write_bytes_atomic(url, "".join(json.dumps(r) + "\n" for r in bad).encode())
+
+    with pytest.raises(CatalogError) as caught:
+        read_catalog(url, output_prefix="s3://out")
+
+    message = str(caught.value)
+    problems = caught.value.problems
+    assert "rows 2, 3: duplicate id 'dup'" in message
+    assert "row 4 (id 'self'): output s3://out/self.png is its own input composite" in message
+    assert "row 5 (id 'dots')" in message and "'..'" in message
+    assert "row 6 (id 'bucket'): output s3://other/y.png escapes the output prefix s3://out" in message
+    assert "row 7 (id '../up')" in message
+    assert "row 8 (id 'reserved')" in message and "reserved results folder" in message
+    assert "row 9 (id 'nomask'): empty mask" in message
+    assert "row 10 (id 'clobber'): output s3://in/ok.png is row 1's input composite" in message
+    assert len(problems) == 8
+    assert not any("'ok'" in p for p in problems)
+
+
+def test_given_outputs_in_two_buckets_and_no_prefix_when_read_then_rejected(tmp_path):
+    url = str(tmp_path / "c.csv")
+    buckets = ["a", "b"]
+    write_catalog([{**r, "output": f"s3://{b}/{r['id']}.png"} for r, b in zip(rows(2), buckets, strict=True)],
+                  url)
+
+    with pytest.raises(CatalogError, match="row 2 .*not in s3://a"):
+        read_catalog(url)
+
+
+def test_given_no_output_anywhere_when_read_then_rejected(tmp_path):
+    url = str(tmp_path / "c.csv")
+    write_catalog(rows(2), url)
+
+    with pytest.raises(CatalogError, match="no output URL and no output_prefix"):
+        read_catalog(url)
+
+
+def test_given_an_unknown_extension_or_corrupt_parquet_when_read_then_clear_errors(tmp_path):
+    (tmp_path / "c.xlsx").write_bytes(b"x")
+    (tmp_path / "c.parquet").write_bytes(b"not parquet at all")
+
+    with pytest.raises(CatalogError, match="unknown catalog format '.xlsx'"):
+        read_catalog(str(tmp_path / "c.xlsx"), output_prefix="s3://o")
+    with pytest.raises(CatalogError, match="not a Parquet file"):
+        read_catalog(str(tmp_path / "c.parquet"), output_prefix="s3://o")
+
+
+def test_given_a_missing_catalog_when_read_then_file_not_found():
+    with pytest.raises(FileNotFoundError):
+        read_catalog("memory://catalog-test/nope.csv", output_prefix="memory://o")
+
+
+def test_given_unwritable_formats_when_read_then_derived_outputs_are_png_and_explicit_ones_rejected(
+        tmp_path):
+    url = str(tmp_path / "c.csv")
+    write_catalog([{"id": "scan", "composite": "s3://in/scan.tif", "mask": "s3://in/m.png"}], url)
+    assert read_catalog(url, output_prefix="s3://out").rows[0].output == "s3://out/scan.png"
+
+    write_catalog([{"id": "scan", "composite": "s3://in/scan.png", "mask": "s3://in/m.png",
+                    "output": "s3://out/scan.tif"}], url)
+    with pytest.raises(CatalogError, match="row 1 .*extension '.tif'"):
+        read_catalog(url, output_prefix="s3://out")
