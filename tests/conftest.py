@@ -14,9 +14,13 @@ from __future__ import annotations
 import os
 import uuid
 
-import pytest
+# On a shared 2-core machine torch's intra-op threads fight each other and Ray's workers; one
+# thread per process is several times faster here. Set before torch is imported anywhere.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from infra.s3_server import S3Server
+import pytest  # noqa: E402
+
+from infra.s3_server import S3Server  # noqa: E402
 
 TEST_BUCKET = "ssh-tests"
 
