@@ -125,6 +125,7 @@ class S3Server:
             weed_executable(), "server", f"-ip={HOST}", f"-ip.bind={HOST}", f"-dir={self.workdir / 'data'}",
             f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=256",
             f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.preStopSeconds=0",
+            "-volume.max=200",  # every bucket is a collection with its own volumes; the default 8 runs out at 3 buckets
             f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
             "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0",
             "-s3.port.lance=0", f"-s3.config={self.workdir / 's3.json'}",
