@@ -17,18 +17,21 @@ import sys
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
-    result = demo(data_root=args.data_root, train_steps=args.steps)
+    options = {"steps": args.steps} if args.steps else {}
+    result = demo(data_root=args.data_root, **options)
     print(f"report: {result['report']}")
     return 0
 
 
 def _cmd_harmonize(args: argparse.Namespace) -> int:
-    from ssh_model.checkpoints import load_model
     from ssh_model.harmonize import harmonize_files
     from ssh_model.images import encode_image
+    from ssh_model.settings import get_settings
     from ssh_model.storage import write_bytes_atomic
+    from tasks.registry import load_registered_model
 
-    model = load_model(args.model)
+    model, version = load_registered_model(args.model or get_settings().model_uri, "cpu")
+    logging.getLogger("ssh.cli").info("model %s", version)
     result = harmonize_files(args.composite, args.mask, model, background_url=args.background)
     fmt = "JPEG" if args.output.lower().endswith((".jpg", ".jpeg")) else "PNG"
     write_bytes_atomic(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     harm.add_argument("composite")
     harm.add_argument("mask")
     harm.add_argument("-o", "--output", required=True)
-    harm.add_argument("--model", required=True, help="a .safetensors checkpoint URL")
+    harm.add_argument("--model", default=None,
+                      help="models:/name@alias, models:/name/N or a .safetensors URL (default: SSH_MODEL_URI)")
     harm.add_argument("--background", default=None, help="a clean background photo, when you have one")
     harm.add_argument("--jpeg-quality", type=int, default=95)
     harm.set_defaults(run=_cmd_harmonize)
@@ -73,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for chatty in ("httpx", "httpcore", "urllib3", "botocore", "alembic"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
     return args.run(args)
 

@@ -1,107 +1,89 @@
-"""The main job on embedded defaults: bundled photos -> triplets -> a short training -> harmonized composites -> report.
+"""The main job end to end on embedded defaults: the retraining chain, then a batch harmonization.
 
-Needs no accounts and no downloads. Two bundled photos are held out: the model never trains on
-them, and the before/after report harmonizes composites made from them (with ground truth, so the
-report shows numbers next to the pictures, for the model and for the classical baselines).
+    ssh-harmonize demo            (./dev demo)
+
+1. ``retrain`` on six of the eight bundled photos: ingest-images -> build-triplets (Ray Data,
+   Parquet shards) -> train-model (Ray Train, 2 CPU workers, the small preset, MLflow on SQLite)
+   -> registry (``ssh-harmonizer``, candidate, promotion gate -> champion).
+2. A catalog of composites made from the two held-out photos (the model never saw them), with their
+   ground truth, written as PNGs next to a Parquet catalog.
+3. ``harmonize-batch`` on that catalog with ``models:/ssh-harmonizer@champion``: outputs, a results
+   table with metrics for the model and the classical baselines, and the before/after HTML report.
+
+No accounts and no downloads; everything lands under ``{data_root}`` (``SSH_DATA_ROOT``, default
+``./data``). A second run reuses what is there: the same triplet version, the finished training
+run, the registered model, the harmonized rows.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+from prefect import flow
 
-from ssh_model.baselines import BASELINES
-from ssh_model.checkpoints import save_model
+from flows.harmonize_batch import harmonize_batch
+from flows.retrain import retrain
 from ssh_model.composites import evaluation_set
-from ssh_model.harmonize import harmonize
-from ssh_model.images import read_image
-from ssh_model.lut import LUT, lut_bank
-from ssh_model.metrics import evaluate
-from ssh_model.network import ssh_small
-from ssh_model.report import ReportRow, render_report
+from ssh_model.images import encode_image, read_image
 from ssh_model.samples import sample_photo_paths
 from ssh_model.settings import get_settings
-from ssh_model.storage import join, write_bytes_atomic
-from ssh_model.train import StepEvent, TrainConfig, train
-from ssh_model.triplets import make_triplet
-
-log = logging.getLogger("ssh.demo")
+from ssh_model.storage import exists, join, write_bytes_atomic
+from tasks.catalog import write_catalog
+from tasks.common import run_logger
+from tasks.ingest import builtin_urls
+from tasks.registry import MODEL_NAME
 
 HELD_OUT = ("chelsea", "flower")
 DEMO_STEPS = 300
 DEMO_CROP = 64
 DEMO_BATCH = 8
+DEMO_LR = 1e-3  # a short CPU run: higher than train-model's default for long GPU runs
+DEMO_PER_IMAGE = 64
 
 
-def triplet_batches(
-    photos: list[np.ndarray], bank: list[LUT], rng: np.random.Generator, batch_size: int, crop_size: int
-) -> Iterator[dict[str, np.ndarray]]:
-    """An endless stream of in-memory triplet batches: dict of uint8 (B, S, S, 3) arrays."""
-    keys = ("content_a", "reference_a", "reference_b", "content_b")
-    while True:
-        rows = []
-        for _ in range(batch_size):
-            photo = photos[rng.integers(len(photos))]
-            a, b = rng.choice(len(bank), size=2, replace=False)
-            rows.append(make_triplet(photo, bank[a], bank[b], rng, crop_size=crop_size))
-        yield {key: np.stack([getattr(t, key) for t in rows]) for key in keys}
+def training_sources() -> list[str]:
+    """The bundled photos minus the held-out ones."""
+    return [url for url in builtin_urls() if Path(url).stem not in HELD_OUT]
 
 
-def _log_progress(event: StepEvent) -> None:
-    log.info(
-        "step %d/%d loss %.4f  %.1f samples/s  ETA %.0fs",
-        event.step, event.steps, event.losses["total"], event.samples_per_s, event.eta_s,
-    )
+def write_demo_catalog(root: str, seed: int) -> str:
+    """Composites of the held-out photos (mild, medium, strong re-grades) with masks and ground truth."""
+    catalog = join(root, "catalog.parquet")
+    photos = {Path(p).stem: read_image(p) for p in sample_photo_paths() if Path(p).stem in HELD_OUT}
+    rows = []
+    for item in evaluation_set(photos, seed=seed):
+        row = {"id": item.id}
+        for column, pixels in (("composite", item.composite), ("mask", (item.mask * 255).round().astype("uint8")),
+                               ("target", item.target)):
+            row[column] = join(root, "inputs", f"{item.id}-{column}.png")
+            if not exists(row[column]):
+                write_bytes_atomic(row[column], encode_image(pixels, "PNG"))
+        rows.append(row)
+    write_catalog(rows, catalog)
+    return catalog
 
 
-def demo(data_root: str | None = None, train_steps: int | None = None) -> dict:
-    """Run the whole demo; returns paths and the mean metrics per method."""
+@flow(name="demo")
+def demo(data_root: str | None = None, steps: int = DEMO_STEPS, per_image: int = DEMO_PER_IMAGE,
+         crop_size: int = DEMO_CROP, eval_max_side: int | None = 256) -> dict[str, Any]:
+    """Retrain on the bundled photos, then harmonize composites of held-out photos and write the report.
+
+    Args:
+        data_root: where everything goes (default: ``SSH_DATA_ROOT``).
+        steps: training steps (2 CPU workers, batch 8 each).
+        per_image, crop_size: triplets per photo and their side.
+        eval_max_side: the promotion gate's evaluation photos are downscaled to this (None: full size).
+    """
     settings = get_settings()
-    out = join(data_root or settings.data_root, "demo")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-
-    photos = {Path(p).stem: read_image(p) for p in sample_photo_paths()}
-    train_photos = [image for name, image in photos.items() if name not in HELD_OUT]
-    log.info("photos: %d for training, %d held out for the report", len(train_photos), len(HELD_OUT))
-
-    rng = np.random.default_rng(settings.seed)
-    batches = triplet_batches(train_photos, lut_bank(settings.seed, 100), rng, DEMO_BATCH, DEMO_CROP)
-    config = TrainConfig(steps=train_steps or DEMO_STEPS, batch_size=DEMO_BATCH, lr=1e-3, warmup_steps=20,
-                         log_every=25, sample_every=10**9, seed=settings.seed)
-    model = ssh_small()
-    train(model, batches, config, callback=_log_progress)
-    model_url = join(out, "model.safetensors")
-    save_model(model.eval(), model_url)
-    log.info("model written to %s", model_url)
-
-    rows, scores = [], {name: [] for name in ["model", *BASELINES]}
-    for item in evaluation_set({name: photos[name] for name in HELD_OUT}, seed=settings.seed):
-        outputs = {"model": harmonize(item.composite, item.mask, model)}
-        outputs.update({name: fn(item.composite, item.mask) for name, fn in BASELINES.items()})
-        metrics = {name: evaluate(image, item.target, item.mask) for name, image in outputs.items()}
-        for name in scores:
-            scores[name].append(metrics[name])
-        rows.append(ReportRow(
-            item.id,
-            {"composite": item.composite, "mask": item.mask, "harmonized": outputs["model"],
-             "reinhard": outputs["reinhard"], "ground truth": item.target},
-            {f"{name} PSNR": m["psnr"] for name, m in metrics.items()} | {"model fMSE": metrics["model"]["fmse"]},
-        ))
-    summary = {name: {k: float(np.mean([m[k] for m in ms])) for k in ("psnr", "mse", "fmse", "ssim")}
-               for name, ms in scores.items()}
-    report_url = join(out, "report.html")
-    write_bytes_atomic(report_url, render_report(
-        "SSH demo: held-out composites", rows,
-        {f"{name} (mean)": ", ".join(f"{k} {v:.2f}" for k, v in m.items()) for name, m in summary.items()},
-    ).encode())
-    write_bytes_atomic(join(out, "metrics.json"), json.dumps(summary, indent=2).encode())
-    for name, m in summary.items():
-        log.info("%-10s PSNR %.2f  MSE %.1f  fMSE %.1f  SSIM %.3f", name, m["psnr"], m["mse"], m["fmse"], m["ssim"])
-    log.info("report: %s (%.0f s in all)", report_url, time.perf_counter() - started)
-    return {"report": report_url, "model": model_url, "metrics": summary}
+    data_root = data_root or settings.data_root
+    log = run_logger()
+    retrained = retrain(sources=training_sources(), data_root=data_root, per_image=per_image, crop_size=crop_size,
+                        preset="small", steps=steps, batch_size=DEMO_BATCH, lr=DEMO_LR, num_workers=2,
+                        eval_max_side=eval_max_side)
+    catalog = write_demo_catalog(join(data_root, "demo"), settings.seed)
+    log.info("catalog of %s composites: %s", " and ".join(HELD_OUT), catalog)
+    summary = harmonize_batch(catalog=catalog, output_prefix=join(data_root, "demo", "harmonized"),
+                              model=f"models:/{MODEL_NAME}@champion", max_error_rate=0.0)
+    log.info("demo done: model %s, report %s", retrained["train"].get("registered_version"), summary["report_url"])
+    return {"retrain": retrained, "harmonize": summary, "report": summary["report_url"]}
