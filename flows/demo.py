@@ -66,21 +66,24 @@ def write_demo_catalog(root: str, seed: int) -> str:
 
 @flow(name="demo")
 def demo(data_root: str | None = None, steps: int = DEMO_STEPS, per_image: int = DEMO_PER_IMAGE,
-         crop_size: int = DEMO_CROP, eval_max_side: int | None = 256) -> dict[str, Any]:
+         crop_size: int = DEMO_CROP, preset: str = "small", num_workers: int = 2,
+         eval_max_side: int | None = 256, eval_photos: int | None = None) -> dict[str, Any]:
     """Retrain on the bundled photos, then harmonize composites of held-out photos and write the report.
 
     Args:
         data_root: where everything goes (default: ``SSH_DATA_ROOT``).
-        steps: training steps (2 CPU workers, batch 8 each).
+        steps: training steps (batch 8 per worker).
         per_image, crop_size: triplets per photo and their side.
-        eval_max_side: the promotion gate's evaluation photos are downscaled to this (None: full size).
+        preset, num_workers: the network preset and the Ray Train workers (CPU).
+        eval_max_side, eval_photos: the promotion gate's evaluation set (photos downscaled to this
+            side, only the first ``eval_photos``; None: the full reference set).
     """
     settings = get_settings()
     data_root = data_root or settings.data_root
     log = run_logger()
     retrained = retrain(sources=training_sources(), data_root=data_root, per_image=per_image, crop_size=crop_size,
-                        preset="small", steps=steps, batch_size=DEMO_BATCH, lr=DEMO_LR, num_workers=2,
-                        eval_max_side=eval_max_side)
+                        preset=preset, steps=steps, batch_size=DEMO_BATCH, lr=DEMO_LR, num_workers=num_workers,
+                        eval_max_side=eval_max_side, eval_photos=eval_photos)
     catalog = write_demo_catalog(join(data_root, "demo"), settings.seed)
     log.info("catalog of %s composites: %s", " and ".join(HELD_OUT), catalog)
     summary = harmonize_batch(catalog=catalog, output_prefix=join(data_root, "demo", "harmonized"),

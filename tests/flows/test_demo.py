@@ -1,0 +1,54 @@
+"""The main job (flow ``demo``: retrain -> harmonize-batch) on a tiny budget, run twice: the first run
+builds everything and promotes a champion, the second reuses it all."""
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+
+from flows.demo import HELD_OUT, demo
+from ssh_model import storage
+from tasks.registry import CHAMPION, MODEL_NAME
+from tests.tasks.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = {"steps": 2, "per_image": 2, "crop_size": 64, "preset": "tiny", "num_workers": 1, "eval_max_side": 64,
+        "eval_photos": 1}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, prefect_harness, ray_local):
+    data_root = str(tmp_path_factory.mktemp("demo"))
+    with mlflow_store(data_root):
+        first = demo(data_root=data_root, **TINY)
+        second = demo(data_root=data_root, **TINY)
+        versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
+        champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    yield {"root": data_root, "first": first, "second": second, "versions": versions, "champion": champion}
+
+
+@pytest.mark.timeout(900)
+def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_held_out_composites(runs):
+    first = runs["first"]
+    # the training never saw the held-out photos
+    manifest = pq.read_table(f"{runs['root']}/images/manifest.parquet").to_pylist()
+    assert len(manifest) == 6 and not any(name in row["source_url"] for row in manifest for name in HELD_OUT)
+    assert first["retrain"]["train"]["gate"]["promoted"] and runs["champion"].version == "1"
+    # every held-out composite is harmonized, scored against its ground truth and shown in the report
+    harmonized = first["harmonize"]
+    assert harmonized["ok"] == harmonized["total"] == 3 * len(HELD_OUT) and harmonized["error"] == 0
+    results = pq.read_table(harmonized["results_url"]).to_pylist()
+    assert {row["status"] for row in results} == {"ok"}
+    assert all(row["model_psnr"] > 0 and row["identity_psnr"] > 0 and row["reinhard_psnr"] > 0 for row in results)
+    assert all(storage.exists(row["output"]) for row in results)
+    report = storage.read_bytes(first["report"]).decode()
+    assert all(row["id"] in report for row in results)
+
+
+def test_given_a_finished_demo_when_run_again_then_it_reuses_the_data_the_model_and_the_outputs(runs):
+    second = runs["second"]
+    assert second["retrain"]["ingest"]["added"] == 0
+    assert second["retrain"]["version"] == runs["first"]["retrain"]["version"]
+    assert second["retrain"]["train"]["start_steps"] == [TINY["steps"]]  # resumed at its end: no new steps
+    assert len(runs["versions"]) == 1  # not registered twice
+    assert second["harmonize"]["skipped"] == second["harmonize"]["total"]
