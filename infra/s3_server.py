@@ -2,8 +2,9 @@
 
     python -m infra.s3_server [--dir DIR] [--port N] [--bucket NAME ...]
 
-prints the environment to export (``AWS_ENDPOINT_URL``, keys, ``SSH_S3_ENDPOINT_URL``) and runs
-until interrupted. Tests use the ``S3Server`` class the same way (a context manager).
+writes the environment to use it (``AWS_ENDPOINT_URL``, keys, ``SSH_S3_ENDPOINT_URL``) to a file
+readable only by its owner, prints the line that sources it, and runs until interrupted.
+Tests use the ``S3Server`` class the same way (a context manager).
 
 Everything listens on 127.0.0.1 only, on free ports. The keys are generated per server unless
 given (a throwaway local identity written to the server's ``s3.json``; signatures are checked, so
@@ -208,6 +209,15 @@ class S3Server:
         self.stop()
 
 
+def write_env_file(env: dict[str, str], path: Path) -> Path:
+    """The server's environment (endpoint and keys) as ``KEY=value`` lines, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.writelines(f"{key}={value}\n" for key, value in env.items())
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.s3_server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default=None, help="data folder (default: a temporary one, removed at exit)")
@@ -215,14 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bucket", action="append", default=[], help="create this bucket (repeatable)")
     parser.add_argument("--access-key", default=None)
     parser.add_argument("--secret-key", default=None)
+    parser.add_argument("--env-file", default=None, help="where to write the environment (default: DIR/s3.env)")
     args = parser.parse_args(argv)
     server = S3Server(args.dir, args.port, args.access_key, args.secret_key).start()
     try:
         for bucket in args.bucket:
             server.create_bucket(bucket)
-        print("# S3 (SeaweedFS) on loopback; export these in the shells that use it:")
-        for key, value in server.env.items():
-            print(f"export {key}={value}")
+        env_file = write_env_file(server.env, Path(args.env_file) if args.env_file else server.workdir / "s3.env")
+        print("# S3 (SeaweedFS) on loopback; in the shells that use it (keys are in the file, never printed):")
+        print(f"set -a; . {env_file}; set +a")
         print(f"# data: {server.workdir}  log: {server.log_path}  (Ctrl-C stops it)", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while server.process is not None and server.process.poll() is None:

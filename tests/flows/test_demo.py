@@ -33,7 +33,7 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     # the training never saw the held-out photos
     manifest = pq.read_table(f"{runs['root']}/images/manifest.parquet").to_pylist()
     assert len(manifest) == 6 and not any(name in row["source_url"] for row in manifest for name in HELD_OUT)
-    assert first["retrain"]["train"]["gate"]["promoted"] and runs["champion"].version == "1"
+    assert first["retrain"]["train"]["gate"]["promoted"] and str(runs["champion"].version) == "1"
     # every held-out composite is harmonized, scored against its ground truth and shown in the report
     harmonized = first["harmonize"]
     assert harmonized["ok"] == harmonized["total"] == 3 * len(HELD_OUT) and harmonized["error"] == 0
