@@ -22,6 +22,8 @@ Steps (see ssh-method.md, "Full-resolution inference"):
    (Pillow ``Color3DLUT``, threaded) to the foreground's bounding box only.
 5. Blend over the composite with the soft mask in uint16 fixed point (alpha quantised to 1/256):
    pixels where the mask is 0 come back bit-identical.
+   With the model on a GPU, steps 4-5 run there instead (``recolour_on_device``: trilinear
+   ``grid_sample`` and a float blend; within one level of the CPU path).
 Any spatially-varying change the network makes is dropped at full resolution, as in the release.
 """
 
@@ -224,10 +226,36 @@ def blend_region(composite: np.ndarray, recoloured: np.ndarray, weights: np.ndar
     return out
 
 
+def recolour_on_device(composite: np.ndarray, weights: np.ndarray, lut, box: Box, device) -> np.ndarray:
+    """Steps 4-5 with torch on ``device`` (trilinear ``apply_lut_torch``, float blend): the composite with
+    the box's pixels graded by ``lut`` and blended in by the soft mask. On a GPU this replaces Pillow's
+    single-threaded pass over a 4K image; pixels where the mask is 0 come back bit-identical."""
+    import torch
+
+    from ssh_model.lut import apply_lut_torch, luts_to_tensor
+
+    x0, y0, x1, y1 = box
+    region = torch.from_numpy(np.ascontiguousarray(composite[y0:y1, x0:x1])).to(device)  # (h, w, 3) uint8
+    image = region.permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, h, w) in [0, 1]
+    graded = apply_lut_torch(image, luts_to_tensor([lut]).to(device))  # (1, 3, h, w)
+    alpha = torch.from_numpy(np.ascontiguousarray(weights[y0:y1, x0:x1])).to(device)  # (h, w)
+    mixed = torch.lerp(image[0], graded[0], alpha)  # (3, h, w)
+    out = composite.copy()
+    out[y0:y1, x0:x1] = mixed.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return out
+
+
 def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background: np.ndarray | None = None,
-                      size: int = NET_SIZE, lut_size: int = LUT_SIZE) -> Harmonized:
-    """``harmonize`` and its intermediate results (see the module doc)."""
+                      size: int = NET_SIZE, lut_size: int = LUT_SIZE, lut_backend: str = "auto") -> Harmonized:
+    """``harmonize`` and its intermediate results (see the module doc).
+
+    ``lut_backend``: "pillow" (threaded ``apply_lut`` + uint16 blend, the CPU path), "torch" (on the
+    model's device, ``recolour_on_device``) or "auto" (torch when the model is on a GPU, else pillow).
+    """
     from ssh_model.lut import LUT, apply_lut
+
+    if lut_backend not in ("auto", "pillow", "torch"):
+        raise ValueError(f"lut_backend must be 'auto', 'pillow' or 'torch', got {lut_backend!r}")
 
     weights = check_composite(composite, mask, background, allow_full=background is not None)  # (H, W)
     height, width = weights.shape
@@ -245,9 +273,13 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background
     output = run_network(model, content, reference)  # (h, w, 3) float32 in [0, 1]
     transform = fit_foreground_transform(content, output, content_mask)
     lut = LUT(table=transform.lut_table(lut_size), title="SSH harmonization", name="harmonize")
-    x0, y0, x1, y1 = fg_box
-    recoloured = apply_lut(np.ascontiguousarray(composite[y0:y1, x0:x1]), lut)  # (h, w, 3) uint8
-    image = blend_region(composite, recoloured, weights, fg_box)
+    device, _ = _model_device_dtype(model)
+    if lut_backend == "torch" or (lut_backend == "auto" and device.type != "cpu"):
+        image = recolour_on_device(composite, weights, lut, fg_box, device)
+    else:
+        x0, y0, x1, y1 = fg_box
+        recoloured = apply_lut(np.ascontiguousarray(composite[y0:y1, x0:x1]), lut)  # (h, w, 3) uint8
+        image = blend_region(composite, recoloured, weights, fg_box)
     return Harmonized(image=image, transform=transform, content=content, content_mask=content_mask,
                       reference=reference, network_output=output, content_box=content_box,
                       foreground_box=fg_box)
@@ -287,5 +319,6 @@ def harmonize_files(composite_url: str, mask_url: str, model, background_url: st
 
 __all__ = [
     "Harmonized", "background_reference", "blend_region", "fit_foreground_transform", "foreground_box",
-    "harmonize", "harmonize_details", "harmonize_files", "net_shape", "push_pull_fill", "run_network",
+    "harmonize", "harmonize_details", "harmonize_files", "net_shape", "push_pull_fill", "recolour_on_device",
+    "run_network",
 ]

@@ -253,3 +253,18 @@ def test_harmonize_files_reads_rgba_and_grey_masks(tmp_path, rng):
     with_background = harmonize_files(str(tmp_path / "c.png"), str(tmp_path / "m.png"), OracleModel(),
                                       background_url=background_url)
     assert with_background.shape == (90, 120, 3)
+
+
+def test_the_device_path_agrees_with_the_cpu_path(rng, tiny_model):
+    # Given a composite with a soft foreground (the GPU path is the torch one, run here on the CPU)
+    composite = textured_photo(rng, 157, 203)
+    mask = ellipse_mask(157, 203)
+    # When harmonized with Pillow's LUT and uint16 blend, and with torch's grid_sample and float blend
+    pillow = harmonize_details(composite, mask, tiny_model, lut_backend="pillow").image
+    on_device = harmonize_details(composite, mask, tiny_model, lut_backend="torch").image
+    # Then they agree within one level, and the background is untouched by both
+    assert np.abs(pillow.astype(int) - on_device.astype(int)).max() <= 1
+    assert np.array_equal(on_device[mask == 0], composite[mask == 0])
+    assert not np.array_equal(on_device[mask == 1], composite[mask == 1])
+    with pytest.raises(ValueError, match="lut_backend"):
+        harmonize_details(composite, mask, tiny_model, lut_backend="cuda")
