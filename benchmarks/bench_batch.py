@@ -136,7 +136,7 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
     from ssh_model.harmonize import harmonize
     from ssh_model.images import decode_image, decode_mask, encode_image
     from ssh_model.storage import join, read_bytes, write_bytes_atomic
-    from tasks.batch_inference import load_model_payload, model_from_payload
+    from tasks.batch_stages import load_model_payload, model_from_payload
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -23,72 +23,41 @@ with its traceback).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
-import os
-import posixpath
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
-from ssh_model.storage import exists, read_bytes, write_bytes_atomic
+from tasks.batch_stages import (
+    PLAN_SCHEMA,
+    PREVIOUS_KEYS,
+    THUMBS,
+    Harmonizer,
+    ModelPayload,
+    fetch_inputs,
+    load_model_payload,
+)
 from tasks.catalog import Catalog
 from tasks.common import ray_init
 from tasks.results import (
-    HASH_COLUMNS,
-    METRICS_COLUMN,
     RECORD_SCHEMA,
     FragmentWriter,
     RunSummary,
     SummaryBuilder,
-    is_up_to_date,
     load_previous,
     merge_results,
-    new_record,
     new_run_id,
 )
 
 logger = logging.getLogger(__name__)
 
-INPUTS = ("composite", "mask", "background", "target")
-THUMBS = ("composite", "mask", "harmonized", "target")
-FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 MAX_AUTO_CPU_ACTORS = 8
 MAX_REPORTED_ERRORS = 200
 MAX_INPUT_BLOCKS = 10_000
-
-PLAN_SCHEMA = pa.schema([
-    ("index", pa.int64()), ("id", pa.string()), ("output", pa.string()),
-    *[(name, pa.string()) for name in INPUTS],
-    ("thumbs", pa.bool_()), ("previous", pa.string()),
-])
-FETCHED_SCHEMA = PLAN_SCHEMA.append(pa.field("fetch_seconds", pa.float64()))
-for _name in INPUTS:
-    FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(f"{_name}_bytes", pa.large_binary()))
-for _name in HASH_COLUMNS:
-    FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
-for _name in ("pre_status", "pre_reason", "pre_error"):
-    FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
-OUTPUT_SCHEMA = RECORD_SCHEMA.append(pa.field("index", pa.int64()))
-for _name in THUMBS:
-    OUTPUT_SCHEMA = OUTPUT_SCHEMA.append(pa.field(f"thumb_{_name}", pa.binary()))
-PREVIOUS_KEYS = ("status", "output", "model_version", "jpeg_quality", "width", "height", METRICS_COLUMN,
-                 *HASH_COLUMNS)
-
-
-class RowError(Exception):
-    """A problem with one catalog row; ``reason`` is a short code stored in the results table."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -136,228 +105,6 @@ class JobOutcome:
     records: list[dict]
     thumbnails: dict[str, dict[str, bytes]] = field(default_factory=dict)
     run_id: str = ""
-
-
-# ---------------------------------------------------------------- model loading
-
-
-@dataclass(frozen=True)
-class ModelPayload:
-    """A resolved model as plain data: what the driver ships to every actor through Ray's object store.
-
-    The driver resolves the URI once (an alias such as ``@champion`` is pinned for the whole run),
-    so every actor runs exactly that version without talking to the registry itself.
-    """
-
-    uri: str
-    version: str  # "name/N" for registry URIs, "sha256:<12 hex>" for checkpoint files (tasks.registry)
-    config: dict  # SSHNet constructor arguments
-    weights: bytes  # safetensors (no pickle)
-
-
-def load_model_payload(model_uri: str) -> ModelPayload:
-    """Resolve and load ``model_uri`` (``models:/...`` or a ``.safetensors`` URL) via the registry."""
-    from safetensors.torch import save as save_tensors
-
-    from tasks.registry import load_registered_model
-
-    model, version = load_registered_model(model_uri)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    return ModelPayload(uri=model_uri, version=version, config=dict(model.config),
-                        weights=save_tensors(state))
-
-
-def model_from_payload(payload: ModelPayload, device: str = "cpu") -> Any:
-    """The SSHNet of a payload, in eval mode on ``device``."""
-    from safetensors.torch import load as load_tensors
-
-    from ssh_model.network import build_model
-
-    model = build_model(payload.config)
-    model.load_state_dict(load_tensors(payload.weights), strict=True)
-    return model.to(device).eval()
-
-
-# ---------------------------------------------------------------- stage 1: fetch
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _fetch_row(row: dict, model_version: str, jpeg_quality: int, overwrite: bool) -> dict:
-    started = time.perf_counter()
-    out = {**row, **{f"{n}_bytes": b"" for n in INPUTS}, **dict.fromkeys(HASH_COLUMNS),
-           "pre_status": None, "pre_reason": None, "pre_error": None}
-    for name in INPUTS:
-        url = row[name]
-        if not url:
-            continue
-        try:
-            data = read_bytes(url)
-        except FileNotFoundError:
-            out.update(pre_status="error", pre_reason="missing", pre_error=f"{name} {url} does not exist")
-            break
-        except OSError as err:
-            out.update(pre_status="error", pre_reason="io",
-                       pre_error=f"{name} {url}: {type(err).__name__}: {err}")
-            break
-        out[f"{name}_bytes"] = data
-        out[f"{name}_sha256"] = sha256_hex(data)
-    if out["pre_status"] is None and not overwrite and row["previous"]:
-        previous = json.loads(row["previous"])
-        hashes = {k: out[k] for k in HASH_COLUMNS}
-        if is_up_to_date(previous, output=row["output"], hashes=hashes, model_version=model_version,
-                         jpeg_quality=jpeg_quality) and exists(row["output"]):
-            out.update({f"{n}_bytes": b"" for n in INPUTS}, pre_status="skipped")
-    out["fetch_seconds"] = time.perf_counter() - started
-    return out
-
-
-def fetch_inputs(batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool,
-                 threads: int = 8) -> pa.Table:
-    """Download every input of the batch in parallel, hash them, and mark rows that are up to date."""
-    rows = batch.to_pylist()
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(rows)))) as pool:
-        fetched = list(pool.map(lambda r: _fetch_row(r, model_version, jpeg_quality, overwrite), rows))
-    return pa.Table.from_pylist(fetched, schema=FETCHED_SCHEMA)
-
-
-# ---------------------------------------------------------------- stage 2: harmonize
-
-
-def output_format(output_url: str, probed_format: str | None) -> str:
-    """The output's format: from its extension, else the composite's own format, else PNG."""
-    ext = posixpath.splitext(output_url.rsplit("/", 1)[-1])[1].lower()
-    if ext in FORMATS_BY_EXTENSION:
-        return FORMATS_BY_EXTENSION[ext]
-    fmt = (probed_format or "").upper()
-    fmt = "JPEG" if fmt == "MPO" else fmt
-    return fmt if fmt in FORMATS_BY_EXTENSION.values() else "PNG"
-
-
-def _thumbnail_bytes(image: np.ndarray) -> bytes:
-    from ssh_model.images import encode_image
-    from ssh_model.report import thumbnail
-
-    return encode_image(thumbnail(image), "JPEG", quality=85)
-
-
-class Harmonizer:
-    """The Ray Data predictor: builds the model once per actor, then maps a batch of fetched rows to records.
-
-    Args:
-        model: the resolved model (a ``ModelPayload``, or a Ray object reference to one).
-        jpeg_quality: JPEG/WebP output quality.
-        max_pixels: pixel limit for every decoded image.
-        run_id: stamped on every record.
-        num_threads: torch CPU threads for this actor.
-        use_gpu: run on CUDA when the actor was given a GPU.
-    """
-
-    def __init__(self, model: Any, jpeg_quality: int, max_pixels: int, run_id: str, num_threads: int = 1,
-                 use_gpu: bool = False) -> None:
-        import torch
-
-        from ssh_model.baselines import BASELINES
-        from ssh_model.harmonize import harmonize
-        from ssh_model.metrics import evaluate
-
-        if not isinstance(model, ModelPayload):
-            import ray
-
-            model = ray.get(model)
-        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        if self.device == "cpu":
-            torch.set_num_threads(max(1, num_threads))  # this actor's process only
-        self.model = model_from_payload(model, self.device)
-        self.model_version = model.version
-        self.jpeg_quality = jpeg_quality
-        self.max_pixels = max_pixels
-        self.run_id = run_id
-        self._harmonize, self._evaluate, self._baselines = harmonize, evaluate, BASELINES
-        logger.info("actor pid %d runs %s (version %s) on %s", os.getpid(), model.uri, model.version,
-                    self.device)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist([self.process(row) for row in batch.to_pylist()], schema=OUTPUT_SCHEMA)
-
-    def process(self, row: dict) -> dict:
-        """One row -> one record (plus thumbnails); never raises for a problem with the row's data."""
-        started = time.perf_counter()
-        base = {k: row[k] or None for k in ("id", "output", *INPUTS)}
-        base.update({k: row[k] for k in HASH_COLUMNS}, model_version=self.model_version,
-                    jpeg_quality=self.jpeg_quality, run_id=self.run_id)
-        thumbs: dict[str, bytes] = {}
-        if row["pre_status"] == "skipped":
-            previous = json.loads(row["previous"])
-            record = new_record(**base, status="skipped", width=previous.get("width"),
-                                height=previous.get("height"),
-                                **{METRICS_COLUMN: previous.get(METRICS_COLUMN)})
-        elif row["pre_status"] == "error":
-            record = new_record(**base, status="error", reason=row["pre_reason"], error=row["pre_error"])
-        else:
-            try:
-                record, thumbs = self._harmonize_row(row, base)
-            except Exception as err:  # noqa: BLE001 - one bad row must fail alone, with its reason
-                from ssh_model.images import ImageError
-
-                if isinstance(err, ImageError | RowError):
-                    reason, message = err.reason, str(err)
-                elif isinstance(err, ValueError):  # the library refused this row's data
-                    reason, message = "invalid", f"{row['id']}: {err}"
-                elif isinstance(err, OSError):
-                    reason, message = "io", f"{type(err).__name__}: {err}"
-                else:
-                    logger.exception("row %s failed unexpectedly", row["id"])
-                    reason, message = "internal", f"{type(err).__name__}: {err}"
-                record = new_record(**base, status="error", reason=reason, error=message)
-        record["seconds"] = (row["fetch_seconds"] or 0.0) + time.perf_counter() - started
-        record["index"] = row["index"]
-        for name in THUMBS:
-            record[f"thumb_{name}"] = thumbs.get(name, b"")
-        return record
-
-    def _harmonize_row(self, row: dict, base: dict) -> tuple[dict, dict[str, bytes]]:
-        from ssh_model.images import MASK_EPSILON, decode_image, decode_mask, encode_image, probe_image
-
-        info = probe_image(row["composite_bytes"], row["composite"], self.max_pixels)
-        composite = decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels)
-        mask = decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels)  # (H, W) in [0, 1]
-        height, width = composite.shape[:2]
-        if mask.shape != (height, width):
-            raise RowError("mask_size", f"mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
-                                        f"composite {row['composite']} is {width}x{height}")
-        if float(mask.max()) < MASK_EPSILON:
-            raise RowError("empty_mask", f"mask {row['mask']} selects no pixel")
-        if not row["background"] and float(mask.min()) >= MASK_EPSILON:
-            raise RowError("full_mask", f"mask {row['mask']} covers the whole composite and the row has no "
-                                        "background photo: there is nothing to match")
-        background = None
-        if row["background"]:
-            background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)
-        result = self._harmonize(composite, mask, self.model, background=background)  # (H, W, 3) uint8
-        metrics: dict[str, float] = {}
-        target = None
-        if row["target"]:
-            target = decode_image(row["target_bytes"], row["target"], max_pixels=self.max_pixels)
-            if target.shape != composite.shape:
-                raise RowError("target_size", f"target {row['target']} is {target.shape[1]}x"
-                                              f"{target.shape[0]}, composite is {width}x{height}")
-            metrics.update({f"model_{k}": float(v) for k, v in self._evaluate(result, target, mask).items()})
-            for name, baseline in self._baselines.items():
-                predicted = baseline(composite, mask, background)
-                scores = self._evaluate(predicted, target, mask)
-                metrics.update({f"{name}_{k}": float(v) for k, v in scores.items()})
-        data = encode_image(result, output_format(row["output"], info.format), quality=self.jpeg_quality)
-        write_bytes_atomic(row["output"], data)
-        thumbs = {}
-        if row["thumbs"]:
-            images = {"composite": composite, "mask": mask, "harmonized": result, "target": target}
-            thumbs = {name: _thumbnail_bytes(image) for name, image in images.items() if image is not None}
-        record = new_record(**base, status="ok", width=width, height=height,
-                            **{METRICS_COLUMN: json.dumps(metrics) if metrics else None})
-        return record, thumbs
 
 
 # ---------------------------------------------------------------- the driver

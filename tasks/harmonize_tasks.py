@@ -13,7 +13,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from ssh_model.storage import write_bytes_atomic
-from tasks.batch_inference import JobOptions, JobOutcome, ModelPayload, load_model_payload, run_job
+from tasks.batch_inference import JobOptions, JobOutcome, run_job
+from tasks.batch_stages import ModelPayload, load_model_payload
 from tasks.catalog import Catalog, read_catalog
 from tasks.common import ray_init
 from tasks.results import load_previous, merge_results, new_run_id, render_job_report, report_url

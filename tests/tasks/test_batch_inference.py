@@ -11,7 +11,8 @@ from ssh_model.baselines import BASELINES
 from ssh_model.images import decode_image, decode_mask
 from ssh_model.metrics import evaluate
 from ssh_model.storage import read_bytes, write_bytes_atomic
-from tasks.batch_inference import JobOptions, output_format, run_catalog
+from tasks.batch_inference import JobOptions, run_catalog
+from tasks.batch_stages import output_format
 from tasks.catalog import read_catalog, write_catalog
 from tests.tasks.batch_cases import write_case
 
