@@ -1,6 +1,5 @@
 """Flow ``harmonize-batch`` through Prefect's test harness, on real local Ray and the real local S3 server."""
 
-import logging
 import uuid
 
 import numpy as np
@@ -18,25 +17,6 @@ from tests.tasks.batch_cases import save_tiny_model, write_case
 pytestmark = pytest.mark.usefixtures("prefect_harness", "ray_local")
 
 
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def run_logs():
-    """Messages of Prefect's flow- and task-run loggers during the test."""
-    handler = ListHandler()
-    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    yield handler.messages
-    for logger in loggers:
-        logger.removeHandler(handler)
 
 
 @pytest.fixture

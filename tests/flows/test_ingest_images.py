@@ -1,37 +1,15 @@
 """Flow ``ingest-images`` through Prefect's test harness, on local folders, the bundled photos and real S3."""
 
-import logging
 from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from flows.ingest_images import ingest_images
 from ssh_model import storage
 from ssh_model.samples import sample_photo_paths
 from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
 from tests.tasks.photo_cases import fault_files, good_files, write_files
-
-
-class ListHandler(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def run_logs():
-    handler = ListHandler()
-    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    yield handler.messages
-    for logger in loggers:
-        logger.removeHandler(handler)
 
 
 def test_given_bundled_photos_and_a_folder_with_faults_when_the_flow_runs_then_each_fault_is_a_reject(
