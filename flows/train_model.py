@@ -98,7 +98,7 @@ def train_model(
     max_failures: int = 2,
     seed: int | None = None,
     experiment: str = EXPERIMENT,
-    register: bool = True,
+    register_model: bool = True,
     model_name: str = MODEL_NAME,
     gate_metric: str = "psnr",
     gate_margin: float = 0.1,
@@ -125,7 +125,7 @@ def train_model(
         max_failures: worker failures to recover from (from the last checkpoint).
         seed: the training seed (default: ``SSH_SEED``).
         experiment: the MLflow experiment.
-        register: register the model and run the promotion gate.
+        register_model: register the model and run the promotion gate.
         model_name: the registered model's name.
         gate_metric, gate_margin: the gate's metric on the fixed set and the margin to beat the champion by.
         eval_max_side, eval_photos: shrink the fixed evaluation set (None = the reference set).
@@ -188,7 +188,7 @@ def train_model(
                                   "checkpoint": outcome.checkpoint_path, "data_version": data_tag,
                                   "samples_per_s": outcome.samples_per_s,
                                   "evaluation": {k: v.summary() for k, v in evaluations.items()}}
-        if register:
+        if register_model:
             existing = [v for v in versions_of_run(run_id, model_name)
                         if v.tags.get("ssh.steps") == str(outcome.steps)]
             if existing:
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     result = train_model(data_root=args.data_root, version=args.version, run_name=args.run_name,
                          preset=args.preset, steps=args.steps, batch_size=args.batch_size,
                          num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
-                         register=not args.no_register)
+                         register_model=not args.no_register)
     print(json.dumps({k: v for k, v in result.items() if k != "evaluation"}, indent=2, default=str))
     return 0
 

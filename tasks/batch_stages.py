@@ -133,7 +133,9 @@ def _fetch_row(row: dict, model_version: str, jpeg_quality: int, overwrite: bool
         hashes = {k: out[k] for k in HASH_COLUMNS}
         if is_up_to_date(previous, output=row["output"], hashes=hashes, model_version=model_version,
                          jpeg_quality=jpeg_quality) and exists(row["output"]):
-            out.update({f"{n}_bytes": b"" for n in INPUTS}, pre_status="skipped")
+            out["pre_status"] = "skipped"
+            if not row["thumbs"]:  # rows shown in the report keep their bytes for the thumbnails
+                out.update({f"{n}_bytes": b"" for n in INPUTS})
     out["fetch_seconds"] = time.perf_counter() - started
     return out
 
@@ -218,6 +220,8 @@ class Harmonizer:
             record = new_record(**base, status="skipped", width=previous.get("width"),
                                 height=previous.get("height"),
                                 **{METRICS_COLUMN: previous.get(METRICS_COLUMN)})
+            if row["thumbs"]:
+                thumbs = self._skipped_thumbnails(row)
         elif row["pre_status"] == "error":
             record = new_record(**base, status="error", reason=row["pre_reason"], error=row["pre_error"])
         else:
@@ -241,6 +245,22 @@ class Harmonizer:
         for name in THUMBS:
             record[f"thumb_{name}"] = thumbs.get(name, b"")
         return record
+
+    def _skipped_thumbnails(self, row: dict) -> dict[str, bytes]:
+        """Report thumbnails of an up-to-date row: its inputs and the output already written (best effort:
+        a row whose pictures cannot be read is still skipped, just shown without them)."""
+        from ssh_model.images import decode_image, decode_mask
+
+        try:
+            images = {"composite": decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels),
+                      "mask": decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels),
+                      "harmonized": decode_image(read_bytes(row["output"]), row["output"], max_pixels=self.max_pixels)}
+            if row["target"]:
+                images["target"] = decode_image(row["target_bytes"], row["target"], max_pixels=self.max_pixels)
+        except Exception as err:  # noqa: BLE001 - thumbnails never fail a row
+            logger.warning("no thumbnails for skipped row %s: %s", row["id"], err)
+            return {}
+        return {name: _thumbnail_bytes(image) for name, image in images.items()}
 
     def _harmonize_row(self, row: dict, base: dict) -> tuple[dict, dict[str, bytes]]:
         from ssh_model.images import MASK_EPSILON, decode_image, decode_mask, encode_image, probe_image

@@ -21,10 +21,15 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
     data_root = str(tmp_path_factory.mktemp("demo"))
     with mlflow_store(data_root):
         first = demo(data_root=data_root, **TINY)
+        first_results = pq.read_table(first["harmonize"]["results_url"]).to_pylist()
         second = demo(data_root=data_root, **TINY)
+        second_results = pq.read_table(second["harmonize"]["results_url"]).to_pylist()
+        second_report = storage.read_bytes(second["report"]).decode()
         versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
         champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    yield {"root": data_root, "first": first, "second": second, "versions": versions, "champion": champion}
+    yield {"root": data_root, "first": first, "second": second, "versions": versions, "champion": champion,
+           "first_results": first_results, "second_results": second_results,
+           "second_report": second_report}
 
 
 @pytest.mark.timeout(900)
@@ -37,7 +42,7 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     # every held-out composite is harmonized, scored against its ground truth and shown in the report
     harmonized = first["harmonize"]
     assert harmonized["ok"] == harmonized["total"] == 3 * len(HELD_OUT) and harmonized["error"] == 0
-    results = pq.read_table(harmonized["results_url"]).to_pylist()
+    results = runs["first_results"]
     assert {row["status"] for row in results} == {"ok"}
     assert all(row["model_psnr"] > 0 and row["identity_psnr"] > 0 and row["reinhard_psnr"] > 0 for row in results)
     assert all(storage.exists(row["output"]) for row in results)
@@ -52,3 +57,7 @@ def test_given_a_finished_demo_when_run_again_then_it_reuses_the_data_the_model_
     assert second["retrain"]["train"]["start_steps"] == [TINY["steps"]]  # resumed at its end: no new steps
     assert len(runs["versions"]) == 1  # not registered twice
     assert second["harmonize"]["skipped"] == second["harmonize"]["total"]
+    assert {row["status"] for row in runs["second_results"]} == {"skipped"}
+    # and the rewritten report still shows every row's pictures (from its inputs and its existing output)
+    assert runs["second_report"].count("data:image/jpeg;base64") >= 4 * second["harmonize"]["total"]
+    assert sorted(row["output"] for row in runs["second_results"]) == sorted(row["output"] for row in runs["first_results"])
