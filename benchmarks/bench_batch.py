@@ -24,6 +24,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from unittest.mock import patch  # of os.environ only
 
 import numpy as np
 
@@ -40,16 +41,10 @@ def local_s3():
     from infra.s3_server import S3Server
 
     server = S3Server().start()
-    saved = {key: os.environ.get(key) for key in server.env}
-    os.environ.update(server.env)
     try:
-        yield server.create_bucket("bench-batch")
+        with patch.dict(os.environ, server.env):
+            yield server.create_bucket("bench-batch")
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop(grace_s=3.0)
 
 

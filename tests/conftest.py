@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from unittest.mock import patch  # of os.environ only: the services themselves are real
 
 # On a shared 2-core machine torch's intra-op threads fight each other and Ray's workers; one
 # thread per process is several times faster here. Set before torch is imported anywhere.
@@ -29,16 +30,10 @@ TEST_BUCKET = "ssh-tests"
 def s3_server():
     """A running SeaweedFS S3 endpoint; the session's environment points at it."""
     server = S3Server().start()
-    saved = {key: os.environ.get(key) for key in server.env}
-    os.environ.update(server.env)
     try:
-        yield server
+        with patch.dict(os.environ, server.env):
+            yield server
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop(grace_s=3.0)  # its data folder is thrown away: no need to wait for a graceful stop
 
 

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator
+from unittest.mock import patch  # of os.environ only
 
 import numpy as np
 import pyarrow as pa
@@ -120,17 +121,11 @@ def mlflow_store(folder: str) -> Iterator[str]:
     import mlflow
 
     uri = f"sqlite:///{os.path.join(folder, 'mlflow.db')}"
-    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "SSH_DATA_ROOT")}
     previous = mlflow.get_tracking_uri()
-    os.environ.update({"MLFLOW_TRACKING_URI": uri, "SSH_DATA_ROOT": folder})
     try:
-        yield uri
+        with patch.dict(os.environ, {"MLFLOW_TRACKING_URI": uri, "SSH_DATA_ROOT": folder}):
+            yield uri
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         mlflow.set_tracking_uri(previous)
 
 
