@@ -160,12 +160,13 @@ def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_
     blocks = [plan.slice(start, chunk) for start in range(0, plan.num_rows, chunk)]
     dataset = ray.data.from_arrow(blocks).map_batches(
         fetch_inputs, batch_format="pyarrow", batch_size=None, num_cpus=0,  # one call per block, as planned
-        concurrency=min(len(blocks), max(4, 2 * concurrency)), fn_kwargs={
+        compute=ray.data.TaskPoolStrategy(size=min(len(blocks), max(4, 2 * concurrency))), fn_kwargs={
             "model_version": model.version, "jpeg_quality": options.jpeg_quality,
             "overwrite": options.overwrite, "threads": options.fetch_threads,
         })
     return dataset.map_batches(
-        Harmonizer, batch_format="pyarrow", batch_size=options.batch_size, concurrency=concurrency,
+        Harmonizer, batch_format="pyarrow", batch_size=options.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus, num_gpus=num_gpus, fn_constructor_kwargs={
             "model": ray.put(model), "jpeg_quality": options.jpeg_quality, "max_pixels": max_pixels,
             "run_id": run_id,
