@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import write_results
+
 BENCHMARKS = ("lut", "harmonize", "triplets", "train", "training_dist", "batch")
 RESULTS = Path(__file__).parent / "results"
 
@@ -32,7 +34,7 @@ def main(argv: list[str]) -> int:
         print(f"== benchmarks.bench_{name}", flush=True)
         code = subprocess.call([sys.executable, "-m", f"benchmarks.bench_{name}"])
         runs[name] = {"exit_code": code, "seconds": round(time.perf_counter() - started, 1)}
-    (RESULTS / "runs.json").write_text(json.dumps(runs, indent=2) + "\n")
+    write_results(RESULTS / "runs.json", runs)
     failed = [name for name, run in runs.items() if run["exit_code"] != 0]
     print(json.dumps(runs, indent=2))
     return 1 if failed else 0

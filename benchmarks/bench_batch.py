@@ -28,6 +28,8 @@ from unittest.mock import patch  # of os.environ only
 
 import numpy as np
 
+from benchmarks import write_results
+
 RESULTS = Path(__file__).parent / "results" / "batch.json"
 SIZES = {"1mp": (864, 1152), "12mp": (3000, 4000)}  # (H, W)
 
@@ -238,8 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
             report["cases"][name] = case
         ray.shutdown()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    write_results(args.output, report)
     print(json.dumps(report, indent=2))
     return report
 

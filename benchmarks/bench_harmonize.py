@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import write_results
+
 RESULTS = Path(__file__).parent / "results" / "harmonize.json"
 SIZES = {"1mp": (1000, 1000), "4k": (2160, 3840)}  # (H, W)
 PRESETS = ("full", "small")
@@ -157,8 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_extra_mb_4k_full": full_4k["peak_extra_mb"], "target_extra_mb": TARGET_EXTRA_MB,
         "meets_memory": full_4k["peak_extra_mb"] < TARGET_EXTRA_MB,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+    write_results(RESULTS, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "cases"}, indent=2))
     return summary
 

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import write_results
+
 RESULTS = Path(__file__).parent / "results" / "lut.json"
 TARGET_SPEEDUP = 1.8
 
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: report[k] for k in ("speedup_apply_lut_vs_pillow_plain",
                                              "speedup_apply_lut_vs_pillow_filter_only", "meets_target",
                                              "max_abs_diff_levels")}, indent=1), flush=True)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1) + "\n")
+    write_results(args.output, report)
     return report
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import write_results
 from ssh_model.network import count_parameters, ssh_full, ssh_small
 from ssh_model.train import TrainConfig, batch_to_tensors, make_optimizer, make_scheduler, train_step
 
@@ -81,9 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "forward_full": forward_latency(256, args.repeats),
     }
     print(json.dumps(result, indent=2))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     return result
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import write_results
 from ssh_model.dataset import TripletDataset
 from ssh_model.images import read_image
 from ssh_model.lut import lut_bank
@@ -152,8 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "~0.95x linear per added GPU on one node",
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(RESULTS, result)
     print(json.dumps(result, indent=2))
     return result
 

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks import write_results
+
 RESULTS = Path(__file__).parent / "results" / "triplets.json"
 TARGETS = {"triplets_per_s_per_core_256": 50.0, "scaling_1_to_2": 1.8, "reader_per_loader_core": 100.0}
 
@@ -244,8 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     keys = ("scaling_1_to_2", "bytes_per_triplet", "meets", "meets_on_cpu_time")
     headline = {k: result.get(k) for k in keys}
     print(json.dumps(headline), flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.output, result)
     return result
 
 
