@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ssh_model.checkpoints import load_training_state, save_training_state
+from ssh_model.metrics import psnr
 from ssh_model.network import SSHNet
 from ssh_model.train import (
     TRIPLET_KEYS,
@@ -133,12 +134,6 @@ def test_train_stops_when_batches_run_out_and_resumes_from_a_checkpoint(tmp_path
     assert [row["lr"] for row in second.history] == pytest.approx([row["lr"] for row in whole.history[3:]])
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
-
-
-def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
-    """PSNR in dB of uint8 images (0-255)."""
-    mse = np.mean((prediction.astype(np.float64) - target.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
 
 
 def triplet_batches(photo: np.ndarray, luts: list, rng: np.random.Generator, batch: int, size: int):
