@@ -26,7 +26,7 @@ from flows.harmonize_batch import harmonize_batch
 from flows.retrain import retrain
 from ssh_model.composites import evaluation_set
 from ssh_model.images import encode_image, read_image
-from ssh_model.samples import sample_photo_paths
+from ssh_model.samples import sample_photo
 from ssh_model.settings import get_settings
 from ssh_model.storage import exists, join, write_bytes_atomic
 from tasks.catalog import write_catalog
@@ -50,7 +50,7 @@ def training_sources() -> list[str]:
 def write_demo_catalog(root: str, seed: int) -> str:
     """Composites of the held-out photos (mild, medium, strong re-grades) with masks and ground truth."""
     catalog = join(root, "catalog.parquet")
-    photos = {Path(p).stem: read_image(p) for p in sample_photo_paths() if Path(p).stem in HELD_OUT}
+    photos = {name: read_image(sample_photo(name)) for name in HELD_OUT}
     rows = []
     for item in evaluation_set(photos, seed=seed):
         row = {"id": item.id}
