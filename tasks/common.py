@@ -11,6 +11,9 @@ logger = logging.getLogger(__name__)
 # forwarded: local workers inherit them, cluster workers get them from their own environment.
 FORWARDED_ENV_PREFIXES = ("SSH_",)
 FORWARDED_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+# A private one-machine Ray has no nodes to drain: Ray Train's preemption watcher would only poll
+# (CPU the training workers need on a small machine). Clusters keep it.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -42,7 +45,10 @@ def ray_init(num_cpus: int | None = None) -> bool:
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS") or "local"
-    options: dict = {"runtime_env": {"env_vars": forwarded_env()}, "include_dashboard": False}
+    env = forwarded_env()
+    if address == "local":
+        env.update(LOCAL_RAY_ENV)
+    options: dict = {"runtime_env": {"env_vars": env}, "include_dashboard": False}
     if address == "local" and num_cpus is not None:
         options["num_cpus"] = num_cpus
     ray.init(address=address, **options)
