@@ -2,10 +2,12 @@
 
     python -m benchmarks.bench_harmonize [--threads 2] [--repeats 5]
 
-Cases: {1 MP, 4K} x {SSHNet() (full preset), ssh_small()}, random weights (the cost does not depend on
-them). Each case runs in its own subprocess so that its peak memory is its own: after a warm-up on a
-small image, the process's peak RSS is reset (``/proc/self/clear_refs``), one harmonize call runs, and
-peak extra = VmHWM - VmRSS before the call. Latency is the median of ``--repeats`` further calls.
+Cases: {1 MP, 4K} x {SSHNet() (full preset), ssh_small(), ColourNet small and grid-small}, random
+weights (the cost does not depend on them; ColourNet applies its predicted transform to every
+foreground pixel instead of a fitted LUT). Each case runs in its own subprocess so that its peak
+memory is its own: after a warm-up on a small image, the process's peak RSS is reset
+(``/proc/self/clear_refs``), one harmonize call runs, and peak extra = VmHWM - VmRSS before the
+call. Latency is the median of ``--repeats`` further calls.
 The 4K subprocess also times one plain Pillow ``Color3DLUT`` (33^3) call on the same image, alternating
 with the harmonize calls so that both see the same machine load: the target is 4K harmonize with
 SSHNet() within 3x of it (ratio of medians), and under 1 GB extra memory. On a shared machine, also
@@ -30,7 +32,7 @@ from benchmarks import write_results
 
 RESULTS = Path(__file__).parent / "results" / "harmonize.json"
 SIZES = {"1mp": (1000, 1000), "4k": (2160, 3840)}  # (H, W)
-PRESETS = ("full", "small")
+PRESETS = ("full", "small", "colour-small", "colour-grid-small")  # SSHNet presets, then ColourNet ones
 TARGET_RATIO = 3.0
 TARGET_EXTRA_MB = 1024.0
 
@@ -90,12 +92,11 @@ def run_case(size: str, preset: str, repeats: int, threads: int) -> dict:
     import torch
 
     from ssh_model.harmonize import harmonize
-    from ssh_model.network import PRESETS as NET_PRESETS
-    from ssh_model.network import count_parameters
+    from ssh_model.network import build_model, count_parameters
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = NET_PRESETS[preset]().eval()
+    model = build_model(preset).eval()
     height, width = SIZES[size]
     composite, mask = test_image(height, width)
     warm_composite, warm_mask = test_image(240, 320, seed=1)
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated model presets")
     parser.add_argument("--case", help="internal: run one SIZE:PRESET case and print its JSON")
     args = parser.parse_args(argv)
     if args.case:
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     cases = []
     for size in SIZES:
-        for preset in PRESETS:
+        for preset in args.presets.split(","):
             command = [sys.executable, "-m", "benchmarks.bench_harmonize", "--case", f"{size}:{preset}",
                        "--threads", str(args.threads), "--repeats", str(args.repeats)]
             done = subprocess.run(command, capture_output=True, text=True, check=True,

@@ -38,6 +38,7 @@ def retrain(
     per_image: int = 8,
     crop_size: int | None = None,
     preset: str = "auto",
+    model_family: str = "ssh",
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float = 2e-4,
@@ -53,7 +54,8 @@ def retrain(
         data_root: where everything lives (default: ``SSH_DATA_ROOT``).
         version: the triplet version (default: named after the manifest and the build parameters).
         per_image, crop_size: triplets per photo and their side (default ``SSH_CROP_SIZE``).
-        preset, steps, batch_size, lr, num_workers: passed to train-model (defaults by hardware).
+        preset, model_family, steps, batch_size, lr, num_workers: passed to train-model (defaults by
+            hardware; ``model_family`` "ssh" or "colour").
         gate_margin: PSNR (dB) by which a candidate must beat the champion to be promoted.
         eval_max_side, eval_photos: shrink the fixed evaluation set (None = the reference set).
     """
@@ -66,7 +68,8 @@ def retrain(
     log.info("ingest: %d new photos, %d in all; triplet version %s", ingested["added"], ingested["images"],
              version)
     built = build_triplets(data_root=data_root, version=version, per_image=per_image, crop_size=crop_size)
-    trained = train_model(data_root=data_root, version=version, preset=preset, steps=steps,
+    trained = train_model(data_root=data_root, version=version, preset=preset,
+                          model_family=model_family, steps=steps,
                           batch_size=batch_size, lr=lr, num_workers=num_workers, gate_margin=gate_margin,
                           eval_max_side=eval_max_side, eval_photos=eval_photos)
     gate = trained.get("gate") or {}

@@ -17,6 +17,8 @@
    moves ``champion`` to it when it beats the champion by ``gate_margin`` on the fixed set.
 
 Presets: ``full`` (the released 15.2 M-parameter network) on GPUs, ``small`` on CPUs (``auto``).
+``model_family="colour"`` trains ``ColourNet`` instead (``ssh_model.colour_net``: a network that
+predicts a colour transform), with the same data, losses, tracking, registry and gate.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from ssh_model import storage
 from ssh_model.checkpoints import save_model
+from ssh_model.network import preset_name
 from ssh_model.settings import get_settings
 from tasks.common import ray_init, run_logger
 from tasks.evaluation import comparison_grid, evaluate_models, format_table, metrics_for_logging
@@ -84,6 +87,7 @@ def train_model(
     version: str = "v1",
     run_name: str | None = None,
     preset: str = "auto",
+    model_family: str = "ssh",
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float = 2e-4,
@@ -114,7 +118,9 @@ def train_model(
         version: the triplet version to train on.
         run_name: names the MLflow run and the checkpoint folder; the same name resumes
             (default: derived from version, preset, steps, batch and workers).
-        preset: "full", "small", "tiny" or "auto" (full on GPUs, small on CPUs).
+        preset: "full", "small", "tiny" or "auto" (full on GPUs, small on CPUs); the colour family also
+            has "grid-small" (a 4x4 grid of transforms).
+        model_family: "ssh" (SSHNet, predicts pixels) or "colour" (ColourNet, predicts a colour transform).
         steps, batch_size: optimizer steps and triplets per worker per step (defaults by hardware).
         lr, warmup_steps: peak learning rate and its linear warm-up (default: 5% of the steps).
         num_workers: training workers (default: every GPU, else 2 on CPU).
@@ -140,7 +146,7 @@ def train_model(
     gpus = detect_gpus()
     use_gpu = gpus > 0 if use_gpu is None else use_gpu
     auto_preset, auto_steps, auto_batch, auto_loaders = GPU_DEFAULTS if use_gpu else CPU_DEFAULTS
-    preset = auto_preset if preset == "auto" else preset
+    preset = preset_name(model_family, auto_preset if preset == "auto" else preset)
     steps = steps or auto_steps
     batch_size = batch_size or auto_batch
     num_workers = num_workers or (max(1, gpus) if use_gpu else 2)
@@ -152,7 +158,8 @@ def train_model(
         log_every=log_every, sample_every=sample_every, checkpoint_every=checkpoint_every,
         loader_workers=loader_workers, threads=threads)
     commit = git_commit()
-    tags = {"data.version": data_tag, "data.uri": root, "git.commit": commit, "model.preset": str(preset)}
+    tags = {"data.version": data_tag, "data.uri": root, "git.commit": commit, "model.preset": str(preset),
+            "model.family": model_family}
     with tracked_run(run_name, experiment=experiment, data_root=data_root, tags=tags) as run:
         run_id = run.info.run_id
         log_params_once(run_id, {"job": job.as_dict(), "num_workers": num_workers, "use_gpu": use_gpu,
@@ -219,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="v1")
     parser.add_argument("--run-name", default=None)
     parser.add_argument("--preset", default="auto")
+    parser.add_argument("--model-family", default="ssh", choices=("ssh", "colour"))
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--num-workers", type=int, default=None)
@@ -226,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-register", action="store_true")
     args = parser.parse_args(argv)
     result = train_model(data_root=args.data_root, version=args.version, run_name=args.run_name,
-                         preset=args.preset, steps=args.steps, batch_size=args.batch_size,
+                         preset=args.preset, model_family=args.model_family, steps=args.steps, batch_size=args.batch_size,
                          num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
                          register_model=not args.no_register)
     print(json.dumps({k: v for k, v in result.items() if k != "evaluation"}, indent=2, default=str))

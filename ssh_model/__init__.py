@@ -22,6 +22,8 @@ _EXPORTS = {
     "Triplet": "triplets",
     "make_triplet": "triplets",
     "SSHNet": "network",
+    "ColourNet": "colour_net",
+    "build_model": "network",
     "save_model": "checkpoints",
     "load_model": "checkpoints",
     "harmonize": "harmonize",

@@ -20,7 +20,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import Tensor, nn
 
-from ssh_model.network import SSHNet, build_model
+from ssh_model.network import build_model
 from ssh_model.storage import read_bytes, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def save_model(model: nn.Module, url: str, metadata: dict[str, str] | None = Non
     logger.info("saved model %s to %s", net.config, url)
 
 
-def load_model(url: str, device: str | torch.device = "cpu") -> SSHNet:
+def load_model(url: str, device: str | torch.device = "cpu") -> nn.Module:
     """The network stored at ``url`` by ``save_model``, on ``device``, in eval mode."""
     tensors, metadata = _load(read_bytes(url), url, MODEL_FORMAT)
     model = build_model(_config_of(metadata, url))

@@ -25,6 +25,12 @@ Steps (see ssh-method.md, "Full-resolution inference"):
    With the model on a GPU, steps 4-5 run there instead (``recolour_on_device``: trilinear
    ``grid_sample`` and a float blend; within one level of the CPU path).
 Any spatially-varying change the network makes is dropped at full resolution, as in the release.
+
+A model that predicts its colour transform (``ColourNet``, ``predicts_transform``) skips steps 3-4:
+it sees the content with its background margin refilled from the foreground (push-pull, as the
+reference is refilled from the background), and its transform is applied to the full-resolution
+foreground directly, in tiles of rows, on the model's device (``recolour_with_transform``), then
+blended as in 5.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ class Harmonized:
     """The result and everything that led to it (for tests, debugging and reports)."""
 
     image: np.ndarray  # (H, W, 3) uint8
-    transform: ColourTransform
+    transform: ColourTransform | np.ndarray  # fitted, or a ColourNet's coefficients (42, G, G)
     content: np.ndarray  # (h, w, 3) uint8, what the network re-rendered
     content_mask: np.ndarray  # (h, w) float32, the foreground within ``content``
     reference: np.ndarray  # (h', w', 3) uint8, background pixels only
@@ -245,6 +251,55 @@ def recolour_on_device(composite: np.ndarray, weights: np.ndarray, lut, box: Box
     return out
 
 
+def recolour_with_transform(composite: np.ndarray, weights: np.ndarray, coefficients, box: Box, content_box: Box,
+                            tile_pixels: int = 1 << 20) -> np.ndarray:
+    """The composite with a predicted colour transform applied to the pixels of ``box`` and blended in by the
+    soft mask, a tile of rows at a time on the coefficients' device (memory stays bounded at any size).
+
+    Args:
+        coefficients: (1, 42, G, G) tensor from ``ColourNet.predict_coefficients``; the grid spans ``content_box``.
+        box: the foreground's box (x0, y0, x1, y1); content_box: the box the network saw.
+        tile_pixels: about how many pixels one tile holds.
+    """
+    import torch
+
+    from ssh_model.colour_net import apply_transform
+
+    x0, y0, x1, y1 = box
+    cx0, cy0, cx1, cy1 = content_box
+    span_x, span_y = cx1 - cx0, cy1 - cy0
+    rows = max(1, tile_pixels // max(1, x1 - x0))
+    out = composite.copy()
+    coefficients = coefficients.float()
+    for top in range(y0, y1, rows):
+        bottom = min(y1, top + rows)
+        region = torch.from_numpy(np.ascontiguousarray(composite[top:bottom, x0:x1])).to(coefficients.device)
+        image = region.permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, h, w) in [0, 1]
+        where = ((x0 - cx0) / span_x, (top - cy0) / span_y, (x1 - cx0) / span_x, (bottom - cy0) / span_y)
+        graded = apply_transform(image, coefficients, where)  # (1, 3, h, w)
+        alpha = torch.from_numpy(np.ascontiguousarray(weights[top:bottom, x0:x1])).to(coefficients.device)
+        mixed = torch.lerp(image[0], graded[0], alpha)  # (3, h, w); exactly the input where alpha is 0
+        out[top:bottom, x0:x1] = mixed.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu()
+    return out
+
+
+def predict_coefficients(model, content: np.ndarray, reference: np.ndarray):
+    """A transform-predicting model's coefficients (1, 42, G, G) for ``content`` in the look of ``reference``."""
+    import torch
+
+    from ssh_model.network import images_to_tensor
+
+    device, dtype = _model_device_dtype(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return model.predict_coefficients(images_to_tensor(content).to(device=device, dtype=dtype),
+                                              images_to_tensor(reference).to(device=device, dtype=dtype))
+    finally:
+        model.train(was_training)
+
+
 def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background: np.ndarray | None = None,
                       size: int = NET_SIZE, lut_size: int = LUT_SIZE, lut_backend: str = "auto") -> Harmonized:
     """``harmonize`` and its intermediate results (see the module doc).
@@ -270,6 +325,20 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background
         reference = _resize(Image.fromarray(background), net_shape(bg_width, bg_height, size))
     else:
         reference = background_reference(composite, weights, size, picture, mask_picture)
+    if getattr(model, "predicts_transform", False):
+        # The encoder sees the foreground's colours only, as the reference holds the background's only:
+        # the box's margin of background pixels is refilled from the foreground around it.
+        core = content_mask >= CORE_MASK
+        seen = push_pull_fill(content, core) if core.any() and not core.all() else content
+        coefficients = predict_coefficients(model, seen, reference)  # (1, 42, G, G)
+        image = recolour_with_transform(composite, weights, coefficients, fg_box, content_box)
+        output = recolour_with_transform(content, np.ones(content.shape[:2], np.float32), coefficients,
+                                         (0, 0, content.shape[1], content.shape[0]),
+                                         (0, 0, content.shape[1], content.shape[0]))
+        return Harmonized(image=image, transform=coefficients[0].float().cpu().numpy(), content=content,
+                          content_mask=content_mask, reference=reference,
+                          network_output=output.astype(np.float32) / 255.0, content_box=content_box,
+                          foreground_box=fg_box)
     output = run_network(model, content, reference)  # (h, w, 3) float32 in [0, 1]
     transform = fit_foreground_transform(content, output, content_mask)
     lut = LUT(table=transform.lut_table(lut_size), title="SSH harmonization", name="harmonize")
@@ -293,7 +362,7 @@ def harmonize(composite: np.ndarray, mask: np.ndarray, model, background: np.nda
         composite: uint8 (H, W, 3), any size and aspect.
         mask: the foreground, (H, W) bool / uint8 0-255 / float 0-1; soft edges are blended.
         model: a torch module with ``forward(content, reference)`` on (B, 3, H, W) in [-1, 1]
-            (an ``SSHNet``); it runs in eval mode on its own device.
+            (an ``SSHNet`` or a ``ColourNet``); it runs in eval mode on its own device.
         background: an optional separate background photo (uint8 (H', W', 3), any size) to match
             instead of the composite's own background.
         size: the long side of the network's inputs.
@@ -319,6 +388,6 @@ def harmonize_files(composite_url: str, mask_url: str, model, background_url: st
 
 __all__ = [
     "Harmonized", "background_reference", "blend_region", "fit_foreground_transform", "foreground_box",
-    "harmonize", "harmonize_details", "harmonize_files", "net_shape", "push_pull_fill", "recolour_on_device",
-    "run_network",
+    "harmonize", "harmonize_details", "harmonize_files", "net_shape", "predict_coefficients", "push_pull_fill",
+    "recolour_on_device", "recolour_with_transform", "run_network",
 ]

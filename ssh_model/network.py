@@ -196,18 +196,47 @@ def ssh_tiny(norm: str = "batch") -> SSHNet:
 
 
 PRESETS: dict[str, Callable[[], SSHNet]] = {"full": ssh_full, "small": ssh_small, "tiny": ssh_tiny}
+FAMILIES = ("ssh", "colour")  # SSHNet predicts pixels; ColourNet (ssh_model.colour_net) predicts a colour transform
 
 
-def build_model(preset_or_config: str | dict[str, Any]) -> SSHNet:
-    """A fresh network from a preset name ("full", "small", "tiny") or a ``model.config`` dict."""
+def preset_name(family: str, preset: str) -> str:
+    """The model name of ``preset`` in ``family``: "small" for SSH, "colour-small" for the colour family."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    return preset if family == "ssh" else f"{family}-{preset}"
+
+
+def all_presets() -> dict[str, Callable[[], nn.Module]]:
+    """Every named model of every family: "full", "small", "tiny", "colour-small", ..."""
+    from ssh_model import colour_net
+
+    return {**PRESETS, **{f"colour-{name}": make for name, make in colour_net.PRESETS.items()}}
+
+
+def build_model(preset_or_config: str | dict[str, Any]) -> nn.Module:
+    """A fresh network from a preset name (see ``all_presets``) or a ``model.config`` dict.
+
+    A config with ``"family": "colour"`` builds a ``ColourNet``; without one, an ``SSHNet``.
+    """
     if isinstance(preset_or_config, str):
-        if preset_or_config not in PRESETS:
-            raise ValueError(f"unknown preset {preset_or_config!r}; expected one of {sorted(PRESETS)}")
-        return PRESETS[preset_or_config]()
-    unknown = set(preset_or_config) - {"width", "norm"}
+        presets = all_presets()
+        if preset_or_config not in presets:
+            raise ValueError(f"unknown preset {preset_or_config!r}; expected one of {sorted(presets)}")
+        return presets[preset_or_config]()
+    config = dict(preset_or_config)
+    family = config.pop("family", "ssh")
+    if family == "colour":
+        from ssh_model.colour_net import ColourNet
+
+        allowed, make = {"width", "grid", "encoder_size", "hidden"}, ColourNet
+    elif family == "ssh":
+        allowed, make = {"width", "norm"}, SSHNet
+    else:
+        raise ValueError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    unknown = set(config) - allowed
     if unknown:
-        raise ValueError(f"unknown SSHNet config keys {sorted(unknown)}")
-    return SSHNet(**preset_or_config)
+        raise ValueError(f"unknown {make.__name__} config keys {sorted(unknown)}")
+    return make(**config)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -235,6 +264,6 @@ def tensor_to_images(x: Tensor) -> np.ndarray:
 
 
 __all__ = [
-    "NORMS", "PRESETS", "SSHNet", "build_model", "count_parameters", "images_to_tensor", "make_norm",
-    "pad_to_multiple", "ssh_full", "ssh_small", "ssh_tiny", "tensor_to_images",
+    "FAMILIES", "NORMS", "PRESETS", "SSHNet", "all_presets", "build_model", "count_parameters", "images_to_tensor",
+    "make_norm", "pad_to_multiple", "preset_name", "ssh_full", "ssh_small", "ssh_tiny", "tensor_to_images",
 ]

@@ -75,7 +75,7 @@ class ModelPayload:
 
     uri: str
     version: str  # "name/N" for registry URIs, "sha256:<12 hex>" for checkpoint files (tasks.registry)
-    config: dict  # SSHNet constructor arguments
+    config: dict  # the model config (``model.config``: SSHNet or ColourNet)
     weights: bytes  # safetensors (no pickle)
 
 
@@ -92,7 +92,7 @@ def load_model_payload(model_uri: str) -> ModelPayload:
 
 
 def model_from_payload(payload: ModelPayload, device: str = "cpu") -> Any:
-    """The SSHNet of a payload, in eval mode on ``device``."""
+    """The network of a payload, in eval mode on ``device``."""
     from safetensors.torch import load as load_tensors
 
     from ssh_model.network import build_model

@@ -9,7 +9,7 @@
   (``tasks.evaluation``) and moves ``champion`` to the candidate only when it beats the champion
   by ``margin`` (in the metric's units); the decision and both scores are tags on the version.
 - ``load_registered_model(uri)``: ``models:/ssh-harmonizer@champion``, ``models:/name/3`` or a plain
-  ``.safetensors`` URL (any fsspec URL) -> (SSHNet in eval mode, version string).
+  ``.safetensors`` URL (any fsspec URL) -> (the network, SSHNet or ColourNet, in eval mode, version string).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from mlflow.entities.model_registry import ModelVersion
 
 from ssh_model import storage
 from ssh_model.checkpoints import load_model
-from ssh_model.network import SSHNet
 from tasks.tracking import configure  # importing it sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
 
 logger = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ def version_label(version: ModelVersion) -> str:
     return f"{version.name}/{version.version}"
 
 
-def load_registered_model(uri: str, device: str | torch.device = "cpu") -> tuple[SSHNet, str]:
+def load_registered_model(uri: str, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, str]:
     """The network a URI names, in eval mode on ``device``, and its version string.
 
     Args:

@@ -31,21 +31,23 @@ def registry(tmp_path_factory, prefect_harness):
             if seed == 1:
                 promotion_gate(version, name=NAME, **EVAL)
             urls.append(url)
+        urls.append(save_random_model(f"{folder}/colour.safetensors", 3, preset="colour-tiny"))
         yield folder, urls
 
 
 def test_given_versions_aliases_and_a_file_when_compared_then_one_table_covers_them_and_the_baselines(
         registry, capsys):
     folder, urls = registry
-    result = compare_models(models=["champion", "2", urls[1]], model_name=NAME, data_root=folder, **EVAL)
+    result = compare_models(models=["champion", "2", urls[1], urls[2]], model_name=NAME, data_root=folder, **EVAL)
     printed = capsys.readouterr().out
 
     assert result["models"]["champion"] == f"{NAME}/1" and result["models"]["2"] == f"{NAME}/2"
     assert result["models"][urls[1]].startswith("sha256:")
-    file_label = result["models"][urls[1]]
+    file_label, colour_label = result["models"][urls[1]], result["models"][urls[2]]
     rows = {row["method"]: row for row in result["summary"]}
     methods = list(rows)
-    assert methods == [f"{NAME}/1", f"{NAME}/2", file_label, "identity", "reinhard", "histogram"]
+    assert methods == [f"{NAME}/1", f"{NAME}/2", file_label, colour_label, "identity", "reinhard", "histogram"]
+    assert rows[colour_label]["psnr"] != pytest.approx(rows["identity"]["psnr"])  # the colour family ran
     assert rows[file_label]["psnr"] == pytest.approx(rows[f"{NAME}/2"]["psnr"])  # same weights, same scores
     assert all(f"| {m} |" in printed for m in methods)
     assert {row["level"] for row in result["by_level"]} == {"mild", "medium", "strong"}

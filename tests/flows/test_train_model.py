@@ -8,7 +8,8 @@ import pytest
 from flows.train_model import train_model
 from ssh_model import storage
 from ssh_model.checkpoints import load_model, load_model_metadata
-from tasks.registry import CANDIDATE, CHAMPION
+from ssh_model.colour_net import ColourNet
+from tasks.registry import CANDIDATE, CHAMPION, load_registered_model
 from tests.tasks.training_cases import (
     mlflow_store,
     one_torch_thread,  # noqa: F401 - a fixture
@@ -37,8 +38,14 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
         aliases = {a: str(client.get_model_version_by_alias("flow-test", a).version)
                    for a in (CANDIDATE, CHAMPION)}
         losses = client.get_metric_history(first["run_id"], "loss/total")
+        colour = train_model(data_root=data_root, version="v1", run_name="colour", steps=2, model_family="colour",
+                             **{**OPTIONS, "model_name": "flow-test-colour"})
+        colour_run = client.get_run(colour["run_id"])
+        colour_champion, colour_version = load_registered_model("models:/flow-test-colour@champion")
     yield {"root": data_root, "first": first, "second": second, "run_before": run_before, "run": run,
-           "artifacts": artifacts, "versions": versions, "aliases": aliases, "losses": losses}
+           "artifacts": artifacts, "versions": versions, "aliases": aliases, "losses": losses,
+           "colour": colour, "colour_run": colour_run, "colour_champion": colour_champion,
+           "colour_version": colour_version}
 
 
 @pytest.mark.timeout(600)
@@ -82,3 +89,13 @@ def test_given_two_trainings_when_registered_then_candidate_moves_and_the_gate_r
     expected_champion = "2" if second["gate"]["promoted"] else "1"
     assert runs["aliases"][CHAMPION] == expected_champion
     assert versions["1"].tags["ssh.steps"] == "2" and versions["2"].tags["ssh.steps"] == "4"
+
+
+def test_given_the_colour_family_when_trained_then_the_same_pipeline_tracks_registers_and_serves_it(runs):
+    colour, run = runs["colour"], runs["colour_run"]
+    assert run.data.params["job.model"] == "colour-tiny" and run.data.tags["model.family"] == "colour"
+    assert np.isfinite(run.data.metrics["fixed/model/psnr"]) and np.isfinite(run.data.metrics["val/model/psnr"])
+    assert colour["registered_version"] == "flow-test-colour/1" and colour["gate"]["promoted"]
+    model = load_model(colour["model_url"])
+    assert isinstance(model, ColourNet) and model.config["family"] == "colour"
+    assert isinstance(runs["colour_champion"], ColourNet) and runs["colour_version"].startswith("flow-test-colour/1")

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ssh_model import storage
 from ssh_model.checkpoints import save_model
-from ssh_model.network import ssh_tiny
+from ssh_model.network import build_model
 from ssh_model.shards import ShardWriter, triplet_row
 from ssh_model.triplets import make_triplet
 
@@ -108,10 +108,14 @@ def build_version_with_ray(data_root: str, rng: np.random.Generator, photos: int
     return root
 
 
-def save_random_model(url: str, seed: int) -> str:
-    """A seeded, randomly initialised ``ssh_tiny`` checkpoint at ``url``."""
+def save_random_model(url: str, seed: int, preset: str = "tiny") -> str:
+    """A seeded, randomly initialised checkpoint of ``preset`` (default ``ssh_tiny``) at ``url``; a colour
+    model's head is randomised too (fresh, it is the identity)."""
     torch.manual_seed(seed)
-    save_model(ssh_tiny(), url)
+    model = build_model(preset)
+    if getattr(model, "predicts_transform", False):
+        torch.nn.init.normal_(model.head[-1].weight, std=0.02)
+    save_model(model, url)
     return url
 
 
