@@ -3,8 +3,14 @@
     ssh-harmonize demo                         the main job end to end on embedded defaults
     ssh-harmonize harmonize C.png M.png -o O.png [--model URL] [--background B.png]
     ssh-harmonize random-lut --seed 3 -o grade.cube
+    ssh-harmonize composite FG.jpg M.png BG.jpg -o C.png [--grade SEED] [--strength S]
+    ssh-harmonize evaluate catalog.parquet --model URI [--baselines identity,reinhard,histogram] [--json O.json]
+    ssh-harmonize catalog iharmony4 DIR -o catalog.parquet [--split test] [--subsets HCOCO,HFlickr]
+    ssh-harmonize catalog realhm DIR -o catalog.parquet
 
-Heavy imports (torch, Prefect, Ray) happen inside the command that needs them.
+Heavy imports (torch, Prefect, Ray) happen inside the command that needs them. Expected errors
+(a missing file, images of different sizes, an invalid catalog) are printed as one line (a
+catalog's problems one a line) and exit with status 2; ``evaluate`` exits with 1 when some rows failed.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ import argparse
 import logging
 import sys
 
+from flows import cli_commands
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
     options = {"steps": args.steps} if args.steps else {}
     result = demo(data_root=args.data_root, **options)
+    print(f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
+          f"(model {result['harmonize']['model_version']}):\n\n{result['table']}\n")
     print(f"report: {result['report']}")
     return 0
 
@@ -30,10 +40,11 @@ def _cmd_harmonize(args: argparse.Namespace) -> int:
     from ssh_model.storage import write_bytes_atomic
     from tasks.registry import load_registered_model
 
+    fmt = cli_commands.output_format(args.output)
+    cli_commands.refuse_overwriting(args.output, [args.composite, args.mask, *filter(None, [args.background])])
     model, version = load_registered_model(args.model or get_settings().model_uri, "cpu")
     logging.getLogger("ssh.cli").info("model %s", version)
     result = harmonize_files(args.composite, args.mask, model, background_url=args.background)
-    fmt = "JPEG" if args.output.lower().endswith((".jpg", ".jpeg")) else "PNG"
     write_bytes_atomic(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
     print(args.output)
     return 0
@@ -47,8 +58,84 @@ def _cmd_random_lut(args: argparse.Namespace) -> int:
     return 0
 
 
+URL_NOTE = "a file or URL (s3://, http(s)://)"
+FORMATS_NOTE = "format from the extension: .png, .jpg/.jpeg or .webp"
+
+
+def _add_composite(sub: argparse._SubParsersAction) -> None:
+    comp = sub.add_parser(
+        "composite", help="make a test composite: a foreground's masked region pasted over a background",
+        description="Paste the masked region of FOREGROUND over BACKGROUND (soft mask blend), optionally "
+                    "re-grading the foreground first with a random realistic colour grade, so the composite has "
+                    "a known colour mismatch. The three images must have the same size; inputs are never modified.")
+    comp.add_argument("foreground", metavar="FOREGROUND", help=f"the photo whose masked region is pasted: {URL_NOTE}")
+    comp.add_argument("mask", metavar="MASK", help="the foreground's mask, same size (white = foreground, "
+                                                   "grey = partly; an alpha channel is used when it has one)")
+    comp.add_argument("background", metavar="BACKGROUND", help=f"the photo pasted onto, same size: {URL_NOTE}")
+    comp.add_argument("-o", "--output", required=True, help=f"where to write the composite ({FORMATS_NOTE}); "
+                                                            "written atomically")
+    comp.add_argument("--grade", type=int, metavar="SEED", default=None,
+                      help="re-grade the foreground with random_lut(SEED) first (the grade random-lut --seed writes)")
+    comp.add_argument("--strength", type=float, default=None, metavar="S",
+                      help="strength of the --grade: 0 = none, 1 = the full designed range (default 1)")
+    comp.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
+    comp.set_defaults(run=cli_commands.cmd_composite)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="score a model and the classical baselines on a catalog with ground truth",
+        description="Run the model and the baselines on every row of CATALOG and print MSE, PSNR and fMSE "
+                    "(means per method) at full resolution and at 256x256, as iHarmony4 papers report them. "
+                    "Rows that cannot be scored (unreadable image, no target, sizes that differ) are listed with "
+                    "the reason and left out; the exit status is then 1.")
+    ev.add_argument("catalog", metavar="CATALOG",
+                    help="a Parquet, CSV or JSONL table with id, composite, mask, target and optionally background "
+                         f"columns ({URL_NOTE}; relative paths are resolved against its folder)")
+    ev.add_argument("--model", required=True, metavar="URI",
+                    help="models:/name@alias, models:/name/N, or a .safetensors file or URL")
+    ev.add_argument("--baselines", default="identity,reinhard,histogram",
+                    help="comma-separated baselines to score too, from identity, reinhard, histogram; '' for none "
+                         "(default: all three)")
+    ev.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N rows")
+    ev.add_argument("--json", default=None, metavar="OUT.json",
+                    help="also write the summary and every row's metrics to this file or URL (atomically)")
+    ev.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1 ... (default cpu)")
+    ev.set_defaults(run=cli_commands.cmd_evaluate)
+
+
+def _add_catalog(sub: argparse._SubParsersAction) -> None:
+    cat = sub.add_parser("catalog", help="write a catalog for a public benchmark's folder (iHarmony4, RealHM)",
+                         description="Write a catalog (id, composite, mask, target[, background]) of a public "
+                                     "benchmark's folder, for evaluate and harmonize-batch.")
+    layouts = cat.add_subparsers(dest="layout", required=True, metavar="{iharmony4,realhm}")
+    ih = layouts.add_parser(
+        "iharmony4", help="iHarmony4: DIR/<subset>/{composite_images,masks,real_images}/ and <subset>_<split>.txt",
+        description="Catalog of iHarmony4 (as DoveNet reads it): for each subset, the composites listed in "
+                    "DIR/<subset>/<subset>_<split>.txt; composite_images/a1_1_3.jpg has the mask masks/a1_1.png "
+                    "and the ground truth real_images/a1.jpg. Ids are <subset>/<composite name>.")
+    ih.add_argument("--split", choices=("test", "train"), default="test", help="which list to read (default test)")
+    ih.add_argument("--subsets", default=None, metavar="A,B",
+                    help="comma-separated subset folders, e.g. HCOCO,HAdobe5k,HFlickr,Hday2night "
+                         "(default: those of the four present in DIR)")
+    rh = layouts.add_parser(
+        "realhm", help="RealHM: NAME.jpg (or NAME_composite.jpg), NAME_mask, NAME_gt, NAME_bg in each folder",
+        description="Catalog of RealHM: every sample under DIR (searched recursively) as NAME_composite.jpg or "
+                    "NAME.jpg (composite), NAME_mask.jpg, NAME_gt.jpg (ground truth) and optionally NAME_bg.jpg, "
+                    "NAME_background.jpg or NAME_fore.jpg (background); .jpg, .jpeg or .png. NAME_small.jpg is "
+                    "ignored. Ids are <folder>/NAME.")
+    for layout in (ih, rh):
+        layout.add_argument("dir", metavar="DIR", help="the dataset's folder: a local path or URL (s3://...)")
+        layout.add_argument("-o", "--output", required=True,
+                            help="the catalog to write: .parquet, .csv or .jsonl (paths in it are absolute)")
+        layout.add_argument("--skip-incomplete", action="store_true",
+                            help="leave out samples with a missing file (and say how many) instead of failing")
+        layout.set_defaults(run=cli_commands.cmd_catalog)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssh-harmonize", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ssh-harmonize", description=__doc__.split("\n\n")[0],
+                                     epilog="Run 'ssh-harmonize COMMAND --help' for a command's arguments.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the main job end to end on embedded defaults")
@@ -57,30 +144,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_cmd_demo)
 
     harm = sub.add_parser("harmonize", help="harmonize one composite")
-    harm.add_argument("composite")
-    harm.add_argument("mask")
-    harm.add_argument("-o", "--output", required=True)
+    harm.add_argument("composite", help=f"the composite image: {URL_NOTE}")
+    harm.add_argument("mask", help="its foreground mask, same size (white = foreground)")
+    harm.add_argument("-o", "--output", required=True, help=f"where to write the result ({FORMATS_NOTE})")
     harm.add_argument("--model", default=None,
                       help="models:/name@alias, models:/name/N or a .safetensors URL (default: SSH_MODEL_URI)")
     harm.add_argument("--background", default=None, help="a clean background photo, when you have one")
-    harm.add_argument("--jpeg-quality", type=int, default=95)
+    harm.add_argument("--jpeg-quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     harm.set_defaults(run=_cmd_harmonize)
 
     lut = sub.add_parser("random-lut", help="write a random realistic colour grade as a .cube file")
-    lut.add_argument("--seed", type=int, required=True)
-    lut.add_argument("--size", type=int, default=33)
-    lut.add_argument("--strength", type=float, default=1.0)
-    lut.add_argument("-o", "--output", required=True)
+    lut.add_argument("--seed", type=int, required=True, help="which grade: the same seed gives the same grade")
+    lut.add_argument("--size", type=int, default=33, help="grid points per axis (default 33)")
+    lut.add_argument("--strength", type=float, default=1.0, help="0 = identity, 1 = the full designed range")
+    lut.add_argument("-o", "--output", required=True, help="the .cube file to write (file or URL)")
     lut.set_defaults(run=_cmd_random_lut)
+
+    _add_composite(sub)
+    _add_evaluate(sub)
+    _add_catalog(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (2 for bad input, printed as one line without a traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore", "urllib3", "botocore", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as err:  # bad input: ImageError, CatalogError, InputError, missing files
+        logging.getLogger("ssh.cli").debug("%s failed", args.command, exc_info=True)
+        print(f"ssh-harmonize {args.command}: error: {cli_commands.describe_error(err)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

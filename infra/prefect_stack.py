@@ -6,6 +6,11 @@ prints the API URL to export (``PREFECT_API_URL``) and runs until interrupted. T
 ``PrefectStack`` class the same way (a context manager). The server gets its own ``PREFECT_HOME``
 and SQLite database, migrated before the server starts (the first migration takes a while on small
 machines). Processes run in their own process groups and are stopped by id, children included.
+
+Detached use (``infra.local_stack``): ``start`` leaves the server and worker running in their own
+sessions; their pids are ``stack.server.pid`` / ``stack.worker.pid``. A later command reaches the
+same server with ``PrefectStack(home, port=...)`` (``cli``, ``healthy``, ``wait_for_flow_run``, ...)
+without starting anything.
 """
 
 from __future__ import annotations
@@ -65,15 +70,17 @@ class PrefectStack:
         pool: name of the process work pool.
         env: extra environment for every process (e.g. the S3 endpoint); the worker passes it on to flow runs.
         services: run the server's background services (scheduler, late runs, ...); tests may turn them off.
+        ui: serve the web UI at the API's host and port (off by default: tests do not need it).
     """
 
     def __init__(self, home: str | Path, port: int | None = None, pool: str = DEFAULT_POOL,
-                 env: dict[str, str] | None = None, services: bool = True) -> None:
+                 env: dict[str, str] | None = None, services: bool = True, ui: bool = False) -> None:
         self.home = Path(home).absolute()
         self.port = port or free_port()
         self.pool = pool
         self.extra_env = dict(env or {})
         self.services = services
+        self.ui = ui
         self.server: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
 
@@ -92,7 +99,7 @@ class PrefectStack:
             "PREFECT_SERVER_API_PORT": str(self.port),
             "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "true" if self.ui else "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         })
         if not self.services:
@@ -120,8 +127,8 @@ class PrefectStack:
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         try:
-            return subprocess.Popen([*prefect_executable(), *args], env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen([*prefect_executable(), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
 
@@ -136,15 +143,41 @@ class PrefectStack:
             if self.server is not None and self.server.poll() is not None:
                 raise RuntimeError(f"prefect server exited with {self.server.returncode}:\n"
                                    f"{_tail(self.home / 'server.log')}")
-            try:
-                status, body = _request(f"{self.api_url}/health", timeout=2)
-                if status == 200 and body is True:
-                    return
-            except (OSError, ValueError):
-                pass
+            if self.healthy():
+                return
             time.sleep(0.5)
         raise TimeoutError(f"prefect server at {self.api_url} not healthy after {timeout:.0f}s:\n"
                            f"{_tail(self.home / 'server.log')}")
+
+    def healthy(self) -> bool:
+        """True when the API answers ``GET /health`` with true."""
+        try:
+            status, body = _request(f"{self.api_url}/health", timeout=2)
+        except (OSError, ValueError):
+            return False
+        return status == 200 and body is True
+
+    def workers_online(self) -> int:
+        """How many workers of the pool the server counts as online (heartbeat seen recently)."""
+        try:
+            status, body = _request(f"{self.api_url}/work_pools/{self.pool}/workers/filter", {}, timeout=5)
+        except (OSError, ValueError):
+            return 0
+        if status != 200 or not isinstance(body, list):
+            return 0
+        return sum(1 for worker in body if worker.get("status") == "ONLINE")
+
+    def wait_worker_online(self, timeout: float = 120) -> None:
+        """Wait until a worker of the pool is online; raises with the worker log's tail otherwise."""
+        deadline = time.monotonic() + timeout
+        while not self.workers_online():
+            if self.worker is not None and self.worker.poll() is not None:
+                raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n"
+                                   f"{_tail(self.home / 'worker.log')}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no worker of pool {self.pool!r} online after {timeout:.0f}s:\n"
+                                   f"{_tail(self.home / 'worker.log')}")
+            time.sleep(0.5)
 
     def create_work_pool(self) -> None:
         """Create the process work pool (fine when it exists already)."""

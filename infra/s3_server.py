@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -209,13 +210,29 @@ class S3Server:
         self.stop()
 
 
-def write_env_file(env: dict[str, str], path: Path) -> Path:
-    """The server's environment (endpoint and keys) as ``KEY=value`` lines, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_env_file(env: dict[str, str], path: Path) -> None:
+    """``export NAME=value`` lines (shell-quoted), created readable by the owner only."""
+    with suppress(FileNotFoundError):
+        path.unlink()  # a new file gets the mode below; an old one would keep its own
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as file:
-        file.writelines(f"{key}={value}\n" for key, value in env.items())
-    return path
+        file.write("# Service endpoints and credentials (infra/). Keep this file private.\n")
+        file.writelines(f"export {name}={shlex.quote(value)}\n" for name, value in env.items())
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The variables of an env file written by ``write_env_file`` ({} when there is none)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return {}
+    env = {}
+    for line in lines:
+        words = shlex.split(line, comments=True)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            name, value = words[1].split("=", 1)
+            env[name] = value
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for bucket in args.bucket:
             server.create_bucket(bucket)
-        env_file = write_env_file(server.env, Path(args.env_file) if args.env_file else server.workdir / "s3.env")
+        env_file = Path(args.env_file) if args.env_file else server.workdir / "s3.env"
+        write_env_file(server.env, env_file)
         print("# S3 (SeaweedFS) on loopback; in the shells that use it (keys are in the file, never printed):")
-        print(f"set -a; . {env_file}; set +a")
+        print(f". {env_file}")
         print(f"# data: {server.workdir}  log: {server.log_path}  (Ctrl-C stops it)", flush=True)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while server.process is not None and server.process.poll() is None:

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 EVAL_SEED = 0
 TABLE_METRICS = ("psnr", "mse", "fmse", "ssim", "psnr_256", "fmse_256")
+# What harmonization papers report (iHarmony4's MSE, PSNR, fMSE), at full resolution and at 256 x 256.
+BENCHMARK_METRICS = ("mse", "psnr", "fmse", "mse_256", "psnr_256", "fmse_256")
 LOWER_IS_BETTER = frozenset({"mse", "fmse", "mse_256", "fmse_256"})
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "psnr_256", "ssim_256"})
 
@@ -149,14 +151,25 @@ class Evaluation:
 
 
 def evaluate_composites(methods: Mapping[str, Method], composites: Sequence[Composite],
-                        keep_outputs: bool = False) -> Evaluation:
-    """Score every method on every composite (against its ground truth, foreground = its mask)."""
+                        keep_outputs: bool = False,
+                        backgrounds: Sequence[np.ndarray | None] | None = None) -> Evaluation:
+    """Score every method on every composite (against its ground truth, foreground = its mask).
+
+    Args:
+        methods: name -> method, e.g. from ``methods_for``.
+        composites: the items, each with its ground truth.
+        keep_outputs: keep every method's outputs (and the items) in the result.
+        backgrounds: one clean background photo (or None) per composite, passed to the methods;
+            None: the methods use each composite's own background.
+    """
+    if backgrounds is not None and len(backgrounds) != len(composites):
+        raise ValueError(f"{len(backgrounds)} backgrounds for {len(composites)} composites")
     result = Evaluation("fixed")
     for name, method in methods.items():
         started = time.perf_counter()
         outputs = []
-        for item in composites:
-            output = method(item.composite, item.mask, None)
+        for index, item in enumerate(composites):
+            output = method(item.composite, item.mask, None if backgrounds is None else backgrounds[index])
             scores = evaluate(output, item.target, item.mask)
             result.rows.append({"method": name, "id": item.id, "level": item.level, **scores})
             if keep_outputs:
@@ -300,7 +313,7 @@ def evaluate_models(models: Mapping[str, torch.nn.Module], triplets: str | None 
 
 
 __all__ = [
-    "EVAL_SEED", "Evaluation", "Method", "comparison_grid", "evaluate_composites", "evaluate_models",
+    "BENCHMARK_METRICS", "EVAL_SEED", "Evaluation", "Method", "comparison_grid", "evaluate_composites", "evaluate_models",
     "evaluate_triplets", "fixed_evaluation_set", "format_table", "higher_is_better", "load_eval_photos",
     "methods_for", "metrics_for_logging", "model_method",
 ]

@@ -90,13 +90,16 @@ def configure(data_root: str | None = None) -> str:
 
 
 def ensure_experiment(name: str = EXPERIMENT, data_root: str | None = None) -> str:
-    """The id of experiment ``name``, created (with our artifact root) when missing."""
+    """The id of experiment ``name``, created when missing: with our artifact root under the data root on
+    the embedded store; with the server's own artifact store when tracking goes to an MLflow server (so
+    every machine that talks to the server sees the artifacts)."""
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
+    served = mlflow.get_tracking_uri().startswith(("http://", "https://"))
     try:
-        return client.create_experiment(name, artifact_location=artifact_root(data_root))
+        return client.create_experiment(name, artifact_location=None if served else artifact_root(data_root))
     except mlflow.exceptions.MlflowException:  # created meanwhile by someone else
         return client.get_experiment_by_name(name).experiment_id
 

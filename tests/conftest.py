@@ -48,12 +48,6 @@ def flow_s3_bucket(s3_server) -> str:
     return s3_server.create_bucket("ssh-flow-tests")
 
 
-@pytest.fixture(scope="session")
-def e2e_s3_bucket(s3_server) -> str:
-    """A bucket for the end-to-end tests (the same server)."""
-    return s3_server.create_bucket("ssh-e2e-tests")
-
-
 @pytest.fixture
 def s3_prefix(s3_bucket) -> str:
     """A fresh ``s3://`` prefix for one test."""

@@ -48,6 +48,11 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     assert all(storage.exists(row["output"]) for row in results)
     report = storage.read_bytes(first["report"]).decode()
     assert all(row["id"] in report for row in results)
+    # the table the README's command prints: the model and the three baselines, means over the rows
+    lines = first["table"].splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["model", "identity", "reinhard", "histogram"]
+    identity = lines[3].split("|")
+    assert float(identity[2]) == pytest.approx(sum(r["identity_psnr"] for r in results) / len(results), abs=0.01)
 
 
 def test_given_a_finished_demo_when_run_again_then_it_reuses_the_data_the_model_and_the_outputs(runs):
@@ -61,3 +66,4 @@ def test_given_a_finished_demo_when_run_again_then_it_reuses_the_data_the_model_
     # and the rewritten report still shows every row's pictures (from its inputs and its existing output)
     assert runs["second_report"].count("data:image/jpeg;base64") >= 4 * second["harmonize"]["total"]
     assert sorted(row["output"] for row in runs["second_results"]) == sorted(row["output"] for row in runs["first_results"])
+    assert second["table"] == runs["first"]["table"]  # the same scores, read back from the kept results

@@ -1,0 +1,226 @@
+"""The ``composite``, ``evaluate`` and ``catalog`` commands of ``ssh-harmonize`` (parsers in ``flows.cli``).
+
+Expected problems with the input raise ``InputError`` (or the ``ValueError``/``OSError`` of the
+reader that found them); ``flows.cli.main`` prints them as one line and exits with status 2.
+Heavy imports (torch, Prefect) happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import posixpath
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ssh_model.composites import Composite
+    from tasks.catalog import CatalogRow
+    from tasks.evaluation import Evaluation, Method
+
+logger = logging.getLogger("ssh.cli")
+
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+MODEL_LABEL = "model"
+
+
+class InputError(ValueError):
+    """Bad input found by a command: printed as one line, exit status 2."""
+
+
+def output_format(url: str) -> str:
+    """The image format ``encode_image`` writes for ``url``'s extension."""
+    ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
+    if ext not in OUTPUT_FORMATS:
+        raise InputError(f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
+                         f"use one of {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[ext]
+
+
+def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, str, np.ndarray]) -> None:
+    """Each of ``(role, url, pixels)`` in ``others`` must have the height and width of ``first``."""
+    role, url, pixels = first
+    height, width = pixels.shape[:2]
+    for other_role, other_url, other in others:
+        if other.shape[:2] != (height, width):
+            raise InputError(f"{other_role} {other_url} is {other.shape[1]}x{other.shape[0]} but {role} {url} "
+                             f"is {width}x{height}")
+
+
+def refuse_overwriting(output: str, inputs: list[str]) -> None:
+    from tasks.catalog import normalized
+
+    if normalized(output) in {normalized(url) for url in inputs}:
+        raise InputError(f"output {output} is also an input; inputs are never overwritten")
+
+
+def split_names(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+# -- composite --------------------------------------------------------------------------------------
+
+def cmd_composite(args: argparse.Namespace) -> int:
+    from ssh_model.harmonize import blend_region
+    from ssh_model.images import encode_image, read_image, read_mask
+    from ssh_model.lut import apply_lut, random_lut
+    from ssh_model.storage import write_bytes_atomic
+
+    if args.grade is None and args.strength is not None:
+        raise InputError("--strength needs --grade SEED")
+    strength = 1.0 if args.strength is None else args.strength
+    if strength < 0:
+        raise InputError(f"--strength must be >= 0, got {strength:g}")
+    fmt = output_format(args.output)
+    refuse_overwriting(args.output, [args.foreground, args.mask, args.background])
+    foreground, mask, background = read_image(args.foreground), read_mask(args.mask), read_image(args.background)
+    require_same_size(("foreground", args.foreground, foreground), ("mask", args.mask, mask),
+                      ("background", args.background, background))
+    if args.grade is not None:
+        foreground = apply_lut(foreground, random_lut(args.grade, strength=strength))
+    height, width = mask.shape
+    composite = blend_region(background, foreground, mask, (0, 0, width, height))
+    write_bytes_atomic(args.output, encode_image(composite, fmt, quality=args.quality))
+    print(args.output)
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------------------
+
+def load_row(row: CatalogRow) -> tuple[Composite, np.ndarray | None]:
+    """A catalog row's images as an evaluation item (composite, mask, target) and its background, if any."""
+    from ssh_model.composites import Composite
+    from ssh_model.images import read_image, read_mask
+
+    if not row.target:
+        raise InputError("no target (ground truth) in the catalog")
+    composite, mask, target = read_image(row.composite), read_mask(row.mask), read_image(row.target)
+    require_same_size(("composite", row.composite, composite), ("mask", row.mask, mask),
+                      ("target", row.target, target))
+    background = read_image(row.background) if row.background else None
+    return Composite(id=row.id, composite=composite, mask=mask, target=target, lut="", level=""), background
+
+
+def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
+                  set_name: str) -> tuple[Evaluation, list[tuple[str, str]]]:
+    """Every method on every row, one row's images in memory at a time.
+
+    Returns:
+        (evaluation, failures): a row whose images cannot be read or do not fit together, or that a
+        method rejects, is left out of the evaluation (every method is scored on the same rows) and
+        listed in ``failures`` as (id, reason).
+    """
+    from tasks.evaluation import Evaluation, evaluate_composites
+
+    result = Evaluation(set_name)
+    failures: list[tuple[str, str]] = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            item, background = load_row(row)
+            scored = evaluate_composites(methods, [item], backgrounds=[background])
+        except (ValueError, OSError) as err:
+            failures.append((row.id, describe_error(err)))
+            continue
+        result.rows.extend(scored.rows)
+        for name, seconds in scored.seconds.items():
+            result.seconds[name] = result.seconds.get(name, 0.0) + seconds
+        logger.info("row %d/%d (%s) scored", number, len(rows), row.id)
+    return result, failures
+
+
+def read_evaluation_catalog(url: str, limit: int | None) -> list[CatalogRow]:
+    """The first ``limit`` rows of the catalog at ``url`` (validated like a batch catalog; outputs ignored)."""
+    from ssh_model.storage import join
+    from tasks.catalog import build_catalog, catalog_dir, read_table
+
+    columns, cells = read_table(url)
+    if "target" not in columns:
+        raise InputError(f"catalog {url} has no target column: evaluate needs the ground truth of every row "
+                         f"(columns: {', '.join(columns) or 'none'})")
+    # Nothing is written: drop any output URLs and derive placeholder ones, which validation needs.
+    unused_outputs = join(catalog_dir(url), "_evaluate_outputs_unused")
+    catalog = build_catalog(url, columns, [{**cells_row, "output": None} for cells_row in cells], unused_outputs)
+    return catalog.rows[:limit]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ssh_model.baselines import BASELINES
+
+    baselines = split_names(args.baselines)
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise InputError(f"unknown baselines {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    rows = read_evaluation_catalog(args.catalog, args.limit)
+
+    from tasks.evaluation import BENCHMARK_METRICS, format_table, methods_for
+    from tasks.registry import load_registered_model
+
+    model, version = load_registered_model(args.model, args.device)
+    logger.info("model %s (%s), %d rows", version, args.model, len(rows))
+    methods = methods_for({MODEL_LABEL: model}, baselines)
+    set_name = posixpath.splitext(posixpath.basename(args.catalog.rstrip("/")))[0]
+    evaluation, failures = evaluate_rows(methods, rows, set_name)
+
+    summary = evaluation.summary()
+    print(f"{MODEL_LABEL}: {args.model} ({version}); {len(rows) - len(failures)} of {len(rows)} rows scored")
+    print(format_table(summary, BENCHMARK_METRICS))
+    for row_id, reason in failures:
+        print(f"row {row_id!r} failed: {reason}", file=sys.stderr)
+    if failures:
+        print(f"{len(failures)} of {len(rows)} rows failed and were left out", file=sys.stderr)
+    if args.json:
+        write_json(args.json, {"catalog": args.catalog, "model": args.model, "model_version": version,
+                               "rows_total": len(rows), "summary": summary,
+                               "rows": [{k: v for k, v in row.items() if k != "level"} for row in evaluation.rows],
+                               "failed": [{"id": row_id, "reason": reason} for row_id, reason in failures]})
+    return 1 if failures else 0
+
+
+def write_json(url: str, document: dict[str, Any]) -> None:
+    from ssh_model.storage import write_bytes_atomic
+
+    write_bytes_atomic(url, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    print(f"wrote {url}")
+
+
+# -- catalog ----------------------------------------------------------------------------------------
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from tasks.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
+    from tasks.public_catalogs import iharmony4_rows, realhm_rows
+
+    catalog_format(args.output)  # an unknown extension fails before the dataset is listed
+    if args.layout == "iharmony4":
+        subsets = split_names(args.subsets) if args.subsets is not None else None
+        if subsets == []:
+            raise InputError("--subsets names no subset")
+        found = iharmony4_rows(args.dir, args.split, subsets, skip_incomplete=args.skip_incomplete)
+    else:
+        found = realhm_rows(args.dir, skip_incomplete=args.skip_incomplete)
+    write_catalog(found.rows, args.output)
+    groups = Counter(row["id"].rpartition("/")[0] or "." for row in found.rows)
+    counts = ", ".join(f"{group}: {count}" for group, count in sorted(groups.items()))
+    print(f"wrote {args.output}: {len(found.rows)} rows ({counts})")
+    if found.skipped:
+        listed = found.skipped[:MAX_LISTED_PROBLEMS]
+        more = [f"... and {len(found.skipped) - len(listed)} more"] if len(found.skipped) > len(listed) else []
+        print(f"skipped {len(found.skipped)} incomplete samples:\n  " + "\n  ".join(listed + more), file=sys.stderr)
+    return 0
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for an expected error: the message, with ``file: why`` for OS errors."""
+    if isinstance(err, FileNotFoundError):
+        if err.filename is not None:
+            return f"{err.filename}: {err.strerror or 'no such file or object'}"
+        return f"{err}: no such file or object"
+    if isinstance(err, OSError) and err.filename is not None:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
