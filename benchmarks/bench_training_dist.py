@@ -41,6 +41,7 @@ from tasks.common import ray_init
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_dist.json"
 WARMUP_STEPS = 4
+LOG_EVERY = 2
 
 
 def make_shards(root: str, crop: int, per_image: int, seed: int = 0) -> int:
@@ -80,7 +81,9 @@ def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, 
     from tasks.training import TrainingJob, run_training
 
     events: list[dict[str, Any]] = []
-    cfg = TrainConfig(steps=steps, batch_size=batch, log_every=1, sample_every=0, warmup_steps=1)
+    # A progress event every 2 steps (train-model's default is 20): each one makes rank 0 sync with the
+    # host and message the driver while rank 1 waits at the next all-reduce.
+    cfg = TrainConfig(steps=steps, batch_size=batch, log_every=LOG_EVERY, sample_every=0, warmup_steps=1)
     job = TrainingJob(data=root, model="small", train=cfg, checkpoint_every=steps, threads=threads)
     name = f"bench-{workers}x{threads}-{time.time_ns()}"
     load_before = os.getloadavg()[0]
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": {"cpus": os.cpu_count(), "load_average_after": [round(v, 2) for v in os.getloadavg()],
                     "note": "2 shared cores; other jobs ran at the same time; best of the interleaved runs"},
         "setup": {"preset": "small", "crop": args.crop, "batch_per_worker": args.batch, "steps": args.steps,
-                  "warmup_steps_excluded": WARMUP_STEPS, "triplets": triplets, "backend": "gloo (CPU)"},
+                  "warmup_steps_excluded": WARMUP_STEPS, "log_every": LOG_EVERY, "pairs": args.pairs,
+                  "triplets": triplets, "backend": "gloo (CPU)"},
         "loader_samples_per_s_one_process": round(loader, 1),
         "training": runs,
         "best": {"one_worker": one, "two_workers": two, "one_worker_two_threads": threaded},
