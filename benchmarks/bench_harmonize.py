@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--presets", default=",".join(PRESETS), help="comma-separated model presets")
+    parser.add_argument("--results", default=str(RESULTS), help="where the JSON goes")
     parser.add_argument("--case", help="internal: run one SIZE:PRESET case and print its JSON")
     args = parser.parse_args(argv)
     if args.case:
@@ -149,19 +150,20 @@ def main(argv: list[str] | None = None) -> dict:
             case = json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps(case))
             cases.append(case)
-    full_4k = next(c for c in cases if c["size"] == "4k" and c["preset"] == "full")
-    ratio = full_4k["median_s"] / full_4k["pillow_lut_s"]
-    summary = {
-        "benchmark": "harmonize", "machine": platform.platform(), "python": platform.python_version(),
-        "cases": cases,
-        "pillow_color3dlut_4k_s": full_4k["pillow_lut_s"],
-        "ratio_4k_full_to_pillow_lut": round(ratio, 2),
-        "ratio_4k_full_to_pillow_lut_min": round(full_4k["min_s"] / full_4k["pillow_lut_min_s"], 2),
-        "target_ratio": TARGET_RATIO, "meets_ratio": ratio <= TARGET_RATIO,
-        "peak_extra_mb_4k_full": full_4k["peak_extra_mb"], "target_extra_mb": TARGET_EXTRA_MB,
-        "meets_memory": full_4k["peak_extra_mb"] < TARGET_EXTRA_MB,
-    }
-    write_results(RESULTS, summary)
+    summary = {"benchmark": "harmonize", "machine": platform.platform(), "python": platform.python_version(),
+               "cases": cases}
+    full_4k = next((c for c in cases if c["size"] == "4k" and c["preset"] == "full"), None)
+    if full_4k is not None:  # the targets are about SSHNet() at 4K
+        ratio = full_4k["median_s"] / full_4k["pillow_lut_s"]
+        summary.update({
+            "pillow_color3dlut_4k_s": full_4k["pillow_lut_s"],
+            "ratio_4k_full_to_pillow_lut": round(ratio, 2),
+            "ratio_4k_full_to_pillow_lut_min": round(full_4k["min_s"] / full_4k["pillow_lut_min_s"], 2),
+            "target_ratio": TARGET_RATIO, "meets_ratio": ratio <= TARGET_RATIO,
+            "peak_extra_mb_4k_full": full_4k["peak_extra_mb"], "target_extra_mb": TARGET_EXTRA_MB,
+            "meets_memory": full_4k["peak_extra_mb"] < TARGET_EXTRA_MB,
+        })
+    write_results(Path(args.results), summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "cases"}, indent=2))
     return summary
 
