@@ -47,12 +47,12 @@ from ssh_model.losses import LossConfig
 from ssh_model.network import build_model
 from ssh_model.train import StepEvent, TrainConfig, make_optimizer, make_scheduler, train
 from tasks.common import forwarded_env, ray_init, run_logger
+from tasks.training_events import EVENT_QUEUE_SIZE, RankZeroEvents, drain_events, progress_line
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.safetensors"
 JOB_FILE = "job.json"
-EVENT_QUEUE_SIZE = 10_000
 COMMIT_TIMEOUT_S = 600.0
 
 
@@ -125,21 +125,6 @@ class TrainingOutcome:
 
 # -- worker side ------------------------------------------------------------------------------------
 
-class _Events:
-    """Rank 0's side of the event queue (the other ranks send nothing); never blocks training."""
-
-    def __init__(self, queue: Any, rank: int) -> None:
-        self.queue = queue if rank == 0 else None
-
-    def send(self, kind: str, **values: Any) -> None:
-        if self.queue is None:
-            return
-        try:
-            self.queue.put({"kind": kind, "time": time.time(), **values}, block=False)
-        except Exception as err:  # a full or lost queue must not stop training
-            logger.warning("progress event %s dropped: %s", kind, err)
-
-
 def _loader(dataset: Any, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     options: dict[str, Any] = {"batch_size": None, "num_workers": workers, "pin_memory": pin_memory}
     if workers:
@@ -164,7 +149,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     cfg = job.train
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    events = _Events(config.get("events"), rank)
+    events = RankZeroEvents(config.get("events"), rank)
     device = ray.train.torch.get_device()
     if device.type == "cpu":
         torch.set_num_threads(job.threads)  # this worker process only: the CPUs it reserved
@@ -288,56 +273,6 @@ def _url_of(path: str, storage_root: str) -> str:
     return path if protocol == "file" else f"{protocol}://{path}"
 
 
-def _drain(events: Any, handle: Callable[[dict[str, Any]], None], stop: threading.Event) -> None:
-    """Hand every queued event to ``handle`` until ``stop`` is set and the queue is empty.
-
-    Waits inside the queue actor (a blocking get with a timeout) instead of polling it: on a 2-core
-    machine a 5 Hz poll of an actor costs the training workers a few percent of a core.
-    """
-    from ray.util.queue import Empty
-
-    while True:
-        try:
-            items = [events.get(block=True, timeout=1.0)]
-            waiting = min(100, events.qsize())
-            if waiting:
-                items += events.get_nowait_batch(waiting)
-        except Empty:
-            items = []
-        except Exception:  # the queue actor is gone: nothing more will arrive
-            return
-        for item in items:
-            try:
-                handle(item)
-            except Exception:
-                logger.exception("progress event handler failed on %s", item.get("kind"))
-        if not items and stop.is_set():
-            return
-
-
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(0.0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def progress_line(event: dict[str, Any]) -> str:
-    """One human line for a worker event."""
-    if event["kind"] == "progress":
-        losses = event["losses"]
-        return (f"step {event['step']}/{event['steps']} loss {losses['total']:.4f} "
-                f"(recon {losses['recon']:.4f} harm {losses['harm']:.4f}) lr {event['lr']:.2e} "
-                f"{event['samples_per_s']:.1f} samples/s "
-                f"eta {_format_eta(event['eta_s'])}")
-    if event["kind"] == "start":
-        verb = "resuming from step" if event["step"] else "starting at step"
-        return (f"{event['world_size']} worker(s) on {event['device']}: {verb} {event['step']} of "
-                f"{event['steps']}; {event['triplets']} triplets, "
-                f"{event['batches_per_epoch']} batches/epoch/worker")
-    if event["kind"] == "checkpoint":
-        return f"checkpoint at step {event['step']}"
-    return f"{event['kind']}: {event}"
-
-
 def run_training(
     job: TrainingJob,
     *,
@@ -409,7 +344,7 @@ def run_training(
     log.info("training %s on %d %s worker(s) (%s each), run %s under %s", job.model, num_workers,
              "GPU" if use_gpu else "CPU", resources, run_name, storage_root)
     stop = threading.Event()
-    drainer = threading.Thread(target=_drain, args=(events, handle, stop), name="train-events", daemon=True)
+    drainer = threading.Thread(target=drain_events, args=(events, handle, stop), name="train-events", daemon=True)
     drainer.start()
     started = time.perf_counter()
     try:
@@ -448,6 +383,6 @@ def default_job(data: str, preset: str, steps: int, batch_size: int, **train_opt
 
 __all__ = [
     "JOB_FILE", "STATE_FILE", "InsufficientResources", "TrainingJob", "TrainingOutcome", "default_job",
-    "progress_line", "resume_position", "run_training", "train_loop_per_worker", "train_model_task",
+    "resume_position", "run_training", "train_loop_per_worker", "train_model_task",
     "wait_for_resources", "worker_resources",
 ]

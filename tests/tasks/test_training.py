@@ -17,10 +17,10 @@ from tasks.training import (
     STATE_FILE,
     InsufficientResources,
     TrainingJob,
-    progress_line,
     resume_position,
     run_training,
 )
+from tasks.training_events import progress_line
 from tests.tasks.training_cases import build_version_with_ray, mlflow_store, write_triplet_version
 
 
