@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("ssh.cli")
 
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 MODEL_LABEL = "model"
 
 
@@ -34,11 +33,13 @@ class InputError(ValueError):
 
 def output_format(url: str) -> str:
     """The image format ``encode_image`` writes for ``url``'s extension."""
+    from ssh_model.images import FORMATS_BY_EXTENSION
+
     ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
-    if ext not in OUTPUT_FORMATS:
+    if ext not in FORMATS_BY_EXTENSION:
         raise InputError(f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
-                         f"use one of {', '.join(OUTPUT_FORMATS)}")
-    return OUTPUT_FORMATS[ext]
+                         f"use one of {', '.join(FORMATS_BY_EXTENSION)}")
+    return FORMATS_BY_EXTENSION[ext]
 
 
 def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, str, np.ndarray]) -> None:

@@ -27,6 +27,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from infra.processes import tail
+
 DEFAULT_POOL = "local-process"
 HOST = "127.0.0.1"
 
@@ -40,13 +42,6 @@ def free_port(host: str = HOST) -> int:
 def prefect_executable() -> list[str]:
     """The ``prefect`` CLI of this interpreter's environment."""
     return [sys.executable, "-m", "prefect"]
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
 
 
 def _request(url: str, payload: dict | None = None, timeout: float = 10.0) -> tuple[int, object]:
@@ -142,12 +137,12 @@ class PrefectStack:
         while time.monotonic() < deadline:
             if self.server is not None and self.server.poll() is not None:
                 raise RuntimeError(f"prefect server exited with {self.server.returncode}:\n"
-                                   f"{_tail(self.home / 'server.log')}")
+                                   f"{tail(self.home / 'server.log')}")
             if self.healthy():
                 return
             time.sleep(0.5)
         raise TimeoutError(f"prefect server at {self.api_url} not healthy after {timeout:.0f}s:\n"
-                           f"{_tail(self.home / 'server.log')}")
+                           f"{tail(self.home / 'server.log')}")
 
     def healthy(self) -> bool:
         """True when the API answers ``GET /health`` with true."""
@@ -173,10 +168,10 @@ class PrefectStack:
         while not self.workers_online():
             if self.worker is not None and self.worker.poll() is not None:
                 raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n"
-                                   f"{_tail(self.home / 'worker.log')}")
+                                   f"{tail(self.home / 'worker.log')}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no worker of pool {self.pool!r} online after {timeout:.0f}s:\n"
-                                   f"{_tail(self.home / 'worker.log')}")
+                                   f"{tail(self.home / 'worker.log')}")
             time.sleep(0.5)
 
     def create_work_pool(self) -> None:
@@ -192,7 +187,7 @@ class PrefectStack:
         time.sleep(1.0)
         if self.worker.poll() is not None:
             raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n"
-                               f"{_tail(self.home / 'worker.log')}")
+                               f"{tail(self.home / 'worker.log')}")
 
     def start(self, worker: bool = True) -> PrefectStack:
         self.migrate()
@@ -222,7 +217,7 @@ class PrefectStack:
         self.worker = self.server = None
 
     def logs(self, name: str = "worker.log", chars: int = 8000) -> str:
-        return _tail(self.home / name, chars)
+        return tail(self.home / name, chars)
 
     def flow_run(self, flow_run_id: str) -> dict:
         status, body = _request(f"{self.api_url}/flow_runs/{flow_run_id}")

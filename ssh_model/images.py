@@ -31,6 +31,8 @@ REASONS = frozenset({"unreadable", "truncated", "too_small", "too_large", "not_r
 NON_COLOUR_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "CMYK"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 ENCODE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
+# The file extensions outputs are written with, and the format each one means.
+FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ssh_model.images import FORMATS_BY_EXTENSION
 from ssh_model.storage import exists, read_bytes, write_bytes_atomic
 from tasks.results import HASH_COLUMNS, METRICS_COLUMN, RECORD_SCHEMA, is_up_to_date, new_record
 
@@ -31,7 +32,6 @@ logger = logging.getLogger(__name__)
 
 INPUTS = ("composite", "mask", "background", "target")
 THUMBS = ("composite", "mask", "harmonized", "target")
-FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
 PLAN_SCHEMA = pa.schema([
     ("index", pa.int64()), ("id", pa.string()), ("output", pa.string()),

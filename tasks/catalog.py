@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssh_model.images import FORMATS_BY_EXTENSION
 from ssh_model.storage import is_under, join, protocol_of, read_bytes
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 REQUIRED_COLUMNS = ("id", "composite", "mask")
 OPTIONAL_COLUMNS = ("background", "target", "output")
 INPUT_COLUMNS = ("composite", "mask", "background", "target")
-OUTPUT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # what outputs can be encoded as
+OUTPUT_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)  # what outputs can be encoded as
 RESULTS_DIRNAME = "_results"  # reserved folder under the output prefix: results table, report, fragments
 MAX_LISTED_PROBLEMS = 50
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",

@@ -124,11 +124,17 @@ def test_given_the_kuberay_cluster_then_it_runs_the_locked_ray_with_gpu_workers_
     assert all("value" not in entry and entry["valueFrom"]["secretKeyRef"]["name"] for entry in env.values())
 
 
-def test_given_the_process_pool_template_then_prefect_accepts_it_and_flow_runs_join_the_local_ray_cluster():
-    template = load_json("prefect/process-pool.json")
+def valid_pool_template(name: str) -> dict:
+    """A work-pool base job template that Prefect accepts, every placeholder of it defined as a variable."""
+    template = load_json(name)
     validate_base_job_template(template)
     used = {p.name for p in find_placeholders(json.dumps(template["job_configuration"]))}
     assert used <= set(template["variables"]["properties"])
+    return template
+
+
+def test_given_the_process_pool_template_then_prefect_accepts_it_and_flow_runs_join_the_local_ray_cluster():
+    template = valid_pool_template("prefect/process-pool.json")
 
     configuration = rendered(template)
     assert configuration["env"]["RAY_ADDRESS"] == "auto"
@@ -138,10 +144,7 @@ def test_given_the_process_pool_template_then_prefect_accepts_it_and_flow_runs_j
 
 
 def test_given_the_kubernetes_pool_template_then_pods_reach_the_ray_head_prefect_mlflow_and_storage():
-    template = load_json("prefect/kubernetes-pool.json")
-    validate_base_job_template(template)
-    used = {p.name for p in find_placeholders(json.dumps(template["job_configuration"]))}
-    assert used <= set(template["variables"]["properties"])
+    template = valid_pool_template("prefect/kubernetes-pool.json")
 
     configuration = rendered(template)
     cluster = load_yaml("ray/raycluster.yaml")
