@@ -17,10 +17,13 @@ on:
   by ``harmonize`` exactly as users run it.
 
 The levers: family and preset, crop size, batch, learning rate, the loss weights (reconstruction,
-harmonization, style consistency) and the LUT strength distribution ("full": every grade at
+harmonization, style consistency), the LUT strength distribution ("full": every grade at
 strength 1; "mixed": strength uniform in [0.1, 1]; "mild": strength u^2, mostly gentle grades, so
-pairs of near-identical grades teach when to leave colours alone). Writes
-``benchmarks/results/recipe.json`` and prints a markdown table.
+pairs of near-identical grades teach when to leave colours alone; ``lut_bank``'s distributions),
+the share of triplets in the "region" layout (``ssh_model.triplets``), and checkpoint selection
+(``select``: one training photo, ``val_photo``, is held out and the model is picked among evenly
+spaced checkpoints by its composites, ``tasks.evaluation.selection_composites``, as train-model
+does with the val split). Writes ``benchmarks/results/recipe.json`` and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -58,8 +61,11 @@ class Recipe:
     harm: float = 1.0
     style: float = 0.0
     strengths: str = "full"  # "full", "mixed" or "mild"
+    region: float = 0.0  # share of triplets in the "region" layout (ssh_model.triplets), the rest "crops"
     per_image: int = 64
     seed: int = 0  # the network's initialisation and the batch order (the data stay the same)
+    val_photo: str = ""  # a training photo held out for checkpoint selection (not trained on)
+    select: int = 0  # checkpoints scored on val_photo's composites (evenly spaced, + the initial model)
 
 
 RECIPES: dict[str, Recipe] = {
@@ -91,34 +97,42 @@ RECIPES: dict[str, Recipe] = {
     "colour-grid-small-mild-lr3e-4-seed2": Recipe("colour-grid-small", strengths="mild", lr=3e-4, seed=2),
     "ssh-small-mild-lr3e-4": Recipe("small", strengths="mild", lr=3e-4),
     "ssh-small-mixed-seed1": Recipe("small", strengths="mixed", seed=1),
+    # Round 4: triplets laid out as harmonize sees a composite (a foreground region and its background).
+    "colour-grid-small-mild-lr3e-4-region0.5": Recipe("colour-grid-small", strengths="mild", lr=3e-4, region=0.5),
+    "colour-grid-small-mild-lr3e-4-region1": Recipe("colour-grid-small", strengths="mild", lr=3e-4, region=1.0),
+    "colour-small-mild-region0.5": Recipe("colour-small", strengths="mild", region=0.5),
+    "ssh-small-mild-lr3e-4-region0.5": Recipe("small", strengths="mild", lr=3e-4, region=0.5),
+    # Round 5: early stopping. One training photo (china) is held out, and its composites pick the checkpoint.
+    "colour-grid-small-mild-lr3e-4-valchina": Recipe("colour-grid-small", strengths="mild", lr=3e-4, val_photo="china"),
+    "colour-grid-small-mild-lr3e-4-select": Recipe("colour-grid-small", strengths="mild", lr=3e-4, val_photo="china",
+                                                   select=12),
+    "ssh-small-mild-lr3e-4-select": Recipe("small", strengths="mild", lr=3e-4, val_photo="china", select=12),
+    "colour-small-mild-select": Recipe("colour-small", strengths="mild", val_photo="china", select=12),
+    "colour-grid-small-mild-lr3e-4-select-seed1": Recipe("colour-grid-small", strengths="mild", lr=3e-4,
+                                                         val_photo="china", select=12, seed=1),
+    "colour-grid-small-mild-lr3e-4-select-seed2": Recipe("colour-grid-small", strengths="mild", lr=3e-4,
+                                                         val_photo="china", select=12, seed=2),
+    "colour-grid-small-mild-lr1e-4-select": Recipe("colour-grid-small", strengths="mild", lr=1e-4, val_photo="china",
+                                                   select=12),
+    "ssh-small-mixed-select": Recipe("small", strengths="mixed", val_photo="china", select=12),
+    "colour-grid-small-mild-lr1e-4-select-seed1": Recipe("colour-grid-small", strengths="mild", lr=1e-4,
+                                                         val_photo="china", select=12, seed=1),
+    "colour-grid-small-mild-lr1e-4-select-seed2": Recipe("colour-grid-small", strengths="mild", lr=1e-4,
+                                                         val_photo="china", select=12, seed=2),
 }
 
 
-def strength_of(distribution: str, rng: np.random.Generator) -> float:
-    if distribution == "full":
-        return 1.0
-    if distribution == "mixed":
-        return float(rng.uniform(0.1, 1.0))
-    if distribution == "mild":
-        return float(rng.uniform(0.0, 1.0) ** 2)
-    raise ValueError(f"unknown strength distribution {distribution!r}")
-
-
 def make_bank(seed: int, distribution: str, count: int = 100) -> list:
-    """``count`` grades of bank ``seed`` (``ssh_model.lut_generator.bank_seed``) at drawn strengths."""
-    from ssh_model.lut import random_lut
-    from ssh_model.lut_generator import bank_seed
+    """``count`` grades of bank ``seed`` at strengths drawn from ``distribution`` (``lut_bank``'s)."""
+    from ssh_model.lut import lut_bank
 
-    rng = np.random.default_rng([seed, 7])
-    bank = []
-    for index in range(count):
-        lut = random_lut(bank_seed(seed, index), size=17, strength=strength_of(distribution, rng))
-        bank.append(dataclasses.replace(lut, name=f"s{seed}-i{index}"))
-    return bank
+    return lut_bank(seed, count=count, size=17, distribution=distribution)
 
 
-def make_triplets(photos: list[np.ndarray], bank: list, per_image: int, crop: int, seed: int) -> dict[str, np.ndarray]:
-    """uint8 (N, S, S, 3) arrays under ``TRIPLET_KEYS`` from ``per_image`` triplets of every photo."""
+def make_triplets(photos: list[np.ndarray], bank: list, per_image: int, crop: int, seed: int,
+                  region: float = 0.0) -> dict[str, np.ndarray]:
+    """uint8 (N, S, S, 3) arrays under ``TRIPLET_KEYS`` from ``per_image`` triplets of every photo, a share
+    ``region`` of them in the "region" layout."""
     from ssh_model.train import TRIPLET_KEYS
     from ssh_model.triplets import make_triplet
 
@@ -127,7 +141,8 @@ def make_triplets(photos: list[np.ndarray], bank: list, per_image: int, crop: in
     for photo in photos:
         for _ in range(per_image):
             first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
-            triplets.append(make_triplet(photo, bank[first], bank[second], rng, crop_size=crop))
+            layout = "region" if region and rng.random() < region else "crops"
+            triplets.append(make_triplet(photo, bank[first], bank[second], rng, crop_size=crop, layout=layout))
     return {key: np.stack([getattr(t, key) for t in triplets]) for key in TRIPLET_KEYS}
 
 
@@ -164,12 +179,21 @@ def batches(data: dict[str, np.ndarray], batch: int, seed: int):
 
 
 def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: float) -> tuple[Any, dict[str, Any]]:
-    """A model trained for about ``cpu_seconds`` of this process's CPU time; (model, facts)."""
+    """A model trained for about ``cpu_seconds`` of this process's CPU time; (model, facts).
+
+    With ``recipe.select``, the model is scored on the composites of ``recipe.val_photo`` at that many
+    evenly spaced steps and at step 0, and the best of those states is returned (early stopping; the CPU
+    time of scoring is not counted in ``cpu_s``).
+    """
+    import copy
+
     import torch
 
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
+    from ssh_model.samples import sample_photo
     from ssh_model.train import TrainConfig, train
+    from tasks.evaluation import selection_composites, selection_score
 
     losses = LossConfig(recon=recipe.recon, harm=recipe.harm, style=recipe.style)
     probe = build_model(recipe.model)
@@ -184,11 +208,35 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
     model = build_model(recipe.model)
     cfg = TrainConfig(steps=steps, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=max(1, steps // 20),
                       log_every=max(1, steps // 5), sample_every=0, losses=losses, seed=recipe.seed)
+    selection: dict[str, Any] = {}
+    callback = None
+    if recipe.select:
+        composites = selection_composites([sample_photo(recipe.val_photo)], max_side=None)
+        best: dict[str, Any] = {"psnr": -1.0}
+        scoring_cpu = [0.0]
+
+        def score(step: int) -> None:
+            began = time.process_time()
+            psnr = selection_score(model, composites)
+            selection[str(step)] = round(psnr, 3)
+            if psnr > best["psnr"]:
+                best.update(psnr=psnr, step=step, state=copy.deepcopy(model.state_dict()))
+            scoring_cpu[0] += time.process_time() - began
+
+        score(0)
+        every = max(1, steps // recipe.select)
+        cfg = dataclasses.replace(cfg, log_every=every)
+        callback = lambda event: score(event.step)  # noqa: E731
     started = time.process_time()
-    result = train(model, batches(data, recipe.batch, 2 + 100 * recipe.seed), cfg)
+    result = train(model, batches(data, recipe.batch, 2 + 100 * recipe.seed), cfg, callback=callback)
     history = result.history[-max(1, steps // 10):]
-    return model.eval(), {"steps": steps, "cpu_s": round(time.process_time() - started, 1),
-                          "final_loss": round(float(np.mean([h["total"] for h in history])), 4)}
+    facts = {"steps": steps, "final_loss": round(float(np.mean([h["total"] for h in history])), 4),
+             "cpu_s": round(time.process_time() - started, 1)}
+    if recipe.select:
+        model.load_state_dict(best["state"])
+        facts.update(cpu_s=round(facts["cpu_s"] - scoring_cpu[0], 1), selected_step=best["step"],
+                     selection_psnr=selection)
+    return model.eval(), facts
 
 
 def run_recipe(name: str, recipe: Recipe, cpu_seconds: float, val_root: str) -> dict[str, Any]:
@@ -199,6 +247,7 @@ def run_recipe(name: str, recipe: Recipe, cpu_seconds: float, val_root: str) -> 
     from tasks.evaluation import evaluate_composites, evaluate_triplets, methods_for
 
     train_names, heldout = split_names()
+    train_names = [n for n in train_names if n != recipe.val_photo]
     data = make_triplets(photos_of(train_names), make_bank(TRAIN_BANK_SEED, recipe.strengths), recipe.per_image,
                          recipe.crop, seed=1)
     model, facts = train_on_budget(recipe, data, cpu_seconds)

@@ -38,7 +38,9 @@ def summary_markdown(marker: dict, url: str, skipped: bool) -> str:
              f"| state | {'already complete (nothing built)' if skipped else 'built'} |",
              f"| triplets / bytes per triplet | {marker['triplets']} / {marker['bytes_per_triplet']} |",
              f"| LUTs | `{params['luts']}` |", f"| per image / crop / seed | {params['per_image']} / "
-             f"{params['crop_size']} / {params['seed']} |", f"| encoding | {params['encoding']} |"]
+             f"{params['crop_size']} / {params['seed']} |",
+             f"| region layout | {params.get('region_fraction', 0.0):.0%} of the triplets |",
+             f"| encoding | {params['encoding']} |"]
     lines += [f"| split {name} | {c['images']} photos, {c['triplets']} triplets, {c['files']} files |"
               for name, c in sorted(marker["counts"].items())]
     return "\n".join(lines)
@@ -57,14 +59,16 @@ def build_triplets(
     rows_per_group: int = ROWS_PER_GROUP,
     triplets_per_shard: int = 512,
     num_cpus: int | None = None,
+    region_fraction: float = 0.0,
 ) -> dict:
     """Make ``per_image`` dual-LUT triplets of every ingested photo and write them as Parquet shards.
 
     Args:
         data_root: where ``images/manifest.parquet`` is and ``triplets/`` goes (default: ``SSH_DATA_ROOT``).
         version: the name of this build (a folder under ``triplets/``).
-        luts: ``generator:SEED[:COUNT]`` (the default, with the ``SSH_SEED`` seed and 100 grades) or
-            a URL of a folder of ``.cube`` files.
+        luts: ``generator:SEED[:COUNT[:STRENGTHS]]`` (the default: the ``SSH_SEED`` seed, 100 grades at
+            full strength; STRENGTHS ``mild`` or ``mixed`` draws gentler ones) or a URL of a folder of
+            ``.cube`` files.
         per_image: triplets per photo.
         crop_size: crop side in pixels (default: ``SSH_CROP_SIZE``).
         seed: the seed of every triplet's crops, flips and LUT choice (default: ``SSH_SEED``).
@@ -73,6 +77,8 @@ def build_triplets(
         rows_per_group: rows per Parquet row group (the reader's unit of work).
         triplets_per_shard: about this many triplets per file (whole photos per file).
         num_cpus: cap on the CPUs used (and of a local Ray started here); default all.
+        region_fraction: the share of triplets laid out as ``harmonize`` sees a composite (a
+            foreground region and the scene around it) instead of two overlapping crops.
     """
     settings = get_settings()
     data_root = data_root or settings.data_root
@@ -82,7 +88,7 @@ def build_triplets(
     log = run_logger()
     root = version_root_of(data_root, version)
     params, prepared = plan_build(data_root, version, luts, per_image, crop_size, seed, encoding,
-                                  rows_per_group, triplets_per_shard, overwrite)
+                                  rows_per_group, triplets_per_shard, overwrite, region_fraction)
     if prepared.complete is not None:
         log.info("%s is complete with the same parameters: nothing to do (overwrite=True rebuilds it)", root)
         marker = prepared.complete
@@ -110,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--encoding", default=DEFAULT_ENCODING)
     parser.add_argument("--num-cpus", type=int, default=None)
+    parser.add_argument("--region-fraction", type=float, default=0.0)
     args = parser.parse_args(argv)
     result = build_triplets(args.data_root, args.version, args.luts, args.per_image, args.crop_size,
-                            args.seed, args.overwrite, args.encoding, num_cpus=args.num_cpus)
+                            args.seed, args.overwrite, args.encoding, num_cpus=args.num_cpus,
+                            region_fraction=args.region_fraction)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -10,6 +10,7 @@ built, and a new run trains, registers a candidate and faces the promotion gate.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from typing import Any
@@ -24,10 +25,16 @@ from tasks.common import run_logger
 from tasks.triplets import image_manifest
 
 
-def data_version_name(data_root: str, per_image: int, crop_size: int, seed: int) -> str:
+def data_version_name(data_root: str, per_image: int, crop_size: int, seed: int, luts: str | None = None,
+                      region_fraction: float = 0.0) -> str:
     """A triplet version named after the image manifest and the build parameters (stable across reruns)."""
     _, manifest_sha = image_manifest(data_root)
-    return f"m{manifest_sha[:10]}-k{per_image}-c{crop_size}-s{seed}"
+    name = f"m{manifest_sha[:10]}-k{per_image}-c{crop_size}-s{seed}"
+    if region_fraction:
+        name += f"-r{region_fraction:g}"
+    if luts:
+        name += f"-l{hashlib.sha256(luts.encode()).hexdigest()[:8]}"
+    return name
 
 
 @flow(name="retrain")
@@ -37,12 +44,15 @@ def retrain(
     version: str | None = None,
     per_image: int = 8,
     crop_size: int | None = None,
+    luts: str | None = None,
+    region_fraction: float = 0.0,
     preset: str = "auto",
     model_family: str = "ssh",
     steps: int | None = None,
     batch_size: int | None = None,
     lr: float = 2e-4,
     num_workers: int | None = None,
+    checkpoint_every: int = 200,
     gate_margin: float = 0.1,
     eval_max_side: int | None = None,
     eval_photos: int | None = None,
@@ -54,8 +64,10 @@ def retrain(
         data_root: where everything lives (default: ``SSH_DATA_ROOT``).
         version: the triplet version (default: named after the manifest and the build parameters).
         per_image, crop_size: triplets per photo and their side (default ``SSH_CROP_SIZE``).
-        preset, model_family, steps, batch_size, lr, num_workers: passed to train-model (defaults by
-            hardware; ``model_family`` "ssh" or "colour").
+        luts, region_fraction: the grades and the share of region-layout triplets (see build-triplets).
+        preset, model_family, steps, batch_size, lr, num_workers, checkpoint_every: passed to train-model
+            (defaults by hardware; ``model_family`` "ssh" or "colour"; the model is picked among the
+            checkpoints on composites of the val-split photos).
         gate_margin: PSNR (dB) by which a candidate must beat the champion to be promoted.
         eval_max_side, eval_photos: shrink the fixed evaluation set (None = the reference set).
     """
@@ -64,13 +76,15 @@ def retrain(
     crop_size = crop_size or settings.crop_size
     log = run_logger()
     ingested = ingest_images(sources=sources, data_root=data_root)
-    version = version or data_version_name(data_root, per_image, crop_size, settings.seed)
+    version = version or data_version_name(data_root, per_image, crop_size, settings.seed, luts, region_fraction)
     log.info("ingest: %d new photos, %d in all; triplet version %s", ingested["added"], ingested["images"],
              version)
-    built = build_triplets(data_root=data_root, version=version, per_image=per_image, crop_size=crop_size)
+    built = build_triplets(data_root=data_root, version=version, luts=luts, per_image=per_image, crop_size=crop_size,
+                           region_fraction=region_fraction)
     trained = train_model(data_root=data_root, version=version, preset=preset,
                           model_family=model_family, steps=steps,
-                          batch_size=batch_size, lr=lr, num_workers=num_workers, gate_margin=gate_margin,
+                          batch_size=batch_size, lr=lr, num_workers=num_workers,
+                          checkpoint_every=checkpoint_every, gate_margin=gate_margin,
                           eval_max_side=eval_max_side, eval_photos=eval_photos)
     gate = trained.get("gate") or {}
     log.info("retrain: %s from %d triplets; gate %s", trained.get("registered_version", trained["model_url"]),

@@ -9,8 +9,11 @@
 3. Train on Ray Train (``tasks.training``): DDP workers stream their part of the shards; loss
    curves, throughput and sample grids go to MLflow as they arrive, a progress line per
    ``log_every`` steps to the flow's log; checkpoints every ``checkpoint_every`` steps to
-   ``{data_root}/training/{run_name}``, from which a failed worker or a re-run resumes.
-4. Save the final model to ``{data_root}/models/{run_name}/model.safetensors``.
+   ``{data_root}/training/{run_name}``, from which a failed worker or a re-run resumes. At the
+   start and at every checkpoint the model is scored on composites of up to ``select_photos``
+   photos of the val split (never trained on), and the best of those states is the run's model
+   (``tasks.selection``: early stopping).
+4. Save that model to ``{data_root}/models/{run_name}/model.safetensors``.
 5. Evaluate it and the identity / Reinhard / histogram baselines on the validation triplets and
    on the fixed evaluation set: metrics and table artifacts, a side-by-side grid.
 6. Register it as a version of ``ssh-harmonizer`` with alias ``candidate``; the promotion gate
@@ -40,6 +43,7 @@ from ssh_model.network import preset_name
 from ssh_model.settings import get_settings
 from tasks.common import ray_init, run_logger
 from tasks.evaluation import comparison_grid, evaluate_models, format_table, metrics_for_logging
+from tasks.ingest import photo_urls
 from tasks.registry import MODEL_NAME, log_model, promotion_gate, register_candidate, versions_of_run
 from tasks.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, log_rows, tracked_run
 from tasks.training import TrainingJob, default_job, train_model_task
@@ -109,6 +113,7 @@ def train_model(
     eval_max_side: int | None = None,
     eval_photos: int | None = None,
     val_limit: int = 256,
+    select_photos: int = 8,
     resource_wait_s: float | None = 120.0,
 ) -> dict[str, Any]:
     """Train the SSH network on a triplet version, track it in MLflow, register it and run the gate.
@@ -136,6 +141,8 @@ def train_model(
         gate_metric, gate_margin: the gate's metric on the fixed set and the margin to beat the champion by.
         eval_max_side, eval_photos: shrink the fixed evaluation set (None = the reference set).
         val_limit: validation triplets to evaluate on.
+        select_photos: how many val-split photos' composites pick the returned model among the
+            checkpoints (0, or no val photos: the last model).
         resource_wait_s: how long to wait for free CPUs/GPUs before refusing to start.
     """
     settings = get_settings()
@@ -152,11 +159,14 @@ def train_model(
     num_workers = num_workers or (max(1, gpus) if use_gpu else 2)
     loader_workers = auto_loaders if loader_workers is None else loader_workers
     run_name = run_name or f"{version}-{preset}-s{steps}-b{batch_size}x{num_workers}"
+    selection = tuple(photo_urls(data_root, "val", select_photos)) if select_photos > 0 else ()
+    if select_photos > 0 and not selection:
+        log.warning("no val-split photos under %s: the last model is kept (no checkpoint selection)", data_root)
     job: TrainingJob = default_job(
         root, preset, steps, batch_size, lr=lr, seed=settings.seed if seed is None else seed,
         warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 20),
         log_every=log_every, sample_every=sample_every, checkpoint_every=checkpoint_every,
-        loader_workers=loader_workers, threads=threads)
+        loader_workers=loader_workers, threads=threads, select_photos=selection)
     commit = git_commit()
     tags = {"data.version": data_tag, "data.uri": root, "git.commit": commit, "model.preset": str(preset),
             "model.family": model_family}
@@ -172,10 +182,14 @@ def train_model(
         recorder.metrics({"train/steps": outcome.steps, "train/seconds": outcome.seconds,
                           "train/samples_per_s": outcome.samples_per_s,
                           "train/attempts": len(outcome.start_steps)}, outcome.steps)
+        model_step = outcome.steps if outcome.selected_step is None else outcome.selected_step
+        if outcome.selected_step is not None:
+            mlflow.set_tags({"model.selected_step": str(outcome.selected_step),
+                             "model.select_psnr": f"{outcome.selected_psnr:.3f}"})
         model_url = storage.join(data_root, "models", run_name, "model.safetensors")
         save_model(outcome.model, model_url, metadata={"run_id": run_id, "run_name": run_name,
-                                                       "steps": str(outcome.steps), "data_version": data_tag,
-                                                       "git_commit": commit})
+                                                       "steps": str(outcome.steps), "model_step": str(model_step),
+                                                       "data_version": data_tag, "git_commit": commit})
         mlflow.set_tag("model.url", model_url)
 
         evaluations = evaluate_models({"model": outcome.model}, triplets=root, eval_max_side=eval_max_side,
@@ -193,7 +207,7 @@ def train_model(
         result: dict[str, Any] = {"run_name": run_name, "run_id": run_id, "steps": outcome.steps,
                                   "start_steps": outcome.start_steps, "model_url": model_url,
                                   "checkpoint": outcome.checkpoint_path, "data_version": data_tag,
-                                  "samples_per_s": outcome.samples_per_s,
+                                  "samples_per_s": outcome.samples_per_s, "model_step": model_step,
                                   "evaluation": {k: v.summary() for k, v in evaluations.items()}}
         if register_model:
             existing = [v for v in versions_of_run(run_id, model_name)

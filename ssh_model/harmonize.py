@@ -76,7 +76,7 @@ def foreground_box(weights: np.ndarray) -> Box:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _with_margin(box: Box, width: int, height: int) -> Box:
+def with_margin(box: Box, width: int, height: int) -> Box:
     x0, y0, x1, y1 = box
     margin = int(round(CONTEXT_MARGIN * max(x1 - x0, y1 - y0)))
     return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
@@ -315,7 +315,7 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background
     weights = check_composite(composite, mask, background, allow_full=background is not None)  # (H, W)
     height, width = weights.shape
     fg_box = foreground_box(weights)
-    content_box = _with_margin(fg_box, width, height)
+    content_box = with_margin(fg_box, width, height)
     picture, mask_picture = Image.fromarray(composite), Image.fromarray(weights)  # RGB, F
     content_shape = net_shape(content_box[2] - content_box[0], content_box[3] - content_box[1], size)
     content = _resize(picture, content_shape, content_box)  # (h, w, 3) uint8
@@ -389,5 +389,5 @@ def harmonize_files(composite_url: str, mask_url: str, model, background_url: st
 __all__ = [
     "Harmonized", "background_reference", "blend_region", "fit_foreground_transform", "foreground_box",
     "harmonize", "harmonize_details", "harmonize_files", "net_shape", "predict_coefficients", "push_pull_fill",
-    "recolour_on_device", "recolour_with_transform", "run_network",
+    "recolour_on_device", "recolour_with_transform", "run_network", "with_margin",
 ]

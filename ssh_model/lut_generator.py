@@ -1,8 +1,10 @@
 """A seeded generator of realistic colour grades, rendered on a 3D LUT grid (numpy only).
 
 ``random_lut(seed, size, strength)`` is one grade; ``lut_bank(seed, count)`` is ``count`` of them,
-item ``i`` being ``random_lut(bank_seed(seed, i))`` named ``gen-s{seed}-i{i}``. Both are
-re-exported by ``ssh_model.lut``.
+item ``i`` being ``random_lut(bank_seed(seed, i))`` named ``gen-s{seed}-i{i}``, every grade at full
+strength or at strengths drawn from a distribution (``STRENGTH_DISTRIBUTIONS``: "mild" makes most
+grades gentle, the recipe measured best in ``benchmarks/bench_recipe.py``). Both are re-exported by
+``ssh_model.lut``.
 
 A grade is a short recipe of parametric operations, applied in the order a colourist's node tree
 would apply them, to the identity grid of sRGB-encoded (r, g, b) values in [0, 1]:
@@ -298,10 +300,29 @@ def bank_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def lut_bank(seed: int, count: int = 100, size: int = 33, strength: float = 1.0) -> list[LUT]:
-    """``count`` distinct grades: item ``i`` is ``random_lut(bank_seed(seed, i), size, strength)``
-    renamed ``gen-s{seed}-i{i}`` (its title keeps the ``gen-{bank seed}`` it came from)."""
+STRENGTH_DISTRIBUTIONS = ("full", "mixed", "mild")
+
+
+def draw_strength(distribution: str, rng: np.random.Generator) -> float:
+    """A grade strength: "full" 1; "mixed" uniform in [0.1, 1]; "mild" u^2 (u uniform in [0, 1]: median
+    0.25, a quarter of the grades below 0.06, so many pairs of grades are nearly the same)."""
+    if distribution == "full":
+        return 1.0
+    if distribution == "mixed":
+        return float(rng.uniform(0.1, 1.0))
+    if distribution == "mild":
+        return float(rng.uniform(0.0, 1.0) ** 2)
+    raise ValueError(f"unknown strength distribution {distribution!r}; expected one of {STRENGTH_DISTRIBUTIONS}")
+
+
+def lut_bank(seed: int, count: int = 100, size: int = 33, strength: float = 1.0,
+             distribution: str = "full") -> list[LUT]:
+    """``count`` distinct grades: item ``i`` is ``random_lut(bank_seed(seed, i), size, strength * s_i)``
+    renamed ``gen-s{seed}-i{i}`` (its title keeps the ``gen-{bank seed}`` it came from), where ``s_i`` is
+    drawn from ``distribution`` in order by ``default_rng([seed, 7])`` (always 1 for "full")."""
     if count < 0 or seed < 0:
         raise ValueError(f"lut_bank needs seed >= 0 and count >= 0, got seed={seed}, count={count}")
-    return [replace(random_lut(bank_seed(seed, i), size, strength), name=f"gen-s{seed}-i{i}")
+    rng = np.random.default_rng([seed, 7])
+    strengths = [strength * draw_strength(distribution, rng) for _ in range(count)]
+    return [replace(random_lut(bank_seed(seed, i), size, strengths[i]), name=f"gen-s{seed}-i{i}")
             for i in range(count)]

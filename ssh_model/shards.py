@@ -13,6 +13,8 @@ One row is one dual-LUT triplet made from one photo (see ``ssh_model.triplets``)
     reference_box   int32[4]    crop 2 in source pixels, (x0, y0, x1, y1)
     content_flip    bool        crop 1 was mirrored left-right
     reference_flip  bool        crop 2 was mirrored left-right
+    layout          string      "crops" (two overlapping crops) | "region" (crop 1: a foreground
+                                region's box, crop 2: the scene around it; ``ssh_model.triplets``)
     crop_size       int32       S: every image of the row is S x S x 3
     encoding        string      how the four images are stored (see ENCODINGS)
     content_a       binary      LUT_alpha(crop 1)
@@ -64,7 +66,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: the layout column
 IMAGE_COLUMNS = ("content_a", "reference_a", "reference_b", "content_b")
 ENCODINGS = ("webp", "png", "raw", "jpeg")
 LOSSLESS_ENCODINGS = ("webp", "png", "raw")
@@ -91,6 +93,7 @@ TRIPLET_SCHEMA = pa.schema(
         _field("reference_box", BOX, "crop 2 in source pixels (x0, y0, x1, y1)"),
         _field("content_flip", pa.bool_(), "crop 1 mirrored left-right"),
         _field("reference_flip", pa.bool_(), "crop 2 mirrored left-right"),
+        _field("layout", pa.string(), "crops (two overlapping crops) | region (a foreground region and its scene)"),
         _field("crop_size", pa.int32(), "S: each image is S x S x 3 uint8"),
         _field("encoding", pa.string(), "image encoding: webp (lossless) | png | raw (uint8 HWC) | jpeg"),
         _field("content_a", pa.binary(), "LUT_alpha(crop 1)"),
@@ -196,7 +199,7 @@ def triplet_row(triplet: Triplet, *, image_id: str, split: str, k: int, seed: in
         "content_box": [int(v) for v in triplet.content_box],
         "reference_box": [int(v) for v in triplet.reference_box],
         "content_flip": bool(triplet.content_flip), "reference_flip": bool(triplet.reference_flip),
-        "crop_size": size, "encoding": encoding,
+        "layout": triplet.layout, "crop_size": size, "encoding": encoding,
     }
     for key in IMAGE_COLUMNS:
         image = getattr(triplet, key)
@@ -215,7 +218,7 @@ def rows_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
 def decode_batch(batch: pa.RecordBatch | pa.Table, images: Iterable[str] = IMAGE_COLUMNS) -> dict[str, Any]:
     """Decode a batch of rows: each image column -> uint8 (B, S, S, 3), plus the metadata.
 
-    Metadata: ``triplet_id``, ``image_id``, ``split``, ``lut_a``, ``lut_b`` as lists of str;
+    Metadata: ``triplet_id``, ``image_id``, ``split``, ``lut_a``, ``lut_b``, ``layout`` as lists of str;
     ``k``, ``crop_size`` int32 (B,); ``content_box``, ``reference_box`` int32 (B, 4);
     ``content_flip``, ``reference_flip`` bool (B,).
     """
@@ -230,7 +233,7 @@ def decode_batch(batch: pa.RecordBatch | pa.Table, images: Iterable[str] = IMAGE
     encoding = encodings.pop() if encodings else DEFAULT_ENCODING
     for key in images:
         out[key] = decode_column(batch.column(key), encoding, size)
-    for key in ("triplet_id", "image_id", "split", "lut_a", "lut_b"):
+    for key in ("triplet_id", "image_id", "split", "lut_a", "lut_b", "layout"):
         out[key] = batch.column(key).to_pylist()
     for key in ("k", "crop_size"):
         out[key] = np.array(batch.column(key).to_numpy(zero_copy_only=False), np.int32)

@@ -17,6 +17,22 @@ Crop sampling (our choices; the paper leaves them open):
 - each crop flipped horizontally with probability 1/2;
 - crop -> resize to ``crop_size`` (Pillow, antialiased bilinear) -> flip: ``crop_resize``.
 
+A second layout, ``"region"``, shows the network what ``harmonize`` shows it on a composite: a
+square scene cut from the photo (as a crop above, at twice ``crop_size``), a soft random blob in it
+as the foreground (``composites.blob_mask``, ``REGION_AREA`` of the scene), then
+
+- the content: the blob's box with ``harmonize``'s context margin, grown to a square, its pixels
+  outside the blob's solid core refilled from the core (push-pull), as ``harmonize`` does;
+- the reference: the whole scene with the blob refilled from the background around it
+  (``harmonize.background_reference``).
+
+Content and reference are disjoint regions of one scene, as a composite's foreground and background
+are, instead of overlapping crops; the two LUTs are applied after the views are made, so
+``content_b`` is exactly ``content_a`` re-graded. The hope was fewer over-corrections (two regions
+of one photo under one grade differ in colour by their content alone); measured in
+``benchmarks/bench_recipe.py`` (round 4 in the README) it did not help at a few CPU minutes, so
+build-triplets keeps it as an option (``region_fraction``, default 0).
+
 Everything random comes from the ``rng`` passed in, in a fixed order, so a triplet is a pure
 function of the photo, the two LUTs, the generator's state and ``crop_size``.
 """
@@ -28,12 +44,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from ssh_model.composites import blob_mask
+from ssh_model.harmonize import CORE_MASK, background_reference, foreground_box, push_pull_fill, with_margin
 from ssh_model.lut import LUT, apply_lut, check_image
 
 SCALE_RANGE = (0.5, 1.0)
 MIN_OVERLAP = 0.25
 MAX_TRIES = 64
 MIN_CROP_SIZE = 8
+LAYOUTS = ("crops", "region")
+REGION_AREA = (0.05, 0.4)  # of the scene, the blob's share
 
 Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in source pixels, x1/y1 exclusive
 
@@ -52,6 +72,7 @@ class Triplet:
     reference_flip: bool
     lut_a: str
     lut_b: str
+    layout: str = "crops"
 
 
 def crop_resize(image: np.ndarray, box: Box, size: int, flip: bool) -> np.ndarray:
@@ -112,13 +133,55 @@ def sample_boxes(rng: np.random.Generator, width: int, height: int, crop_size: i
     return content, (x0, y0, x0 + side, y0 + side)
 
 
+def _square_box(box: Box, side_limit: int) -> Box:
+    """``box`` grown to a square around its centre, shifted to stay inside a ``side_limit`` square."""
+    x0, y0, x1, y1 = box
+    side = min(max(x1 - x0, y1 - y0), side_limit)
+    left = min(max((x0 + x1 - side) // 2, 0), side_limit - side)
+    top = min(max((y0 + y1 - side) // 2, 0), side_limit - side)
+    return left, top, left + side, top + side
+
+
+def region_views(image: np.ndarray, rng: np.random.Generator,
+                 crop_size: int) -> tuple[np.ndarray, np.ndarray, Box, Box, bool]:
+    """The ``"region"`` layout's (content, reference, content box, scene box, flip); see the module docstring.
+
+    Content and reference are uint8 (S, S, 3) with S = ``crop_size``; the boxes are in source pixels.
+    """
+    height, width = image.shape[:2]
+    scene_box = _place(rng, _crop_side(rng, min(width, height), crop_size), width, height)
+    flip = bool(rng.random() < 0.5)
+    scene_size = 2 * crop_size
+    scene = crop_resize(image, scene_box, scene_size, flip)  # (2S, 2S, 3)
+    mask = blob_mask(scene_size, scene_size, rng, REGION_AREA)  # (2S, 2S) float32 in [0, 1]
+    box = _square_box(with_margin(foreground_box(mask), scene_size, scene_size), scene_size)
+    content = crop_resize(scene, box, crop_size, flip=False)  # (S, S, 3)
+    content_mask = np.asarray(Image.fromarray(mask).resize((crop_size, crop_size), Image.Resampling.BILINEAR,
+                                                           box=box))  # (S, S)
+    core = content_mask >= CORE_MASK
+    if core.any() and not core.all():
+        content = push_pull_fill(content, core)
+    reference = background_reference(scene, mask, size=crop_size)  # (S, S, 3)
+    scale = (scene_box[2] - scene_box[0]) / scene_size
+    x0, x1 = (scene_size - box[2], scene_size - box[0]) if flip else (box[0], box[2])
+    content_box = (scene_box[0] + round(x0 * scale), scene_box[1] + round(box[1] * scale),
+                   scene_box[0] + round(x1 * scale), scene_box[1] + round(box[3] * scale))
+    return content, reference, content_box, scene_box, flip
+
+
 def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Generator,
-                 crop_size: int = 256) -> Triplet:
+                 crop_size: int = 256, layout: str = "crops") -> Triplet:
     """One dual-LUT triplet from ``image`` uint8 (H, W, 3); see the module docstring for the sampling.
 
+    Args:
+        layout: ``"crops"`` (two overlapping crops, SSH's) or ``"region"`` (a foreground region and the
+            background around it, as ``harmonize`` sees a composite).
+
     Raises ValueError when ``lut_a`` and ``lut_b`` are the same LUT (same object, same name or
-    same table) or when the photo's short side is below ``crop_size // 2``.
+    same table), when the photo's short side is below ``crop_size // 2`` or for an unknown layout.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown triplet layout {layout!r}; expected one of {LAYOUTS}")
     image = check_image(image)
     if crop_size < MIN_CROP_SIZE:
         raise ValueError(f"crop_size must be at least {MIN_CROP_SIZE}, got {crop_size}")
@@ -130,14 +193,18 @@ def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Gener
     if min(height, width) < crop_size // 2:
         raise ValueError(f"photo of {width}x{height} px is too small for {crop_size} px crops: "
                          f"its short side must be at least {crop_size // 2} px")
-    content_box, reference_box = sample_boxes(rng, width, height, crop_size)
-    content_flip, reference_flip = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
-    content = crop_resize(image, content_box, crop_size, content_flip)  # (S, S, 3)
-    reference = crop_resize(image, reference_box, crop_size, reference_flip)  # (S, S, 3)
+    if layout == "region":
+        content, reference, content_box, reference_box, content_flip = region_views(image, rng, crop_size)
+        reference_flip = content_flip
+    else:
+        content_box, reference_box = sample_boxes(rng, width, height, crop_size)
+        content_flip, reference_flip = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
+        content = crop_resize(image, content_box, crop_size, content_flip)  # (S, S, 3)
+        reference = crop_resize(image, reference_box, crop_size, reference_flip)  # (S, S, 3)
     return Triplet(
         content_a=apply_lut(content, lut_a), reference_a=apply_lut(reference, lut_a),
         reference_b=apply_lut(reference, lut_b), content_b=apply_lut(content, lut_b),
         content_box=content_box, reference_box=reference_box,
         content_flip=content_flip, reference_flip=reference_flip,
-        lut_a=lut_a.name, lut_b=lut_b.name,
+        lut_a=lut_a.name, lut_b=lut_b.name, layout=layout,
     )

@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ from tasks.common import run_logger
 logger = logging.getLogger(__name__)
 
 EVAL_SEED = 0
+SELECT_SEEDS = (10, 11)  # the checkpoint-selection composites' seeds: other masks and grades than EVAL_SEED's
+SELECT_MAX_SIDE = 512
 TABLE_METRICS = ("psnr", "mse", "fmse", "ssim", "psnr_256", "fmse_256")
 # What harmonization papers report (iHarmony4's MSE, PSNR, fMSE), at full resolution and at 256 x 256.
 BENCHMARK_METRICS = ("mse", "psnr", "fmse", "mse_256", "psnr_256", "fmse_256")
@@ -63,17 +65,31 @@ def higher_is_better(metric: str) -> bool:
 
 # -- the fixed evaluation set -----------------------------------------------------------------------
 
+def downscaled(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """``image`` (H, W, 3) with its long side at most ``max_side`` (Lanczos, aspect kept); None: as it is."""
+    if max_side is None or max(image.shape[:2]) <= max_side:
+        return image
+    picture = Image.fromarray(image)
+    picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
+
+
 def load_eval_photos(max_side: int | None = None, count: int | None = None) -> dict[str, np.ndarray]:
     """The bundled sample photos by stem (the first ``count``), downscaled to ``max_side`` when given."""
-    photos = {}
-    for path in sample_photo_paths()[:count]:
-        image = read_image(path)
-        if max_side is not None and max(image.shape[:2]) > max_side:
-            picture = Image.fromarray(image)
-            picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-            image = np.asarray(picture)
-        photos[Path(path).stem] = image
-    return photos
+    return {Path(path).stem: downscaled(read_image(path), max_side) for path in sample_photo_paths()[:count]}
+
+
+def selection_composites(photo_urls: Sequence[str], max_side: int | None = SELECT_MAX_SIDE) -> list[Composite]:
+    """The composites training picks its checkpoint on: of photos it does not train on (the val split),
+    two seeds (``SELECT_SEEDS``) of mild, medium and strong re-grades each, the photos downscaled first."""
+    photos = {f"{index}-{Path(url).stem}": downscaled(read_image(url), max_side)
+              for index, url in enumerate(photo_urls)}
+    return [replace(item, id=f"{item.id}-s{seed}") for seed in SELECT_SEEDS for item in evaluation_set(photos, seed)]
+
+
+def selection_score(model: torch.nn.Module, composites: Sequence[Composite]) -> float:
+    """Mean PSNR of ``model`` (through ``harmonize``) on ``composites``: the checkpoint-selection score."""
+    return evaluate_composites({"model": model_method(model)}, composites).score("model", "psnr")
 
 
 def fixed_evaluation_set(max_side: int | None = None, count: int | None = None,
@@ -315,5 +331,6 @@ def evaluate_models(models: Mapping[str, torch.nn.Module], triplets: str | None 
 __all__ = [
     "BENCHMARK_METRICS", "EVAL_SEED", "Evaluation", "Method", "comparison_grid", "evaluate_composites", "evaluate_models",
     "evaluate_triplets", "fixed_evaluation_set", "format_table", "higher_is_better", "load_eval_photos",
+    "selection_composites", "selection_score",
     "methods_for", "metrics_for_logging", "model_method",
 ]

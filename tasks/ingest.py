@@ -83,6 +83,14 @@ def images_url(data_root: str, *parts: str) -> str:
     return storage.join(data_root, "images", *parts)
 
 
+def photo_urls(data_root: str, split: str, limit: int | None = None) -> list[str]:
+    """URLs of the stored copies of the ingested photos of ``split`` (the first ``limit`` by id); none when
+    nothing was ingested under ``data_root``."""
+    manifest = read_table(images_url(data_root, "manifest.parquet"), MANIFEST_SCHEMA)
+    rows = sorted(manifest.select(["id", "split", "blob"]).to_pylist(), key=lambda r: r["id"])
+    return [images_url(data_root, row["blob"]) for row in rows if row["split"] == split][:limit]
+
+
 # -- listing ----------------------------------------------------------------------------------------
 
 def builtin_urls() -> list[str]:

@@ -225,6 +225,8 @@ class RunRecorder:
             self.metrics({"resumed_from_step": event["step"]}, int(event["step"]))
         elif event.get("kind") == "checkpoint":
             self.metrics({"checkpoint_step": event["step"]}, int(event["step"]))
+        elif event.get("kind") == "select":
+            self.metrics({"select/psnr": event["select_psnr"]}, int(event["step"]))
 
 
 def log_rows(rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:

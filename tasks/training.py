@@ -14,7 +14,10 @@ runs ``train_loop_per_worker``:
    world_size=...)`` (every rank gets the same number of batches) through a DataLoader;
 4. runs ``ssh_model.train.train`` (one ``train_step`` per batch, bf16 autocast on GPUs, no host
    sync between log steps) and every ``checkpoint_every`` steps reports a checkpoint (a
-   safetensors training state: weights, config, optimizer, step) with ``ray.train.report``.
+   safetensors training state: weights, config, optimizer, step) with ``ray.train.report``;
+5. with ``select_photos``, rank 0 also scores the model on composites of those photos before the
+   first step and at every checkpoint and keeps the best (``tasks.selection``): the run returns the
+   best model, not the last.
 
 Rank 0 sends progress events (loss, samples/s, ETA, sample grids) to the driver through a Ray
 queue; the driver logs a progress line per event and hands each event to ``on_event`` (the flow
@@ -47,6 +50,8 @@ from ssh_model.losses import LossConfig
 from ssh_model.network import build_model
 from ssh_model.train import StepEvent, TrainConfig, make_optimizer, make_scheduler, train
 from tasks.common import forwarded_env, ray_init, run_logger
+from tasks.evaluation import SELECT_MAX_SIDE, selection_composites
+from tasks.selection import BestSoFar, best_of_checkpoint
 from tasks.training_events import EVENT_QUEUE_SIZE, RankZeroEvents, drain_events, progress_line
 
 logger = logging.getLogger(__name__)
@@ -74,6 +79,9 @@ class TrainingJob:
         split: the shard split to train on.
         shuffle_buffer: rows each loader holds for shuffling.
         channels_last: use channels-last memory on GPUs.
+        select_photos: URLs of photos not trained on whose composites pick the returned model
+            (``tasks.selection``); empty: the last model is returned.
+        select_max_side: those photos are downscaled to this long side first.
         fault_step: chaos hook for tests: rank 0 exits at this step once (0 = never) ...
         fault_marker: ... and writes this URL first, so the retry does not exit again.
     """
@@ -87,6 +95,8 @@ class TrainingJob:
     split: str = "train"
     shuffle_buffer: int = 256
     channels_last: bool = True
+    select_photos: tuple[str, ...] = ()
+    select_max_side: int = SELECT_MAX_SIDE
     fault_step: int = 0
     fault_marker: str = ""
 
@@ -105,14 +115,15 @@ class TrainingJob:
     def from_dict(cls, values: dict[str, Any]) -> TrainingJob:
         train_values = dict(values.get("train", {}))
         train_values["losses"] = LossConfig(**train_values.get("losses", {}))
-        return cls(**{**values, "train": TrainConfig(**train_values)})
+        return cls(**{**values, "train": TrainConfig(**train_values),
+                      "select_photos": tuple(values.get("select_photos", ()))})
 
 
 @dataclass
 class TrainingOutcome:
     """What a training run produced (on the driver)."""
 
-    model: torch.nn.Module  # the final weights (SSHNet or ColourNet), CPU, eval mode
+    model: torch.nn.Module  # the selected weights, else the final ones (SSHNet or ColourNet), CPU, eval mode
     steps: int  # the step count of the final checkpoint
     start_steps: list[int]  # the step each attempt started from (0, then the checkpoints it resumed from)
     checkpoint_path: str  # where Ray Train stored the final checkpoint
@@ -121,6 +132,8 @@ class TrainingOutcome:
     samples_per_s: float  # over the whole run, all workers (0 when nothing was trained)
     progress: list[dict[str, Any]] = field(default_factory=list)  # progress events (without grids)
     summary: dict[str, Any] = field(default_factory=dict)  # what rank 0 returned
+    selected_step: int | None = None  # the step of the returned model when it was selected ...
+    selected_psnr: float | None = None  # ... and its mean PSNR on the selection composites
 
 
 # -- worker side ------------------------------------------------------------------------------------
@@ -167,11 +180,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     model = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"gradient_as_bucket_view": True, "broadcast_buffers": False})
     optimizer = make_optimizer(model, cfg)
+    best = BestSoFar(selection_composites(job.select_photos, job.select_max_side)) if (
+        rank == 0 and job.select_photos) else None
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            start_step, _ = load_training_state(os.path.join(folder, STATE_FILE), model, optimizer)
+            start_step, extra = load_training_state(os.path.join(folder, STATE_FILE), model, optimizer)
+            if best is not None:
+                best.restore(folder, extra)
+    if best is not None and start_step == 0:
+        events.send("select", step=0, select_psnr=best.score(model, 0))
     scheduler = make_scheduler(optimizer, cfg, start_step)
     dataset = TripletDataset(job.data, split=job.split, batch_size=cfg.batch_size, shuffle=True,
                              seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
@@ -183,11 +202,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     def save_checkpoint(step: int) -> None:
         nonlocal last_checkpoint
-        metrics = {"step": step}
+        metrics: dict[str, Any] = {"step": step}
         if rank == 0:
+            extra = {"job": job.as_dict(), "world_size": world}
+            if best is not None:
+                metrics["select_psnr"] = best.score(model, step)
+                extra.update(best.state())
+                events.send("select", step=step, select_psnr=metrics["select_psnr"], best_step=best.step)
             with tempfile.TemporaryDirectory() as folder:
-                save_training_state(os.path.join(folder, STATE_FILE), model, optimizer, step,
-                                    extra={"job": job.as_dict(), "world_size": world})
+                save_training_state(os.path.join(folder, STATE_FILE), model, optimizer, step, extra=extra)
+                if best is not None:
+                    best.save(folder)
                 with open(os.path.join(folder, JOB_FILE), "w") as handle:
                     json.dump(job.as_dict(), handle, indent=1)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
@@ -358,7 +383,13 @@ def run_training(
         raise RuntimeError(f"training run {run_name} finished without a checkpoint under {storage_root}")
     model = build_model(job.model)
     with result.checkpoint.as_directory() as folder:
-        steps, _ = load_training_state(os.path.join(folder, STATE_FILE), model)
+        steps, extra = load_training_state(os.path.join(folder, STATE_FILE), model)
+        selected = best_of_checkpoint(folder, extra)
+    selected_step = selected_psnr = None
+    if selected is not None:
+        model, selected_step, selected_psnr = selected
+        log.info("selected the model of step %d of %d: mean PSNR %.2f dB on %d held-out photo(s)' composites",
+                 selected_step, steps, selected_psnr, len(job.select_photos))
     summary = dict(result.return_value or {})
     trained = float(summary.get("triplets", 0))
     samples_per_s = trained / summary["seconds"] if summary.get("seconds") else 0.0
@@ -367,7 +398,8 @@ def run_training(
              steps, seconds, samples_per_s, checkpoint_url)
     return TrainingOutcome(model=model.eval(), steps=steps, start_steps=start_steps,
                            checkpoint_path=checkpoint_url, storage_path=storage.join(storage_root, run_name),
-                           seconds=seconds, samples_per_s=samples_per_s, progress=progress, summary=summary)
+                           seconds=seconds, samples_per_s=samples_per_s, progress=progress, summary=summary,
+                           selected_step=selected_step, selected_psnr=selected_psnr)
 
 
 train_model_task = task(name="train-ssh-model", cache_policy=NO_CACHE)(run_training)

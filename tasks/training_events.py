@@ -77,6 +77,9 @@ def progress_line(event: dict[str, Any]) -> str:
                 f"{event['batches_per_epoch']} batches/epoch/worker")
     if event["kind"] == "checkpoint":
         return f"checkpoint at step {event['step']}"
+    if event["kind"] == "select":
+        best = f" (best: step {event['best_step']})" if "best_step" in event else ""
+        return f"selection composites at step {event['step']}: {event['select_psnr']:.2f} dB{best}"
     return f"{event['kind']}: {event}"
 
 

@@ -11,11 +11,11 @@ of ``images_per_shard`` photos; a shard's name, photos and content are a pure fu
 inputs. Ray Data maps a callable class over the shard plans (``map_batches``, one plan per call):
 each actor builds the LUT bank once, then for each photo of its shard makes ``per_image``
 triplets with ``make_triplet`` and writes the shard itself, streaming row groups of
-``rows_per_group`` rows. Triplet ``k`` of photo ``id`` draws everything (its two LUTs, crops and
-flips) from ``default_rng([seed, int(id[:15], 16), k])``, so the same manifest, LUT bank and seed
-give the same bytes, whatever the number of workers or the order they run in. (Ray Data's own
-``write_parquet`` names files by block and task, which would break this, so shards are written
-by the map function.)
+``rows_per_group`` rows. Triplet ``k`` of photo ``id`` draws everything (its two LUTs, its layout
+when ``region_fraction`` > 0, crops and flips) from ``default_rng([seed, int(id[:15], 16), k])``,
+so the same manifest, LUT bank and seed give the same bytes, whatever the number of workers or the
+order they run in. (Ray Data's own ``write_parquet`` names files by block and task, which would
+break this, so shards are written by the map function.)
 
 Completion and crashes: ``manifest.json`` (counts, parameters, the schema, every file with its
 row groups, which the reader uses instead of listing) is written only after every shard exists.
@@ -44,6 +44,7 @@ from prefect.cache_policies import NO_CACHE
 from ssh_model import storage
 from ssh_model.images import decode_image
 from ssh_model.lut import LUT, lut_bank, read_cube_folder
+from ssh_model.lut_generator import STRENGTH_DISTRIBUTIONS
 from ssh_model.settings import get_settings
 from ssh_model.shards import (
     LOSSLESS_ENCODINGS,
@@ -75,17 +76,20 @@ def default_lut_spec(seed: int | None = None) -> str:
 
 
 def load_lut_bank(spec: str, lut_size: int) -> list[LUT]:
-    """``generator:SEED[:COUNT]`` (the seeded generator, COUNT grades, default 100) or a .cube folder URL."""
+    """``generator:SEED[:COUNT[:STRENGTHS]]`` (the seeded generator, COUNT grades, default 100, at strengths
+    drawn from STRENGTHS: full (the default), mixed or mild; ``lut_bank``) or a .cube folder URL."""
     if spec.startswith(GENERATOR_PREFIX):
+        expected = f"expected generator:SEED[:COUNT[:STRENGTHS]] with STRENGTHS one of {STRENGTH_DISTRIBUTIONS}"
         parts = spec[len(GENERATOR_PREFIX):].split(":")
         try:
             seed = int(parts[0])
             count = int(parts[1]) if len(parts) > 1 else DEFAULT_LUT_COUNT
         except (ValueError, IndexError) as err:
-            raise ValueError(f"bad LUT spec {spec!r}; expected generator:SEED[:COUNT] or a URL") from err
-        if len(parts) > 2 or count < 2 or seed < 0:
-            raise ValueError(f"bad LUT spec {spec!r}; expected generator:SEED[:COUNT], SEED >= 0, COUNT >= 2")
-        return lut_bank(seed, count=count, size=lut_size)
+            raise ValueError(f"bad LUT spec {spec!r}; {expected}, or a URL") from err
+        distribution = parts[2] if len(parts) > 2 else "full"
+        if len(parts) > 3 or count < 2 or seed < 0 or distribution not in STRENGTH_DISTRIBUTIONS:
+            raise ValueError(f"bad LUT spec {spec!r}; {expected}, SEED >= 0, COUNT >= 2")
+        return lut_bank(seed, count=count, size=lut_size, distribution=distribution)
     bank = read_cube_folder(spec)
     if len(bank) < 2:
         raise ValueError(f"{spec} holds {len(bank)} .cube file(s); a triplet needs two different LUTs")
@@ -155,6 +159,7 @@ class BuildParams:
     encoding: str
     rows_per_group: int
     images_per_shard: int
+    region_fraction: float = 0.0  # the share of triplets in the "region" layout (ssh_model.triplets)
     schema_version: str = SCHEMA_VERSION
 
     def as_dict(self) -> dict[str, Any]:
@@ -174,7 +179,9 @@ def build_shard(plan: ShardPlan, bank: Sequence[LUT], params: BuildParams, data_
             for k in range(params.per_image):
                 rng = triplet_rng(params.seed, image_id, k)
                 first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
-                triplet = make_triplet(image, bank[first], bank[second], rng, crop_size=params.crop_size)
+                region = params.region_fraction > 0 and rng.random() < params.region_fraction
+                triplet = make_triplet(image, bank[first], bank[second], rng, crop_size=params.crop_size,
+                                       layout="region" if region else "crops")
                 writer.write(triplet_row(triplet, image_id=image_id, split=plan.split, k=k, seed=params.seed,
                                          encoding=params.encoding))
     info = writer.info
@@ -380,8 +387,10 @@ def image_manifest(data_root: str) -> tuple[pa.Table, str]:
 
 
 def check_build_arguments(per_image: int, crop_size: int, seed: int, encoding: str, rows_per_group: int,
-                          triplets_per_shard: int) -> None:
+                          triplets_per_shard: int, region_fraction: float = 0.0) -> None:
     problems = []
+    if not 0.0 <= region_fraction <= 1.0:
+        problems.append(f"region_fraction must be between 0 and 1, got {region_fraction}")
     if per_image < 1:
         problems.append(f"per_image must be at least 1, got {per_image}")
     if crop_size < 16:
@@ -403,10 +412,11 @@ def check_build_arguments(per_image: int, crop_size: int, seed: int, encoding: s
 @task(name="plan-triplet-build", cache_policy=NO_CACHE)
 def plan_build(data_root: str, version: str, luts: str, per_image: int, crop_size: int, seed: int,
                encoding: str, rows_per_group: int, triplets_per_shard: int,
-               overwrite: bool) -> tuple[BuildParams, Preparation]:
+               overwrite: bool, region_fraction: float = 0.0) -> tuple[BuildParams, Preparation]:
     """Read the image manifest and the LUT bank, fix the parameters, and clean or resume the version."""
     log = run_logger()
-    check_build_arguments(per_image, crop_size, seed, encoding, rows_per_group, triplets_per_shard)
+    check_build_arguments(per_image, crop_size, seed, encoding, rows_per_group, triplets_per_shard,
+                          region_fraction)
     settings = get_settings()
     manifest, manifest_sha = image_manifest(data_root)
     if manifest.num_rows == 0:
@@ -415,10 +425,11 @@ def plan_build(data_root: str, version: str, luts: str, per_image: int, crop_siz
     params = BuildParams(luts=luts, lut_size=settings.lut_size, lut_bank_sha256=lut_bank_digest(bank),
                          image_manifest_sha256=manifest_sha, per_image=per_image, crop_size=crop_size,
                          seed=seed, encoding=encoding, rows_per_group=rows_per_group,
-                         images_per_shard=max(1, triplets_per_shard // per_image))
+                         images_per_shard=max(1, triplets_per_shard // per_image),
+                         region_fraction=float(region_fraction))
     plans = plan_shards(manifest, params.images_per_shard)
-    log.info("%d photos, %d LUTs (%s), %d triplets per photo at %d px -> %d shards", manifest.num_rows,
-             len(bank), luts, per_image, crop_size, len(plans))
+    log.info("%d photos, %d LUTs (%s), %d triplets per photo at %d px (%.0f%% region layout) -> %d shards",
+             manifest.num_rows, len(bank), luts, per_image, crop_size, 100 * region_fraction, len(plans))
     return params, prepare_version(version_root_of(data_root, version), params, plans, overwrite)
 
 

@@ -83,3 +83,23 @@ def test_given_a_complete_version_when_built_with_other_parameters_then_the_flow
     root, _ = built
     with pytest.raises(VersionConflict, match="seed"):
         build_triplets(data_root=root, version="v1", **(OPTIONS | {"seed": 4}))
+
+
+def test_given_a_region_fraction_and_mild_grades_then_both_layouts_are_built_and_recorded(built):
+    # given the ingested photos of the module's build
+    root, _ = built
+    options = OPTIONS | {"per_image": 4, "luts": "generator:1:8:mild"}
+    # when half the triplets are asked for in the region layout, with mostly gentle grades
+    result = build_triplets(data_root=root, version="v1-region", region_fraction=0.5, **options)
+    # then the parameters say so, and the reader hands out triplets of both layouts
+    assert result["params"]["region_fraction"] == 0.5 and result["params"]["luts"] == "generator:1:8:mild"
+    rows = [batch for split in result["counts"]
+            for batch in TripletDataset(result["version_root"], split=split, batch_size=1, rank=0, world_size=1)]
+    layouts = [layout for batch in rows for layout in batch["layout"]]
+    assert len(layouts) == result["triplets"] and set(layouts) == {"crops", "region"}
+    for batch in rows:
+        if batch["layout"] == ["region"]:  # the content box lies inside the scene box
+            (cx0, cy0, cx1, cy1), (sx0, sy0, sx1, sy1) = batch["content_box"][0], batch["reference_box"][0]
+            assert sx0 <= cx0 < cx1 <= sx1 and sy0 <= cy0 < cy1 <= sy1
+    with pytest.raises(ValueError, match="region_fraction must be between 0 and 1, got 1.5"):
+        build_triplets(data_root=root, version="v1-bad", region_fraction=1.5, **options)

@@ -5,7 +5,7 @@ import mlflow
 import pyarrow.parquet as pq
 import pytest
 
-from flows.demo import HELD_OUT, demo
+from flows.demo import HELD_OUT, VAL_TWIN, demo
 from ssh_model import storage
 from tasks.registry import CHAMPION, MODEL_NAME
 from tests.tasks.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
@@ -35,9 +35,13 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
 @pytest.mark.timeout(900)
 def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_held_out_composites(runs):
     first = runs["first"]
-    # the training never saw the held-out photos
+    # the training never saw the held-out photos, nor the twin of the photo that picks the checkpoint
     manifest = pq.read_table(f"{runs['root']}/images/manifest.parquet").to_pylist()
-    assert len(manifest) == 6 and not any(name in row["source_url"] for row in manifest for name in HELD_OUT)
+    assert len(manifest) == 5
+    assert not any(name in row["source_url"] for row in manifest for name in (*HELD_OUT, VAL_TWIN))
+    assert [row["source_url"].rsplit("/", 1)[-1] for row in manifest if row["split"] == "val"] == [
+        "motorcycle_right.png"]
+    assert first["retrain"]["train"]["model_step"] in (0, 2)  # picked on the val photo's composites
     assert first["retrain"]["train"]["gate"]["promoted"] and str(runs["champion"].version) == "1"
     # every held-out composite is harmonized, scored against its ground truth and shown in the report
     harmonized = first["harmonize"]

@@ -21,7 +21,8 @@ def random_rows(rng: np.random.Generator, count: int, size: int = 16, encoding: 
                "seed": 7,
                "lut_a": f"gen-{number}", "lut_b": f"gen-{number + 1}",
                "content_box": [x0, y0, x0 + 40, y0 + 40], "reference_box": [y0, x0, y0 + 30, x0 + 30],
-               "content_flip": bool(number % 2), "reference_flip": bool(number % 3 == 0), "crop_size": size,
+               "content_flip": bool(number % 2), "reference_flip": bool(number % 3 == 0),
+               "layout": "region" if number % 4 == 0 else "crops", "crop_size": size,
                "encoding": encoding}
         row.update({key: encode_pixels(pixels[key], encoding) for key in IMAGE_COLUMNS})
         rows.append(row)

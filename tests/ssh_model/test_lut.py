@@ -222,6 +222,25 @@ def test_a_bank_is_deterministic_named_and_built_from_derived_seeds(bank):
     assert not np.array_equal(lut_bank(1, count=1, size=17)[0].table, bank[0].table)
 
 
+def test_a_mild_bank_holds_the_same_grades_mostly_gentler_and_other_distributions_are_refused(bank):
+    # given the full-strength bank and the same seed drawn with the "mild" and "mixed" strengths
+    ident = identity_lut(17).table
+    mild = lut_bank(0, count=20, size=17, distribution="mild")
+    mixed = lut_bank(0, count=20, size=17, distribution="mixed")
+    # then every grade is the full one scaled down (the same steps), and the mild ones are the gentlest
+    for name, variant in (("mild", mild), ("mixed", mixed)):
+        changes = [np.abs(v.table - ident).mean() / np.abs(f.table - ident).mean()
+                   for v, f in zip(variant, bank[:20], strict=True)]
+        assert max(changes) <= 1.0 + 1e-6, name
+        assert [step_names(v) for v in variant] == [step_names(f) for f in bank[:20]]
+    mild_change = np.median([np.abs(v.table - ident).mean() for v in mild])
+    mixed_change = np.median([np.abs(v.table - ident).mean() for v in mixed])
+    assert mild_change < 0.6 * mixed_change
+    np.testing.assert_array_equal(lut_bank(0, count=20, size=17, distribution="mild")[7].table, mild[7].table)
+    with pytest.raises(ValueError, match="unknown strength distribution 'gentle'"):
+        lut_bank(0, count=2, size=17, distribution="gentle")
+
+
 def test_a_bank_of_100_grades_holds_100_clearly_distinct_luts(bank):
     flat = np.stack([lut.table.reshape(-1) for lut in bank]).astype(np.float32)  # (100, 17**3 * 3)
     distances = np.stack([np.abs(flat - row).mean(axis=1) for row in flat])  # (100, 100)

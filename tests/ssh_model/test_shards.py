@@ -57,7 +57,7 @@ def test_every_schema_field_is_documented_and_the_images_are_the_training_keys()
     assert list(docs) == TRIPLET_SCHEMA.names
     assert all(len(doc.split(": ", 1)[1]) > 5 for doc in docs.values())
     assert set(IMAGE_COLUMNS) <= set(TRIPLET_SCHEMA.names)
-    assert TRIPLET_SCHEMA.metadata[b"ssh.schema_version"] == b"1"
+    assert TRIPLET_SCHEMA.metadata[b"ssh.schema_version"] == b"2"
 
 
 def test_given_rows_when_written_then_row_groups_have_the_asked_size_and_the_file_documents_itself(tmp_path):
@@ -117,7 +117,7 @@ def test_given_a_triplet_when_made_a_row_then_it_carries_boxes_flips_luts_and_id
     rng = np.random.default_rng(6)
     pixels = [rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8) for _ in range(4)]
     triplet = Triplet(*pixels, content_box=(1, 2, 30, 31), reference_box=(5, 6, 40, 41), content_flip=True,
-                      reference_flip=False, lut_a="gen-s0-i1", lut_b="gen-s0-i7")
+                      reference_flip=False, lut_a="gen-s0-i1", lut_b="gen-s0-i7", layout="region")
     row = triplet_row(triplet, image_id="ab" * 32, split="val", k=3, seed=11, encoding="png")
     table = rows_table([row])
     assert table.schema.equals(TRIPLET_SCHEMA)
@@ -125,6 +125,7 @@ def test_given_a_triplet_when_made_a_row_then_it_carries_boxes_flips_luts_and_id
     assert (row["crop_size"], row["split"]) == (12, "val")
     assert (row["lut_a"], row["lut_b"]) == ("gen-s0-i1", "gen-s0-i7")
     assert row["content_box"] == [1, 2, 30, 31] and row["content_flip"] is True
+    assert row["layout"] == "region" and decode_batch(table)["layout"] == ["region"]
     np.testing.assert_array_equal(decode_pixels(row["content_b"], "png", 12), pixels[3])
 
 

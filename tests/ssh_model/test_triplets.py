@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ssh_model.lut import LUT, apply_lut, random_lut
+from ssh_model.lut import LUT, apply_lut, identity_lut, random_lut
 from ssh_model.triplets import (
     MIN_OVERLAP,
     SCALE_RANGE,
@@ -129,3 +129,38 @@ def test_a_photo_below_half_the_crop_size_is_rejected_and_a_small_one_is_upscale
     assert 48 <= triplet.content_box[2] - triplet.content_box[0] <= 50  # upscaled at most 2x
     with pytest.raises(ValueError, match="uint8"):
         make_triplet(small.astype(np.float32), *luts, np.random.default_rng(0), crop_size=32)
+
+
+def test_given_the_region_layout_then_content_b_is_content_a_regraded_and_the_views_come_from_one_scene(luts):
+    image = photo(np.random.default_rng(4), 150, 200)
+    lut_a, lut_b = luts
+    triplet = make_triplet(image, lut_a, lut_b, np.random.default_rng(5), crop_size=48, layout="region")
+    assert triplet.layout == "region"
+    for key in IMAGE_KEYS:
+        assert getattr(triplet, key).shape == (48, 48, 3)
+    # Both LUTs grade the same two views: the same content and reference under one grade or the other.
+    identity = identity_lut(17)
+    plain = make_triplet(image, identity, lut_b, np.random.default_rng(5), crop_size=48, layout="region")
+    np.testing.assert_array_equal(triplet.content_a, apply_lut(plain.content_a, lut_a))
+    np.testing.assert_array_equal(triplet.content_b, apply_lut(plain.content_a, lut_b))
+    np.testing.assert_array_equal(triplet.reference_a, apply_lut(plain.reference_a, lut_a))
+    np.testing.assert_array_equal(triplet.reference_b, apply_lut(plain.reference_a, lut_b))
+    # The reference box is the scene (square, inside the photo); the content box lies within it.
+    check_box(triplet.reference_box, 200, 150, 48)
+    cx0, cy0, cx1, cy1 = triplet.content_box
+    sx0, sy0, sx1, sy1 = triplet.reference_box
+    assert sx0 <= cx0 < cx1 <= sx1 and sy0 <= cy0 < cy1 <= sy1
+    assert (cx1 - cx0) * (cy1 - cy0) < (sx1 - sx0) * (sy1 - sy0)
+    # The content view shows the photo's pixels of the content box, mirrored as recorded (its margin
+    # outside the blob is refilled, so only part of it matches).
+    def matching(flip: bool) -> float:
+        source = crop_resize(image, triplet.content_box, 48, flip)
+        return float((np.abs(plain.content_a.astype(int) - source).max(axis=2) <= 3).mean())
+
+    assert matching(triplet.content_flip) > 0.04 and matching(not triplet.content_flip) < 0.01
+
+
+def test_an_unknown_layout_is_refused(luts):
+    with pytest.raises(ValueError, match="unknown triplet layout 'blobs'"):
+        make_triplet(photo(np.random.default_rng(0), 64, 64), *luts, np.random.default_rng(0), crop_size=32,
+                     layout="blobs")

@@ -17,6 +17,7 @@ from tasks.ingest import (
     images_url,
     ingest_one,
     ingest_photos,
+    photo_urls,
     read_table,
     split_of,
 )
@@ -147,3 +148,18 @@ def test_given_s3_sources_and_data_root_when_ingested_then_tables_and_blobs_land
     manifest = read_table(images_url(root, "manifest.parquet"), MANIFEST_SCHEMA)
     assert all(url.startswith(f"{s3_prefix}/photos/") for url in manifest.column("source_url").to_pylist())
     assert all(storage.exists(images_url(root, blob)) for blob in manifest.column("blob").to_pylist())
+
+
+def test_given_the_bundled_photos_when_ingested_then_photo_urls_lists_each_split_by_id(tmp_path):
+    # given the bundled photos ingested (one of them, motorcycle_right, hashes into the val split)
+    root = str(tmp_path / "data")
+    run_ingest(["builtin://samples"], root)
+    manifest = sorted(read_table(images_url(root, "manifest.parquet"), MANIFEST_SCHEMA).to_pylist(),
+                      key=lambda row: row["id"])
+    # when the photos of a split are asked for
+    val, train = photo_urls(root, "val"), photo_urls(root, "train")
+    # then each split's stored copies come back in id order, the limit cuts, and an empty root has none
+    assert val == [images_url(root, r["blob"]) for r in manifest if r["split"] == "val"] and len(val) == 1
+    assert len(train) == 7 and photo_urls(root, "train", limit=2) == train[:2]
+    assert storage.read_bytes(val[0]) == storage.read_bytes(sample_photo_paths()[4])  # motorcycle_right
+    assert photo_urls(str(tmp_path / "nothing"), "val") == []

@@ -10,8 +10,10 @@ import torch
 
 from ssh_model import storage
 from ssh_model.checkpoints import load_training_state
+from ssh_model.images import encode_image
 from ssh_model.network import ssh_tiny
 from ssh_model.train import TrainConfig
+from tasks.evaluation import selection_composites, selection_score
 from tasks.tracking import RunRecorder, tracked_run
 from tasks.training import (
     STATE_FILE,
@@ -21,7 +23,7 @@ from tasks.training import (
     run_training,
 )
 from tasks.training_events import progress_line
-from tests.tasks.training_cases import build_version_with_ray, mlflow_store, write_triplet_version
+from tests.tasks.training_cases import build_version_with_ray, mlflow_store, smooth_photo, write_triplet_version
 
 
 def tiny_job(data: str, steps: int, **options) -> TrainingJob:
@@ -60,19 +62,33 @@ def test_given_a_ray_data_build_when_two_workers_train_then_they_finish_and_log_
 @pytest.mark.timeout(300)
 def test_given_a_worker_killed_at_step_3_when_training_on_s3_then_it_resumes_from_the_step_2_checkpoint(
         tmp_path, ray_local, s3_prefix):
-    root = write_triplet_version(f"{s3_prefix}/triplets/v1", np.random.default_rng(2), {"train": 2})
+    # given a version on S3, a held-out photo for checkpoint selection, and rank 0 set to die at step 3
+    rng = np.random.default_rng(2)
+    root = write_triplet_version(f"{s3_prefix}/triplets/v1", rng, {"train": 2})
+    held_out = f"{s3_prefix}/images/held-out.png"
+    storage.write_bytes_atomic(held_out, encode_image(smooth_photo(rng), "PNG"))
     marker = str(tmp_path / "killed-once")
-    job = tiny_job(root, steps=4, fault_step=3, fault_marker=marker)
+    job = tiny_job(root, steps=4, fault_step=3, fault_marker=marker, select_photos=(held_out,))
+    events: list[dict] = []
+    # when it trains with one failure allowed
     outcome = run_training(job, run_name="killed", storage_root=f"{s3_prefix}/training", num_workers=2,
-                           max_failures=1, resource_wait_s=60)
+                           max_failures=1, resource_wait_s=60, on_event=events.append)
 
+    # then it resumed from the step-2 checkpoint and finished
     steps = [p["step"] for p in outcome.progress]
     assert os.path.exists(marker)  # the worker really exited at step 3 on the first attempt
     assert outcome.start_steps == [0, 2] and outcome.steps == 4
     assert steps[steps.index(3) + 1:] == [3, 4]  # after the restart the count goes on from 2, not from 0
     assert outcome.checkpoint_path == f"{s3_prefix}/training/killed/step-00000004"
-    step, _ = load_training_state(storage.join(outcome.checkpoint_path, STATE_FILE), ssh_tiny())
+    step, extra = load_training_state(storage.join(outcome.checkpoint_path, STATE_FILE), ssh_tiny())
     assert step == 4
+    # and the model it returns is the best scored on the held-out composites, across both attempts
+    scores = {event["step"]: event["select_psnr"] for event in events if event["kind"] == "select"}
+    assert sorted(scores) == [0, 2, 4]  # before training, then each checkpoint (2 before the crash, 4 after)
+    assert outcome.selected_step == max(scores, key=scores.get) == extra["best_step"]
+    assert outcome.selected_psnr == pytest.approx(max(scores.values()))
+    again = selection_score(outcome.model, selection_composites([held_out]))
+    assert again == pytest.approx(outcome.selected_psnr, abs=1e-3)
 
 
 @pytest.mark.timeout(120)

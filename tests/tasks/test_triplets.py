@@ -73,9 +73,12 @@ def test_lut_specs_name_the_generator_or_a_folder_of_cube_files(tmp_path, bank):
     os.remove(tmp_path / "grade-2.cube")
     with pytest.raises(ValueError, match="two different LUTs"):
         load_lut_bank(str(tmp_path), 9)
-    for bad in ("generator:x", "generator:1:1", "generator:-1"):
+    for bad in ("generator:x", "generator:1:1", "generator:-1", "generator:5:6:gentle", "generator:5:6:mild:2"):
         with pytest.raises(ValueError, match="generator:SEED"):
             load_lut_bank(bad, 9)
+    mild = load_lut_bank("generator:5:6:mild", 9)
+    assert [lut.name for lut in mild] == [lut.name for lut in bank]
+    assert lut_bank_digest(mild) != lut_bank_digest(bank)
 
 
 def test_plans_cut_each_split_by_sorted_id_into_fixed_size_shards():
