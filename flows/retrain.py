@@ -21,15 +21,17 @@ from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
 from flows.train_model import train_model
 from ssh_model.settings import get_settings
+from ssh_model.shards import SCHEMA_VERSION
 from tasks.common import run_logger
 from tasks.triplets import image_manifest
 
 
 def data_version_name(data_root: str, per_image: int, crop_size: int, seed: int, luts: str | None = None,
                       region_fraction: float = 0.0) -> str:
-    """A triplet version named after the image manifest and the build parameters (stable across reruns)."""
+    """A triplet version named after the image manifest, the build parameters and the shard schema (stable
+    across reruns; a new schema gets a new version instead of a conflict with the old one's shards)."""
     _, manifest_sha = image_manifest(data_root)
-    name = f"m{manifest_sha[:10]}-k{per_image}-c{crop_size}-s{seed}"
+    name = f"m{manifest_sha[:10]}-k{per_image}-c{crop_size}-s{seed}-v{SCHEMA_VERSION}"
     if region_fraction:
         name += f"-r{region_fraction:g}"
     if luts:
