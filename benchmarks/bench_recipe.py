@@ -134,15 +134,15 @@ def make_triplets(photos: list[np.ndarray], bank: list, per_image: int, crop: in
     """uint8 (N, S, S, 3) arrays under ``TRIPLET_KEYS`` from ``per_image`` triplets of every photo, a share
     ``region`` of them in the "region" layout."""
     from ssh_model.train import TRIPLET_KEYS
-    from ssh_model.triplets import make_triplet
+    from ssh_model.triplets import draw_layout, make_triplet
 
     rng = np.random.default_rng(seed)
     triplets = []
     for photo in photos:
         for _ in range(per_image):
             first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
-            layout = "region" if region and rng.random() < region else "crops"
-            triplets.append(make_triplet(photo, bank[first], bank[second], rng, crop_size=crop, layout=layout))
+            triplets.append(make_triplet(photo, bank[first], bank[second], rng, crop_size=crop,
+                                         layout=draw_layout(rng, region)))
     return {key: np.stack([getattr(t, key) for t in triplets]) for key in TRIPLET_KEYS}
 
 
@@ -185,15 +185,14 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
     evenly spaced steps and at step 0, and the best of those states is returned (early stopping; the CPU
     time of scoring is not counted in ``cpu_s``).
     """
-    import copy
-
     import torch
 
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
     from ssh_model.samples import sample_photo
     from ssh_model.train import TrainConfig, train
-    from tasks.evaluation import selection_composites, selection_score
+    from tasks.evaluation import selection_composites
+    from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon, harm=recipe.harm, style=recipe.style)
     probe = build_model(recipe.model)
@@ -208,34 +207,28 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
     model = build_model(recipe.model)
     cfg = TrainConfig(steps=steps, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=max(1, steps // 20),
                       log_every=max(1, steps // 5), sample_every=0, losses=losses, seed=recipe.seed)
-    selection: dict[str, Any] = {}
-    callback = None
+    callback, best, scoring_cpu = None, None, 0.0
     if recipe.select:
-        composites = selection_composites([sample_photo(recipe.val_photo)], max_side=None)
-        best: dict[str, Any] = {"psnr": -1.0}
-        scoring_cpu = [0.0]
+        best = BestSoFar(selection_composites([sample_photo(recipe.val_photo)], max_side=None))
 
         def score(step: int) -> None:
+            nonlocal scoring_cpu
             began = time.process_time()
-            psnr = selection_score(model, composites)
-            selection[str(step)] = round(psnr, 3)
-            if psnr > best["psnr"]:
-                best.update(psnr=psnr, step=step, state=copy.deepcopy(model.state_dict()))
-            scoring_cpu[0] += time.process_time() - began
+            best.score(model, step)
+            scoring_cpu += time.process_time() - began
 
         score(0)
-        every = max(1, steps // recipe.select)
-        cfg = dataclasses.replace(cfg, log_every=every)
+        cfg = dataclasses.replace(cfg, log_every=max(1, steps // recipe.select))
         callback = lambda event: score(event.step)  # noqa: E731
     started = time.process_time()
     result = train(model, batches(data, recipe.batch, 2 + 100 * recipe.seed), cfg, callback=callback)
     history = result.history[-max(1, steps // 10):]
     facts = {"steps": steps, "final_loss": round(float(np.mean([h["total"] for h in history])), 4),
              "cpu_s": round(time.process_time() - started, 1)}
-    if recipe.select:
-        model.load_state_dict(best["state"])
-        facts.update(cpu_s=round(facts["cpu_s"] - scoring_cpu[0], 1), selected_step=best["step"],
-                     selection_psnr=selection)
+    if best is not None:
+        model = best.model
+        facts.update(cpu_s=round(facts["cpu_s"] - scoring_cpu, 1), selected_step=best.step,
+                     selection_psnr={str(step): round(psnr, 3) for step, psnr in best.scores})
     return model.eval(), facts
 
 

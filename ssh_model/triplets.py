@@ -169,6 +169,12 @@ def region_views(image: np.ndarray, rng: np.random.Generator,
     return content, reference, content_box, scene_box, flip
 
 
+def draw_layout(rng: np.random.Generator, region_fraction: float) -> str:
+    """"region" with probability ``region_fraction``, else "crops"; draws nothing from ``rng`` when the
+    fraction is 0, so builds without region triplets are the same as before the layout existed."""
+    return "region" if region_fraction > 0 and rng.random() < region_fraction else "crops"
+
+
 def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Generator,
                  crop_size: int = 256, layout: str = "crops") -> Triplet:
     """One dual-LUT triplet from ``image`` uint8 (H, W, 3); see the module docstring for the sampling.

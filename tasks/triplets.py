@@ -54,7 +54,7 @@ from ssh_model.shards import (
     shard_info,
     triplet_row,
 )
-from ssh_model.triplets import make_triplet
+from ssh_model.triplets import draw_layout, make_triplet
 from tasks.common import forwarded_env, ray_init, run_logger
 from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
 
@@ -179,9 +179,8 @@ def build_shard(plan: ShardPlan, bank: Sequence[LUT], params: BuildParams, data_
             for k in range(params.per_image):
                 rng = triplet_rng(params.seed, image_id, k)
                 first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
-                region = params.region_fraction > 0 and rng.random() < params.region_fraction
                 triplet = make_triplet(image, bank[first], bank[second], rng, crop_size=params.crop_size,
-                                       layout="region" if region else "crops")
+                                       layout=draw_layout(rng, params.region_fraction))
                 writer.write(triplet_row(triplet, image_id=image_id, split=plan.split, k=k, seed=params.seed,
                                          encoding=params.encoding))
     info = writer.info
