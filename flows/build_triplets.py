@@ -39,7 +39,9 @@ def summary_markdown(marker: dict, url: str, skipped: bool) -> str:
              f"| triplets / bytes per triplet | {marker['triplets']} / {marker['bytes_per_triplet']} |",
              f"| LUTs | `{params['luts']}` |", f"| per image / crop / seed | {params['per_image']} / "
              f"{params['crop_size']} / {params['seed']} |",
-             f"| region layout | {params.get('region_fraction', 0.0):.0%} of the triplets |",
+             f"| region layout | {params.get('region_fraction', 0.0):.0%} of the triplets, "
+             f"{'object outlines from `' + params['masks'] + '`' if params.get('masks') else 'blob shapes'} |",
+             f"| natural reference | {params.get('natural_fraction', 0.0):.0%} of the triplets |",
              f"| encoding | {params['encoding']} |"]
     lines += [f"| split {name} | {c['images']} photos, {c['triplets']} triplets, {c['files']} files |"
               for name, c in sorted(marker["counts"].items())]
@@ -60,6 +62,8 @@ def build_triplets(
     triplets_per_shard: int = 512,
     num_cpus: int | None = None,
     region_fraction: float = 0.0,
+    masks: str | None = None,
+    natural_fraction: float = 0.0,
 ) -> dict:
     """Make ``per_image`` dual-LUT triplets of every ingested photo and write them as Parquet shards.
 
@@ -79,6 +83,10 @@ def build_triplets(
         num_cpus: cap on the CPUs used (and of a local Ray started here); default all.
         region_fraction: the share of triplets laid out as ``harmonize`` sees a composite (a
             foreground region and the scene around it) instead of two overlapping crops.
+        masks: a folder URL of object masks (``*.png``, e.g. BSDS500 segments): region triplets take
+            their foreground's shape from these outlines instead of a random blob.
+        natural_fraction: the share of triplets whose second grade is the identity: the reference and the
+            pseudo ground truth keep the photo's own colours, as a composite's background does.
     """
     settings = get_settings()
     data_root = data_root or settings.data_root
@@ -88,7 +96,8 @@ def build_triplets(
     log = run_logger()
     root = version_root_of(data_root, version)
     params, prepared = plan_build(data_root, version, luts, per_image, crop_size, seed, encoding,
-                                  rows_per_group, triplets_per_shard, overwrite, region_fraction)
+                                  rows_per_group, triplets_per_shard, overwrite, region_fraction, masks,
+                                  natural_fraction)
     if prepared.complete is not None:
         log.info("%s is complete with the same parameters: nothing to do (overwrite=True rebuilds it)", root)
         marker = prepared.complete
@@ -117,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoding", default=DEFAULT_ENCODING)
     parser.add_argument("--num-cpus", type=int, default=None)
     parser.add_argument("--region-fraction", type=float, default=0.0)
+    parser.add_argument("--masks", default=None, help="folder of object masks shaping region triplets")
+    parser.add_argument("--natural-fraction", type=float, default=0.0, help="share of triplets with a natural reference")
     args = parser.parse_args(argv)
     result = build_triplets(args.data_root, args.version, args.luts, args.per_image, args.crop_size,
                             args.seed, args.overwrite, args.encoding, num_cpus=args.num_cpus,
-                            region_fraction=args.region_fraction)
+                            region_fraction=args.region_fraction, masks=args.masks,
+                            natural_fraction=args.natural_fraction)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -9,8 +9,11 @@
     ssh-harmonize catalog realhm DIR -o catalog.parquet
 
 Heavy imports (torch, Prefect, Ray) happen inside the command that needs them. Expected errors
-(a missing file, images of different sizes, an invalid catalog) are printed as one line (a
-catalog's problems one a line) and exit with status 2; ``evaluate`` exits with 1 when some rows failed.
+(a missing or bad file, images of different sizes, an invalid catalog, an unknown model or alias, a
+``models:/`` URI with no registry, an unknown URL scheme or a filesystem backend not installed) are
+printed as one line naming the argument as given (a catalog's problems one a line) and exit with
+status 2, without a traceback and without writing anything; ``evaluate`` exits with 1 when some rows
+failed.
 """
 
 from __future__ import annotations
@@ -28,32 +31,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     options = {"steps": args.steps} if args.steps else {}
     result = demo(data_root=args.data_root, **options)
     print(f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
-          f"(model {result['harmonize']['model_version']}):\n\n{result['table']}\n")
+          f"(champion {result['champion']}):\n\n{result['table']}\n")
     print(f"report: {result['report']}")
     return 0
 
 
 def _cmd_harmonize(args: argparse.Namespace) -> int:
-    from ssh_model.harmonize import harmonize_files
     from ssh_model.images import encode_image
+    from ssh_model.inference import harmonize_files
+    from ssh_model.pretrained import PRETRAINED_URI
     from ssh_model.settings import get_settings
-    from ssh_model.storage import write_bytes_atomic
     from tasks.registry import load_registered_model
 
-    fmt = cli_commands.output_format(args.output)
+    fmt = cli_commands.output_format(cli_commands.writable(args.output))
     cli_commands.refuse_overwriting(args.output, [args.composite, args.mask, *filter(None, [args.background])])
-    model, version = load_registered_model(args.model or get_settings().model_uri, "cpu")
+    model, version = load_registered_model(args.model or get_settings().model_uri or PRETRAINED_URI, "cpu")
     logging.getLogger("ssh.cli").info("model %s", version)
     result = harmonize_files(args.composite, args.mask, model, background_url=args.background)
-    write_bytes_atomic(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
+    cli_commands.write_output(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
     print(args.output)
     return 0
 
 
 def _cmd_random_lut(args: argparse.Namespace) -> int:
-    from ssh_model.lut import random_lut, write_cube
+    from ssh_model.lut import format_cube, random_lut
 
-    write_cube(random_lut(args.seed, size=args.size, strength=args.strength), args.output)
+    cli_commands.writable(args.output)
+    lut = random_lut(args.seed, size=args.size, strength=args.strength)
+    cli_commands.write_output(args.output, format_cube(lut).encode("utf-8"))
     print(args.output)
     return 0
 
@@ -148,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     harm.add_argument("mask", help="its foreground mask, same size (white = foreground)")
     harm.add_argument("-o", "--output", required=True, help=f"where to write the result ({FORMATS_NOTE})")
     harm.add_argument("--model", default=None,
-                      help="models:/name@alias, models:/name/N or a .safetensors URL (default: SSH_MODEL_URI)")
+                      help="models:/name@alias, models:/name/N, a .safetensors URL or 'pretrained' (default: "
+                           "SSH_MODEL_URI, else the weights shipped with the package)")
     harm.add_argument("--background", default=None, help="a clean background photo, when you have one")
     harm.add_argument("--jpeg-quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     harm.set_defaults(run=_cmd_harmonize)

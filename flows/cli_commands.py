@@ -1,8 +1,10 @@
 """The ``composite``, ``evaluate`` and ``catalog`` commands of ``ssh-harmonize`` (parsers in ``flows.cli``).
 
 Expected problems with the input raise ``InputError`` (or the ``ValueError``/``OSError`` of the
-reader that found them); ``flows.cli.main`` prints them as one line and exits with status 2.
-Heavy imports (torch, Prefect) happen inside the command that needs them.
+reader that found them, e.g. the typed ``ssh_model.errors`` ones: ``ImageError``, ``ModelError``);
+``flows.cli.main`` prints them as one line and exits with status 2. Output URLs are checked
+(``writable``) before any work, so an unknown scheme or a missing filesystem backend costs nothing and
+writes nothing. Heavy imports (torch, Prefect) happen inside the command that needs them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,30 @@ def output_format(url: str) -> str:
     return FORMATS_BY_EXTENSION[ext]
 
 
+def writable(url: str, role: str = "output") -> str:
+    """``url`` when a filesystem for it can be opened; else the one-line typed error naming it
+    (``unsupported_url`` for an unknown scheme such as foo:// or a backend not installed, gs:// without gcsfs)."""
+    from ssh_model.errors import storage_error
+    from ssh_model.storage import filesystem
+
+    try:
+        filesystem(url)
+    except Exception as err:  # noqa: BLE001 - fsspec raises ValueError or ImportError, backends their own
+        raise storage_error(err, url, role) from err
+    return url
+
+
+def write_output(url: str, data: bytes, role: str = "output") -> None:
+    """Write ``data`` to ``url`` atomically; a storage failure is the one-line typed error naming ``url``."""
+    from ssh_model.errors import storage_error
+    from ssh_model.storage import write_bytes_atomic
+
+    try:
+        write_bytes_atomic(url, data)
+    except Exception as err:  # noqa: BLE001 - every storage failure becomes a typed error naming the URL
+        raise storage_error(err, url, role) from err
+
+
 def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, str, np.ndarray]) -> None:
     """Each of ``(role, url, pixels)`` in ``others`` must have the height and width of ``first``."""
     role, url, pixels = first
@@ -67,17 +93,16 @@ def split_names(text: str) -> list[str]:
 # -- composite --------------------------------------------------------------------------------------
 
 def cmd_composite(args: argparse.Namespace) -> int:
-    from ssh_model.harmonize import blend_region
     from ssh_model.images import encode_image, read_image, read_mask
+    from ssh_model.inference import blend_region
     from ssh_model.lut import apply_lut, random_lut
-    from ssh_model.storage import write_bytes_atomic
 
     if args.grade is None and args.strength is not None:
         raise InputError("--strength needs --grade SEED")
     strength = 1.0 if args.strength is None else args.strength
     if strength < 0:
         raise InputError(f"--strength must be >= 0, got {strength:g}")
-    fmt = output_format(args.output)
+    fmt = output_format(writable(args.output))
     refuse_overwriting(args.output, [args.foreground, args.mask, args.background])
     foreground, mask, background = read_image(args.foreground), read_mask(args.mask), read_image(args.background)
     require_same_size(("foreground", args.foreground, foreground), ("mask", args.mask, mask),
@@ -86,7 +111,7 @@ def cmd_composite(args: argparse.Namespace) -> int:
         foreground = apply_lut(foreground, random_lut(args.grade, strength=strength))
     height, width = mask.shape
     composite = blend_region(background, foreground, mask, (0, 0, width, height))
-    write_bytes_atomic(args.output, encode_image(composite, fmt, quality=args.quality))
+    write_output(args.output, encode_image(composite, fmt, quality=args.quality))
     print(args.output)
     return 0
 
@@ -158,6 +183,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"unknown baselines {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
+    if args.json:
+        writable(args.json, "--json")
     rows = read_evaluation_catalog(args.catalog, args.limit)
 
     from tasks.evaluation import BENCHMARK_METRICS, format_table, methods_for
@@ -185,9 +212,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def write_json(url: str, document: dict[str, Any]) -> None:
-    from ssh_model.storage import write_bytes_atomic
-
-    write_bytes_atomic(url, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
+    write_output(url, (json.dumps(document, indent=2) + "\n").encode("utf-8"), "--json")
     print(f"wrote {url}")
 
 
@@ -197,7 +222,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from tasks.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
     from tasks.public_catalogs import iharmony4_rows, realhm_rows
 
-    catalog_format(args.output)  # an unknown extension fails before the dataset is listed
+    catalog_format(writable(args.output, "catalog"))  # a bad extension or URL fails before the dataset is listed
     if args.layout == "iharmony4":
         subsets = split_names(args.subsets) if args.subsets is not None else None
         if subsets == []:

@@ -2,15 +2,18 @@
 
     ssh-harmonize demo            (./dev demo)
 
-1. ``retrain`` on six of the eight bundled photos: ingest-images -> build-triplets (Ray Data,
-   Parquet shards) -> train-model (Ray Train, 2 CPU workers, the small preset, MLflow on SQLite)
-   -> registry (``ssh-harmonizer``, candidate, promotion gate -> champion).
+0. The model shipped in the package (trained on the research photo corpus, ``ssh_model/weights/``)
+   is registered as ``ssh-harmonizer`` version 1, with its model card, and is the champion.
+1. ``retrain`` on four of the eight bundled photos: ingest-images -> build-triplets (Ray Data,
+   Parquet shards) -> train-model (Ray Train, 2 CPU workers, MLflow on SQLite) -> registry (a fresh
+   candidate; the promotion gate compares it with the champion on the same evaluation set, so a
+   model of four photos does not displace a better one).
 2. A catalog of composites made from the two held-out photos (the model never saw them), with their
    ground truth, written as PNGs next to a Parquet catalog.
 3. ``harmonize-batch`` on that catalog with ``models:/ssh-harmonizer@champion``: outputs, a results
    table with metrics for the model and the classical baselines, and the before/after HTML report;
-   the flow returns (and the CLI prints) the report's location and a table of the model vs
-   identity, Reinhard and histogram matching (PSNR, fMSE).
+   the flow returns (and the CLI prints) the report's location and a table of the shipped model, the
+   fresh one, identity, Reinhard and histogram matching on those composites (PSNR, fMSE).
 
 No accounts and no downloads; everything lands under ``{data_root}`` (``SSH_DATA_ROOT``, default
 ``./data``). A second run reuses what is there: the same triplet version, the finished training
@@ -26,15 +29,16 @@ from prefect import flow
 
 from flows.harmonize_batch import harmonize_batch
 from flows.retrain import retrain
-from ssh_model.composites import evaluation_set
+from ssh_model.composites import Composite, evaluation_set
 from ssh_model.images import encode_image, read_image
 from ssh_model.samples import sample_photo
 from ssh_model.settings import get_settings
 from ssh_model.storage import exists, join, write_bytes_atomic
 from tasks.catalog import write_catalog
 from tasks.common import run_logger
+from tasks.evaluation import Evaluation, evaluate_composites, methods_for
 from tasks.ingest import builtin_urls
-from tasks.registry import MODEL_NAME
+from tasks.registry import MODEL_NAME, load_registered_model, register_pretrained
 
 HELD_OUT = ("chelsea", "flower")
 # The one bundled photo in the val split (by its hash) is motorcycle_right, which picks the checkpoint;
@@ -52,20 +56,21 @@ DEMO_BATCH = 8
 DEMO_LR = 1e-4
 DEMO_STRENGTHS = "mild"
 DEMO_PER_IMAGE = 64
-DEMO_METHODS = ("model", "identity", "reinhard", "histogram")
 
 
-def quality_table(mean_metrics: dict[str, float]) -> str:
-    """A markdown table of the model and the baselines on the demo catalog: PSNR and fMSE, at full
-    resolution and at 256 x 256 (means over the harmonized rows; higher PSNR and lower fMSE are better)."""
+def quality_table(evaluation: Evaluation, labels: dict[str, str]) -> str:
+    """A markdown table of the models and the baselines on the demo composites: PSNR and fMSE, at full
+    resolution and at 256 x 256 (means; higher PSNR and lower fMSE are better). ``labels``: method -> row name."""
     lines = ["| method | PSNR (dB) | fMSE | PSNR 256 | fMSE 256 |", "|---|---:|---:|---:|---:|"]
-    for method in DEMO_METHODS:
-        values = [mean_metrics.get(f"{method}_{metric}") for metric in ("psnr", "fmse", "psnr_256", "fmse_256")]
-        if any(v is None for v in values):
-            continue
-        psnr, fmse, psnr_256, fmse_256 = values
-        lines.append(f"| {method} | {psnr:.2f} | {fmse:.1f} | {psnr_256:.2f} | {fmse_256:.1f} |")
+    for row in evaluation.summary():
+        lines.append(f"| {labels.get(row['method'], row['method'])} | {row['psnr']:.2f} | {row['fmse']:.1f} | "
+                     f"{row['psnr_256']:.2f} | {row['fmse_256']:.1f} |")
     return "\n".join(lines)
+
+
+def demo_composites(seed: int) -> list[Composite]:
+    """Composites of the held-out photos: mild, medium and strong re-grades, with ground truth."""
+    return evaluation_set({name: read_image(sample_photo(name)) for name in HELD_OUT}, seed=seed)
 
 
 def training_sources() -> list[str]:
@@ -76,9 +81,8 @@ def training_sources() -> list[str]:
 def write_demo_catalog(root: str, seed: int) -> str:
     """Composites of the held-out photos (mild, medium, strong re-grades) with masks and ground truth."""
     catalog = join(root, "catalog.parquet")
-    photos = {name: read_image(sample_photo(name)) for name in HELD_OUT}
     rows = []
-    for item in evaluation_set(photos, seed=seed):
+    for item in demo_composites(seed):
         row = {"id": item.id}
         for column, pixels in (("composite", item.composite), ("mask", (item.mask * 255).round().astype("uint8")),
                                ("target", item.target)):
@@ -109,6 +113,8 @@ def demo(data_root: str | None = None, steps: int = DEMO_STEPS, per_image: int =
     settings = get_settings()
     data_root = data_root or settings.data_root
     log = run_logger()
+    shipped = register_pretrained(data_root=data_root)
+    log.info("the shipped model is %s version %s", MODEL_NAME, shipped)
     retrained = retrain(sources=training_sources(), data_root=data_root, per_image=per_image, crop_size=crop_size,
                         luts=f"generator:{settings.seed}:100:{DEMO_STRENGTHS}", model_family=model_family,
                         preset=preset, steps=steps, batch_size=DEMO_BATCH, lr=lr, num_workers=num_workers,
@@ -118,7 +124,17 @@ def demo(data_root: str | None = None, steps: int = DEMO_STEPS, per_image: int =
     log.info("catalog of %s composites: %s", " and ".join(HELD_OUT), catalog)
     summary = harmonize_batch(catalog=catalog, output_prefix=join(data_root, "demo", "harmonized"),
                               model=f"models:/{MODEL_NAME}@champion", max_error_rate=0.0)
-    table = quality_table(summary["mean_metrics"])
-    log.info("demo done: model %s on %d composites of held-out photos, report %s\n%s",
-             retrained["train"].get("registered_version"), summary["total"], summary["report_url"], table)
-    return {"retrain": retrained, "harmonize": summary, "report": summary["report_url"], "table": table}
+    fresh = retrained["train"]["registered_version"]
+    models = {"shipped": load_registered_model(f"models:/{MODEL_NAME}/{shipped}")[0],
+              "fresh": load_registered_model(f"models:/{fresh}")[0]}
+    evaluation = evaluate_composites(methods_for(models), demo_composites(settings.seed))
+    champion = summary["model_version"]
+    def label(kind: str, version: str) -> str:
+        return f"{kind} ({version}, champion)" if version == champion else f"{kind} ({version})"
+
+    labels = {"shipped": label("shipped", f"{MODEL_NAME}/{shipped}"), "fresh": label("fresh", fresh)}
+    table = quality_table(evaluation, labels)
+    log.info("demo done: champion %s on %d composites of held-out photos, report %s\n%s", champion,
+             summary["total"], summary["report_url"], table)
+    return {"retrain": retrained, "harmonize": summary, "report": summary["report_url"], "table": table,
+            "champion": champion}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from ssh_model.settings import get_settings
+from ssh_model.pretrained import PRETRAINED_URI
 from tasks.batch_inference import JobOptions
 from tasks.harmonize_tasks import (
     harmonize_rows,
@@ -23,6 +23,7 @@ from tasks.harmonize_tasks import (
     resolve_model,
     write_report,
 )
+from tasks.registry import default_model_uri
 from tasks.results import RunSummary
 
 
@@ -78,9 +79,12 @@ def harmonize_batch(
     Args:
         catalog: URL of a Parquet, CSV or JSONL catalog (columns id, composite, mask, and optionally
             background, target, output).
-        output_prefix: where outputs go (``<prefix>/<id><ext>``) for rows without an ``output``.
-        model: ``models:/ssh-harmonizer@champion`` (default: the ``SSH_MODEL_URI`` setting),
-            ``models:/name/N`` or a ``.safetensors`` checkpoint URL.
+        output_prefix: the one prefix every output lies under (default ``{data_root}/harmonized/{catalog file
+            stem}``, ``SSH_DATA_ROOT``); a row's ``output`` is relative to it or an absolute URL under it, rows
+            without one get ``<prefix>/<id><ext>``; anything else is that row's ``unsafe_output`` error.
+        model: ``models:/ssh-harmonizer@champion``, ``models:/name/N``, a ``.safetensors`` checkpoint URL or
+            ``pretrained`` (the weights shipped with the package). Default: the ``SSH_MODEL_URI`` setting,
+            else the registry's champion when there is one, else the shipped weights.
         overwrite: redo rows whose outputs are up to date.
         max_error_rate: the flow fails when more than this fraction of the rows failed.
         concurrency: model actors (default: one per GPU, else one per CPU, at most 8).
@@ -90,7 +94,10 @@ def harmonize_batch(
     """
     log = get_run_logger()
     check_parameters(max_error_rate, jpeg_quality, concurrency, num_gpus, batch_size)
-    model_uri = model or get_settings().model_uri
+    model_uri = model or default_model_uri()
+    if not model:
+        log.info("no model given: using %s (%s)", model_uri, "the weights shipped with the package"
+                 if model_uri == PRETRAINED_URI else "SSH_MODEL_URI or the registry's champion")
     table = load_catalog(catalog, output_prefix)
     resolved = resolve_model(model_uri)
     previous = load_previous_results(table.results_dir)

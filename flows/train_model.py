@@ -113,7 +113,7 @@ def train_model(
     eval_max_side: int | None = None,
     eval_photos: int | None = None,
     val_limit: int = 256,
-    select_photos: int = 8,
+    select_photos: int = 64,
     resource_wait_s: float | None = 120.0,
 ) -> dict[str, Any]:
     """Train the SSH network on a triplet version, track it in MLflow, register it and run the gate.
@@ -147,7 +147,7 @@ def train_model(
     """
     settings = get_settings()
     log = run_logger()
-    data_root = data_root or settings.data_root
+    data_root = storage.absolute(data_root or settings.data_root)
     root = version_root_of(data_root, version)
     data_tag = data_version(root)
     gpus = detect_gpus()

@@ -9,24 +9,27 @@ Every decode goes the same way:
 3. EXIF orientation is applied, so ``(H, W)`` is the image as people see it.
 4. The pixels are converted to RGB uint8 (see ``decode_image``).
 
-Failures raise ``ImageError`` (a ``ValueError``) whose ``reason`` is one of ``REASONS`` and whose
-message names the item.
+Failures raise ``ImageError`` (a ``ssh_model.errors.HarmonizeInputError``, so a ``ValueError``) whose
+``reason`` is one of ``REASONS`` and whose message names the item: the decoding reasons, and for
+``read_image``/``read_mask`` the storage reasons of ``ssh_model.errors`` (missing, unreachable, ...).
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from ssh_model.errors import IMAGE_REASONS, STORAGE_REASONS, HarmonizeInputError, storage_error
 from ssh_model.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-REASONS = frozenset({"unreadable", "truncated", "too_small", "too_large", "not_rgb", "empty", "missing"})
+REASONS = frozenset(IMAGE_REASONS) | frozenset(STORAGE_REASONS)
 # Modes that carry no colour: rejected by ``require_rgb=True``.
 NON_COLOUR_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "CMYK"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
@@ -36,7 +39,7 @@ FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp":
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
 
-class ImageError(ValueError):
+class ImageError(HarmonizeInputError):
     """An image that cannot be used; ``reason`` is one of ``REASONS``.
 
     Args:
@@ -44,11 +47,7 @@ class ImageError(ValueError):
         message: what happened, naming the item.
     """
 
-    def __init__(self, reason: str, message: str) -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown ImageError reason {reason!r}; expected one of {sorted(REASONS)}")
-        super().__init__(message)
-        self.reason = reason
+    allowed_reasons = REASONS
 
 
 @dataclass(frozen=True)
@@ -78,17 +77,23 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         raise ImageError("empty", f"{name}: zero bytes")
     if _riff_truncated(data):
         raise ImageError("truncated", f"{name}: file is shorter than its RIFF header says")
+    limit = _pixel_limit(max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as err:
-        raise ImageError("too_large", f"{name}: {err}") from err
+    except Image.DecompressionBombError as err:  # Pillow's own, larger limit: quote ours
+        counted = re.search(r"(\d+) pixels", str(err))
+        pixels = int(counted.group(1)) if counted else None
+        if pixels is not None and pixels <= limit:  # only when our limit is set above Pillow's
+            raise ImageError("too_large", f"{name}: {pixels} pixels is over Pillow's decompression-bomb limit "
+                                          f"({err}); the pixel limit is {limit}") from err
+        size = f"{pixels} pixels" if pixels is not None else "the image"
+        raise ImageError("too_large", f"{name}: {size} is over the limit of {limit} pixels") from err
     except UnidentifiedImageError as err:
         raise ImageError("unreadable", f"{name}: not a recognised image format") from err
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         reason = "truncated" if "truncated" in str(err).lower() else "unreadable"
         raise ImageError(reason, f"{name}: cannot read header: {err.__class__.__name__}: {err}") from err
     width, height = image.size
-    limit = _pixel_limit(max_pixels)
     if width * height > limit:
         raise ImageError("too_large", f"{name}: {width}x{height} = {width * height} pixels is over the "
                                       f"limit of {limit}")
@@ -302,12 +307,13 @@ def _read(url: str) -> bytes:
 
     try:
         return read_bytes(url)
-    except FileNotFoundError as err:
-        raise ImageError("missing", f"{url}: no such file or object") from err
+    except Exception as err:  # noqa: BLE001 - every storage failure becomes a typed error naming the URL
+        raise storage_error(err, url, error_class=ImageError) from err
 
 
 def read_image(url: str, max_pixels: int | None = None, require_rgb: bool = False) -> np.ndarray:
-    """``decode_image`` of the bytes at an fsspec URL; a missing object raises reason "missing"."""
+    """``decode_image`` of the bytes at an fsspec URL; storage failures raise their reason ("missing",
+    "unreachable", "forbidden", "unsupported_url", ...; see ``ssh_model.errors``)."""
     return decode_image(_read(url), url, max_pixels=max_pixels, require_rgb=require_rgb)
 
 

@@ -9,7 +9,8 @@ there is no second config system. Storage locations are fsspec URLs.
     SSH_CROP_SIZE          triplet crop size in pixels
     SSH_LUT_SIZE           grid size of generated 3D LUTs
     SSH_SEED               the default seed for everything random
-    SSH_MODEL_URI          the model inference loads by default
+    SSH_MODEL_URI          the model inference loads by default (unset: the registry's champion when a
+                           registry has one, else the weights shipped in the package)
     SSH_S3_ENDPOINT_URL    an S3-compatible endpoint (falls back to AWS_ENDPOINT_URL)
 
 Credentials never live here: s3fs reads them from the standard AWS environment and files.
@@ -21,8 +22,6 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-DEFAULT_MODEL_URI = "models:/ssh-harmonizer@champion"
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -32,7 +31,7 @@ class Settings:
     crop_size: int = 256
     lut_size: int = 33
     seed: int = 0
-    model_uri: str = DEFAULT_MODEL_URI
+    model_uri: str = ""
     s3_endpoint_url: str = ""
 
     @classmethod

@@ -7,6 +7,7 @@ s3fs directly and pyarrow through an fsspec wrapper (pyarrow's own S3 filesystem
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 
@@ -40,6 +41,12 @@ def pyarrow_filesystem(url: str) -> tuple[pafs.FileSystem, str]:
 
 def join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def absolute(url: str) -> str:
+    """``url`` with a relative local path made absolute (other URLs unchanged): processes that run
+    elsewhere (Ray Train workers start in their own folder) must not resolve it against their cwd."""
+    return os.path.abspath(url) if "://" not in url else url
 
 
 def protocol_of(url: str) -> str:

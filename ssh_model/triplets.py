@@ -39,14 +39,16 @@ function of the photo, the two LUTs, the generator's state and ``crop_size``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from ssh_model.composites import blob_mask
-from ssh_model.harmonize import CORE_MASK, background_reference, foreground_box, push_pull_fill, with_margin
-from ssh_model.lut import LUT, apply_lut, check_image
+from ssh_model.inference import CORE_MASK, background_reference, foreground_box, push_pull_fill, with_margin
+from ssh_model.lut import LUT, apply_lut, check_image, identity_lut
+from ssh_model.quality_set import feather, place_mask
 
 SCALE_RANGE = (0.5, 1.0)
 MIN_OVERLAP = 0.25
@@ -142,18 +144,23 @@ def _square_box(box: Box, side_limit: int) -> Box:
     return left, top, left + side, top + side
 
 
-def region_views(image: np.ndarray, rng: np.random.Generator,
-                 crop_size: int) -> tuple[np.ndarray, np.ndarray, Box, Box, bool]:
+def region_views(image: np.ndarray, rng: np.random.Generator, crop_size: int,
+                 outline: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Box, Box, bool]:
     """The ``"region"`` layout's (content, reference, content box, scene box, flip); see the module docstring.
 
     Content and reference are uint8 (S, S, 3) with S = ``crop_size``; the boxes are in source pixels.
+    ``outline``: an object's hard mask (any size) to use as the foreground's shape, placed and scaled on
+    the scene (``quality_set.place_mask``) and feathered; None: a random soft blob.
     """
     height, width = image.shape[:2]
     scene_box = _place(rng, _crop_side(rng, min(width, height), crop_size), width, height)
     flip = bool(rng.random() < 0.5)
     scene_size = 2 * crop_size
     scene = crop_resize(image, scene_box, scene_size, flip)  # (2S, 2S, 3)
-    mask = blob_mask(scene_size, scene_size, rng, REGION_AREA)  # (2S, 2S) float32 in [0, 1]
+    if outline is None:
+        mask = blob_mask(scene_size, scene_size, rng, REGION_AREA)  # (2S, 2S) float32 in [0, 1]
+    else:
+        mask = feather(place_mask(outline, scene_size, scene_size, rng, REGION_AREA))
     box = _square_box(with_margin(foreground_box(mask), scene_size, scene_size), scene_size)
     content = crop_resize(scene, box, crop_size, flip=False)  # (S, S, 3)
     content_mask = np.asarray(Image.fromarray(mask).resize((crop_size, crop_size), Image.Resampling.BILINEAR,
@@ -175,13 +182,25 @@ def draw_layout(rng: np.random.Generator, region_fraction: float) -> str:
     return "region" if region_fraction > 0 and rng.random() < region_fraction else "crops"
 
 
+def draw_luts(rng: np.random.Generator, bank: Sequence[LUT], natural_fraction: float = 0.0) -> tuple[LUT, LUT]:
+    """The triplet's two grades: two different grades of ``bank``, or, with probability ``natural_fraction``,
+    a grade of the bank and the identity as the second (the reference and the pseudo ground truth keep
+    the photo's own colours, as the background of a user's composite does). Draws the extra number only
+    when the fraction is > 0, so builds without it are the same as before it existed."""
+    first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
+    if natural_fraction > 0 and rng.random() < natural_fraction:
+        return bank[first], identity_lut(bank[first].size)
+    return bank[first], bank[second]
+
+
 def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Generator,
-                 crop_size: int = 256, layout: str = "crops") -> Triplet:
+                 crop_size: int = 256, layout: str = "crops", outline: np.ndarray | None = None) -> Triplet:
     """One dual-LUT triplet from ``image`` uint8 (H, W, 3); see the module docstring for the sampling.
 
     Args:
         layout: ``"crops"`` (two overlapping crops, SSH's) or ``"region"`` (a foreground region and the
             background around it, as ``harmonize`` sees a composite).
+        outline: for the region layout, an object mask whose shape the foreground takes (None: a blob).
 
     Raises ValueError when ``lut_a`` and ``lut_b`` are the same LUT (same object, same name or
     same table), when the photo's short side is below ``crop_size // 2`` or for an unknown layout.
@@ -200,7 +219,7 @@ def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Gener
         raise ValueError(f"photo of {width}x{height} px is too small for {crop_size} px crops: "
                          f"its short side must be at least {crop_size // 2} px")
     if layout == "region":
-        content, reference, content_box, reference_box, content_flip = region_views(image, rng, crop_size)
+        content, reference, content_box, reference_box, content_flip = region_views(image, rng, crop_size, outline)
         reference_flip = content_flip
     else:
         content_box, reference_box = sample_boxes(rng, width, height, crop_size)

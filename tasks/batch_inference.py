@@ -6,19 +6,37 @@ The pipeline over the catalog rows (one Ray Data dataset, streamed):
          --map_batches(Harmonizer)--->   decode, check, harmonize at full resolution, encode, write
          --> driver: records -> fragments (atomic, incremental), progress in the logs
 
+Records are durable a few seconds after their outputs: each stage emits one-row blocks, so a record
+reaches the driver as soon as its row is done (not when its whole block is), and the driver's
+``FragmentWriter`` writes what it holds at least every ``fragment_seconds`` (2 s by default), by a
+timer when no further record arrives. A driver killed with ``kill -9`` therefore loses the records
+of its last ~2-3 s of outputs, which the next run makes again; a record holds its output's sha256 and
+size, and a rerun makes again any output that is missing or differs (``tasks.results``).
+
 ``fetch_inputs`` runs as light Ray tasks (I/O bound, a thread pool per batch, no CPU reserved) so
 downloads overlap the actors' compute. ``Harmonizer`` builds the model once per actor, on a GPU when
 the actor has one, from weights the driver resolved once and put in Ray's object store: an alias
 like ``@champion`` is pinned for the whole run, and actors never call the registry. Every row is
-handled on its own: a corrupt image, a missing object, a mask of another size, an empty mask or an
-image over the pixel limit gives that row status ``error`` with a reason, and the job goes on.
+handled on its own: a bad URL, an unreachable or forbidden object, a corrupt image, a mask of another
+size, an empty mask, an image over the pixel limit or an output outside the prefix gives that row
+status ``error`` with a reason, and the job goes on; good rows are always done and recorded.
 
-Error reasons in the results table: those of ``ssh_model.images.ImageError`` (missing, empty,
-unreadable, truncated, too_small, too_large, not_rgb; "missing" also for an object that does not
-exist), and ``mask_size`` (mask and composite differ in size), ``empty_mask``, ``full_mask`` (a mask
-covering everything, without a background photo), ``target_size``, ``invalid`` (other input the
-library refuses), ``io`` (storage errors other than a missing object) and ``internal`` (a bug: logged
-with its traceback).
+Error reasons in the results table are the codes of ``ssh_model.errors.REASONS``:
+
+    unsupported_url  unknown URL scheme (foo://), or its filesystem backend not installed (gs:// without gcsfs)
+    unreachable      connection refused or reset, endpoint unreachable, unknown host
+    forbidden        HTTP 401/403, AccessDenied, a local permission error, no credentials
+    missing          no such file or object (HTTP 404, NoSuchKey)
+    timeout          a connect or read timeout, or the row's inputs not fetched within ``fetch_timeout_s``
+    io               other storage errors (HTTP 5xx and throttling after the client's own retries)
+    empty, unreadable, truncated, too_small, too_large, not_rgb   the image cannot be used (``ImageError``)
+    mask_size        mask and composite differ in size;  empty_mask: the mask selects no pixel
+    full_mask        the mask covers everything and there is no background photo
+    target_size      ground truth and composite differ in size
+    unsafe_output    the output is outside the output prefix, contains '..', has no image extension, or is
+                     in the reserved ``_results/`` folder (see ``tasks.catalog``): nothing is read or written
+    invalid          other input the library refuses
+    internal         a bug: logged with its traceback
 """
 
 from __future__ import annotations
@@ -73,10 +91,13 @@ class JobOptions:
         num_cpus: CPUs per actor (None: 1, less when more actors than CPUs are asked for).
         batch_size: rows per actor call (images of different sizes are harmonized one by one).
         fetch_threads: parallel downloads per fetch task.
+        fetch_timeout_s: a row whose inputs are not downloaded within this many seconds fails alone
+            with reason ``timeout`` (None: only the storage clients' own timeouts).
         max_pixels: the decompression-bomb limit (None: the settings').
         report_thumbnails: the first rows of the catalog that get thumbnails for the report.
         progress_every_s: seconds between progress lines in the log.
-        fragment_rows, fragment_seconds: when the driver writes a fragment of records.
+        fragment_rows, fragment_seconds: the driver writes a fragment of records when this many are
+            pending, or when the oldest has waited this long (a timer, even when no record arrives).
         keep_records: catalogs up to this size keep every record in memory for the caller.
     """
 
@@ -88,11 +109,12 @@ class JobOptions:
     num_cpus: float | None = None
     batch_size: int = 1
     fetch_threads: int = 8
+    fetch_timeout_s: float | None = 300.0
     max_pixels: int | None = None
     report_thumbnails: int = 24
     progress_every_s: float = 10.0
     fragment_rows: int = 256
-    fragment_seconds: float = 10.0
+    fragment_seconds: float = 2.0
     keep_records: int = 50_000
 
 
@@ -116,7 +138,8 @@ def plan_rows(catalog: Catalog, previous: dict[str, dict], report_thumbnails: in
     for index, row in enumerate(catalog.rows):
         known = previous.get(row.id)
         rows.append({
-            "index": index, "id": row.id, "output": row.output, "composite": row.composite, "mask": row.mask,
+            "index": index, "id": row.id, "output": row.output, "output_refused": row.output_refused,
+            "composite": row.composite, "mask": row.mask,
             "background": row.background or "", "target": row.target or "",
             "thumbs": index < report_thumbnails,
             "previous": json.dumps({k: known.get(k) for k in PREVIOUS_KEYS}) if known else "",
@@ -158,11 +181,15 @@ def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_
     chunk = max(1, min(options.fetch_threads, math.ceil(plan.num_rows / (4 * concurrency))),
                 math.ceil(plan.num_rows / MAX_INPUT_BLOCKS))
     blocks = [plan.slice(start, chunk) for start in range(0, plan.num_rows, chunk)]
-    dataset = ray.data.from_arrow(blocks).map_batches(
+    dataset = ray.data.from_arrow(blocks)
+    # One-row output blocks (this dataset's own context): a record streams back as soon as its row is done,
+    # not when the rest of its input block is, so records reach the driver right after their outputs.
+    dataset.context.target_max_block_size = 1
+    dataset = dataset.map_batches(
         fetch_inputs, batch_format="pyarrow", batch_size=None, num_cpus=0,  # one call per block, as planned
         compute=ray.data.TaskPoolStrategy(size=min(len(blocks), max(4, 2 * concurrency))), fn_kwargs={
             "model_version": model.version, "jpeg_quality": options.jpeg_quality,
-            "overwrite": options.overwrite, "threads": options.fetch_threads,
+            "overwrite": options.overwrite, "threads": options.fetch_threads, "timeout_s": options.fetch_timeout_s,
         })
     return dataset.map_batches(
         Harmonizer, batch_format="pyarrow", batch_size=options.batch_size,
@@ -224,34 +251,36 @@ def run_job(catalog: Catalog, options: JobOptions, model: ModelPayload, previous
     max_pixels = options.max_pixels or get_settings().max_image_pixels
     started = time.monotonic()
     plan = plan_rows(catalog, previous, options.report_thumbnails)
-    writer = FragmentWriter(catalog.results_dir, run_id, options.fragment_rows, options.fragment_seconds)
+    writer = FragmentWriter(catalog.results_dir, run_id, options.fragment_rows, options.fragment_seconds).start()
     progress = Progress(len(catalog), log, options.progress_every_s)
     totals = SummaryBuilder()
     keep_all = len(catalog) <= options.keep_records
     records: list[dict] = []
     kept_errors = 0
     thumbnails: dict[str, dict[str, bytes]] = {}
-    dataset = build_dataset(plan, options, model, run_id, max_pixels)
-    # No prefetching: it holds finished blocks back until its buffer fills, delaying records and progress.
-    for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
-        arrived = []
-        for row in batch.to_pylist():
-            thumbs = {name: row.pop(f"thumb_{name}") for name in THUMBS}
-            thumbs = {name: data for name, data in thumbs.items() if data}
-            if thumbs:
-                thumbnails[row["id"]] = thumbs
-            arrived.append({k: row[k] for k in RECORD_SCHEMA.names} | {"index": row["index"]})
-        writer.add([{k: r[k] for k in RECORD_SCHEMA.names} for r in arrived])
-        totals.add(arrived)
-        for record in arrived:  # big catalogs: keep only what the report shows
-            is_kept_error = record["status"] == "error" and kept_errors < MAX_REPORTED_ERRORS
-            if keep_all or record["id"] in thumbnails or is_kept_error:
-                records.append(record)
-                kept_errors += record["status"] == "error"
-        progress.update([r["status"] for r in arrived])
-        if on_records is not None:
-            on_records(arrived)
-    writer.flush()
+    try:
+        dataset = build_dataset(plan, options, model, run_id, max_pixels)
+        # No prefetching: it holds finished blocks back until its buffer fills, delaying records and progress.
+        for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
+            arrived = []
+            for row in batch.to_pylist():
+                thumbs = {name: row.pop(f"thumb_{name}") for name in THUMBS}
+                thumbs = {name: data for name, data in thumbs.items() if data}
+                if thumbs:
+                    thumbnails[row["id"]] = thumbs
+                arrived.append({k: row[k] for k in RECORD_SCHEMA.names} | {"index": row["index"]})
+            writer.add([{k: r[k] for k in RECORD_SCHEMA.names} for r in arrived])
+            totals.add(arrived)
+            for record in arrived:  # big catalogs: keep only what the report shows
+                is_kept_error = record["status"] == "error" and kept_errors < MAX_REPORTED_ERRORS
+                if keep_all or record["id"] in thumbnails or is_kept_error:
+                    records.append(record)
+                    kept_errors += record["status"] == "error"
+            progress.update([r["status"] for r in arrived])
+            if on_records is not None:
+                on_records(arrived)
+    finally:  # a job that fails still keeps the records of the rows it finished
+        writer.close()
     records.sort(key=lambda r: r.pop("index"))
     summary = totals.build(len(catalog), time.monotonic() - started, model.version)
     log.info("harmonized %d rows in %.1fs (%.2f rows/s): ok %d, skipped %d, error %d",

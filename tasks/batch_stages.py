@@ -1,12 +1,18 @@
 """The two per-row stages of bulk harmonization, run by Ray Data (the driver is ``tasks.batch_inference``).
 
 - ``fetch_inputs``: light Ray tasks that download a batch's inputs in parallel, hash them, and mark
-  the rows whose output is already up to date as skipped;
+  the rows whose output is already up to date as skipped: their record matches and the output's
+  bytes still have the recorded size and sha256 (and rows that cannot go on as errors: a refused
+  output, an input that cannot be fetched, a fetch over the deadline);
 - ``Harmonizer``: the actor-pool predictor that builds the model once per actor (on its GPU when it
   has one) and maps a batch of fetched rows to result records: decode, check, harmonize at full
   resolution, encode in the input's format, write atomically.
 
 Also the model payload the driver resolves once and ships to every actor through Ray's object store.
+
+Neither stage raises for a problem with one row: every such problem is a
+``ssh_model.errors.HarmonizeInputError`` (raised where it is found) that becomes the row's error
+record with its ``reason``, so good rows are always done and recorded.
 """
 
 from __future__ import annotations
@@ -14,19 +20,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import posixpath
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FetchTimeout
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from ssh_model.errors import HarmonizeInputError, redact, storage_error
 from ssh_model.images import FORMATS_BY_EXTENSION
-from ssh_model.storage import exists, read_bytes, write_bytes_atomic
-from tasks.results import HASH_COLUMNS, METRICS_COLUMN, RECORD_SCHEMA, is_up_to_date, new_record
+from ssh_model.storage import read_bytes, write_bytes_atomic
+from tasks.results import HASH_COLUMNS, METRICS_COLUMN, RECORD_SCHEMA, is_up_to_date, new_record, output_matches
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +43,7 @@ INPUTS = ("composite", "mask", "background", "target")
 THUMBS = ("composite", "mask", "harmonized", "target")
 
 PLAN_SCHEMA = pa.schema([
-    ("index", pa.int64()), ("id", pa.string()), ("output", pa.string()),
+    ("index", pa.int64()), ("id", pa.string()), ("output", pa.string()), ("output_refused", pa.string()),
     *[(name, pa.string()) for name in INPUTS],
     ("thumbs", pa.bool_()), ("previous", pa.string()),
 ])
@@ -45,21 +54,14 @@ for _name in HASH_COLUMNS:
     FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
 for _name in ("pre_status", "pre_reason", "pre_error"):
     FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
+OUTPUT_CHECK = ("output_sha256", "output_size")  # of a skipped row's output, as verified by the fetch stage
+FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field("output_sha256", pa.string())).append(
+    pa.field("output_size", pa.int64()))
 OUTPUT_SCHEMA = RECORD_SCHEMA.append(pa.field("index", pa.int64()))
 for _name in THUMBS:
     OUTPUT_SCHEMA = OUTPUT_SCHEMA.append(pa.field(f"thumb_{_name}", pa.binary()))
 PREVIOUS_KEYS = ("status", "output", "model_version", "jpeg_quality", "width", "height", METRICS_COLUMN,
-                 *HASH_COLUMNS)
-
-
-class RowError(Exception):
-    """A problem with one catalog row; ``reason`` is a short code stored in the results table."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
+                 *HASH_COLUMNS, *OUTPUT_CHECK)
 
 
 # ---------------------------------------------------------------- model loading
@@ -109,43 +111,97 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _unfetched(row: dict) -> dict:
+    """A fetched row with no bytes, no hashes and no verdict yet."""
+    return {**row, **{f"{n}_bytes": b"" for n in INPUTS}, **dict.fromkeys(HASH_COLUMNS), **dict.fromkeys(OUTPUT_CHECK),
+            "pre_status": None, "pre_reason": None, "pre_error": None, "fetch_seconds": 0.0}
+
+
+def _failed(out: dict, reason: str, message: str) -> dict:
+    """``out`` as an error row (its downloaded bytes dropped)."""
+    return {**out, **{f"{n}_bytes": b"" for n in INPUTS}, "pre_status": "error", "pre_reason": reason,
+            "pre_error": message}
+
+
+def _is_output_up_to_date(row: dict, out: dict, model_version: str, jpeg_quality: int) -> bool:
+    """The previous record matches, and the output's bytes are still the ones it recorded (then their
+    sha256 and size go in ``out``); a missing, changed or unreadable output is made again."""
+    previous = json.loads(row["previous"])
+    hashes = {k: out[k] for k in HASH_COLUMNS}
+    if not is_up_to_date(previous, output=row["output"], hashes=hashes, model_version=model_version,
+                         jpeg_quality=jpeg_quality):
+        return False
+    try:
+        data = read_bytes(row["output"])
+    except Exception as err:  # noqa: BLE001 - an output that cannot be checked is made again
+        logger.info("row %s: making its output again (%s)", row["id"], storage_error(err, row["output"], "output"))
+        return False
+    if not output_matches(previous, data):
+        logger.warning("row %s: output %s is not what its record says (%d bytes, recorded %s); making it again",
+                       row["id"], redact(row["output"]), len(data), previous.get("output_size"))
+        return False
+    out.update(output_sha256=sha256_hex(data), output_size=len(data))
+    return True
+
+
 def _fetch_row(row: dict, model_version: str, jpeg_quality: int, overwrite: bool) -> dict:
+    """Download and hash one row's inputs; never raises: a problem is the row's error (``pre_status``)."""
     started = time.perf_counter()
-    out = {**row, **{f"{n}_bytes": b"" for n in INPUTS}, **dict.fromkeys(HASH_COLUMNS),
-           "pre_status": None, "pre_reason": None, "pre_error": None}
-    for name in INPUTS:
-        url = row[name]
-        if not url:
-            continue
-        try:
-            data = read_bytes(url)
-        except FileNotFoundError:
-            out.update(pre_status="error", pre_reason="missing", pre_error=f"{name} {url} does not exist")
-            break
-        except OSError as err:
-            out.update(pre_status="error", pre_reason="io",
-                       pre_error=f"{name} {url}: {type(err).__name__}: {err}")
-            break
-        out[f"{name}_bytes"] = data
-        out[f"{name}_sha256"] = sha256_hex(data)
-    if out["pre_status"] is None and not overwrite and row["previous"]:
-        previous = json.loads(row["previous"])
-        hashes = {k: out[k] for k in HASH_COLUMNS}
-        if is_up_to_date(previous, output=row["output"], hashes=hashes, model_version=model_version,
-                         jpeg_quality=jpeg_quality) and exists(row["output"]):
+    out = _unfetched(row)
+    if row["output_refused"]:  # nothing is read for a row whose output may not be written
+        return _failed(out, "unsafe_output", row["output_refused"])
+    try:
+        for name in INPUTS:
+            url = row[name]
+            if not url:
+                continue
+            try:
+                data = read_bytes(url)
+            except Exception as err:  # noqa: BLE001 - fsspec, botocore and aiohttp raise more than OSError
+                raise storage_error(err, url, name) from err
+            out[f"{name}_bytes"] = data
+            out[f"{name}_sha256"] = sha256_hex(data)
+        if not overwrite and row["previous"] and _is_output_up_to_date(row, out, model_version, jpeg_quality):
             out["pre_status"] = "skipped"
             if not row["thumbs"]:  # rows shown in the report keep their bytes for the thumbnails
                 out.update({f"{n}_bytes": b"" for n in INPUTS})
+    except HarmonizeInputError as err:
+        out = _failed(out, err.reason, str(err))
+    except Exception as err:  # noqa: BLE001 - a bug must still fail only its row, with its traceback logged
+        logger.exception("fetching row %s failed unexpectedly", row["id"])
+        out = _failed(out, "internal", f"{type(err).__name__}: {err}")
     out["fetch_seconds"] = time.perf_counter() - started
     return out
 
 
+def _timed_out(row: dict, timeout_s: float) -> dict:
+    message = f"row {row['id']}: fetching its inputs ({redact(row['composite'])}, ...) took over {timeout_s:g}s"
+    return {**_failed(_unfetched(row), "timeout", message), "fetch_seconds": timeout_s}
+
+
 def fetch_inputs(batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool,
-                 threads: int = 8) -> pa.Table:
-    """Download every input of the batch in parallel, hash them, and mark rows that are up to date."""
+                 threads: int = 8, timeout_s: float | None = None) -> pa.Table:
+    """Download every input of the batch in parallel, hash them, and mark rows that are up to date.
+
+    Args:
+        timeout_s: a row whose inputs are not fetched within this many seconds (per round of
+            ``threads`` rows) is the row's ``timeout`` error; its download is abandoned.
+    """
     rows = batch.to_pylist()
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(rows)))) as pool:
-        fetched = list(pool.map(lambda r: _fetch_row(r, model_version, jpeg_quality, overwrite), rows))
+    workers = max(1, min(threads, len(rows)))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(_fetch_row, row, model_version, jpeg_quality, overwrite) for row in rows]
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s * math.ceil(len(rows) / workers)
+        fetched = []
+        for row, future in zip(rows, futures, strict=True):
+            try:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                fetched.append(future.result(timeout=left))
+            except FetchTimeout:
+                fetched.append(_timed_out(row, timeout_s))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a hung download must not hold the batch
     return pa.Table.from_pylist(fetched, schema=FETCHED_SCHEMA)
 
 
@@ -186,7 +242,7 @@ class Harmonizer:
         import torch
 
         from ssh_model.baselines import BASELINES
-        from ssh_model.harmonize import harmonize
+        from ssh_model.inference import harmonize
         from ssh_model.metrics import evaluate
 
         if not isinstance(model, ModelPayload):
@@ -218,8 +274,8 @@ class Harmonizer:
         if row["pre_status"] == "skipped":
             previous = json.loads(row["previous"])
             record = new_record(**base, status="skipped", width=previous.get("width"),
-                                height=previous.get("height"),
-                                **{METRICS_COLUMN: previous.get(METRICS_COLUMN)})
+                                height=previous.get("height"), output_sha256=row["output_sha256"],
+                                output_size=row["output_size"], **{METRICS_COLUMN: previous.get(METRICS_COLUMN)})
             if row["thumbs"]:
                 thumbs = self._skipped_thumbnails(row)
         elif row["pre_status"] == "error":
@@ -228,9 +284,7 @@ class Harmonizer:
             try:
                 record, thumbs = self._harmonize_row(row, base)
             except Exception as err:  # noqa: BLE001 - one bad row must fail alone, with its reason
-                from ssh_model.images import ImageError
-
-                if isinstance(err, ImageError | RowError):
+                if isinstance(err, HarmonizeInputError):  # ImageError included
                     reason, message = err.reason, str(err)
                 elif isinstance(err, ValueError):  # the library refused this row's data
                     reason, message = "invalid", f"{row['id']}: {err}"
@@ -270,13 +324,13 @@ class Harmonizer:
         mask = decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels)  # (H, W) in [0, 1]
         height, width = composite.shape[:2]
         if mask.shape != (height, width):
-            raise RowError("mask_size", f"mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
-                                        f"composite {row['composite']} is {width}x{height}")
+            raise HarmonizeInputError("mask_size", f"mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
+                                                   f"composite {row['composite']} is {width}x{height}")
         if float(mask.max()) < MASK_EPSILON:
-            raise RowError("empty_mask", f"mask {row['mask']} selects no pixel")
+            raise HarmonizeInputError("empty_mask", f"mask {row['mask']} selects no pixel")
         if not row["background"] and float(mask.min()) >= MASK_EPSILON:
-            raise RowError("full_mask", f"mask {row['mask']} covers the whole composite and the row has no "
-                                        "background photo: there is nothing to match")
+            raise HarmonizeInputError("full_mask", f"mask {row['mask']} covers the whole composite and the row "
+                                                   "has no background photo: there is nothing to match")
         background = None
         if row["background"]:
             background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)
@@ -286,19 +340,22 @@ class Harmonizer:
         if row["target"]:
             target = decode_image(row["target_bytes"], row["target"], max_pixels=self.max_pixels)
             if target.shape != composite.shape:
-                raise RowError("target_size", f"target {row['target']} is {target.shape[1]}x"
-                                              f"{target.shape[0]}, composite is {width}x{height}")
+                raise HarmonizeInputError("target_size", f"target {row['target']} is {target.shape[1]}x"
+                                                         f"{target.shape[0]}, composite is {width}x{height}")
             metrics.update({f"model_{k}": float(v) for k, v in self._evaluate(result, target, mask).items()})
             for name, baseline in self._baselines.items():
                 predicted = baseline(composite, mask, background)
                 scores = self._evaluate(predicted, target, mask)
                 metrics.update({f"{name}_{k}": float(v) for k, v in scores.items()})
         data = encode_image(result, output_format(row["output"], info.format), quality=self.jpeg_quality)
-        write_bytes_atomic(row["output"], data)
+        try:
+            write_bytes_atomic(row["output"], data)
+        except Exception as err:  # noqa: BLE001 - a write that fails is the row's storage error
+            raise storage_error(err, row["output"], "output") from err
         thumbs = {}
         if row["thumbs"]:
             images = {"composite": composite, "mask": mask, "harmonized": result, "target": target}
             thumbs = {name: _thumbnail_bytes(image) for name, image in images.items() if image is not None}
-        record = new_record(**base, status="ok", width=width, height=height,
-                            **{METRICS_COLUMN: json.dumps(metrics) if metrics else None})
+        record = new_record(**base, status="ok", width=width, height=height, output_sha256=sha256_hex(data),
+                            output_size=len(data), **{METRICS_COLUMN: json.dumps(metrics) if metrics else None})
         return record, thumbs

@@ -1,4 +1,4 @@
-"""Catalogs for the bulk harmonization job: read, resolve output URLs, validate before any image is read.
+"""Catalogs for the bulk harmonization job: read, place outputs under one prefix, validate before any image is read.
 
 A catalog is a Parquet, CSV or JSONL table (the format comes from the file's extension) with one
 row per composite:
@@ -8,12 +8,22 @@ row per composite:
     mask        URL of the foreground mask (same size as the composite)
     background  optional: URL of a clean background photo (the harmonization reference)
     target      optional: URL of the ground truth; metrics are computed when present
-    output      optional: URL to write the result to (.jpg, .jpeg, .png, .webp, or no extension);
-                rows without one get ``<output_prefix>/<id><the composite's extension>``
-                (``.png`` when the composite's format cannot be written, e.g. TIFF)
+    output      optional: where to write the result, relative to the output prefix (``shots/a.jpg``) or
+                an absolute URL under it; it must end in .jpg, .jpeg, .png or .webp. Rows without
+                one get ``<output prefix>/<id><the composite's extension>`` (``.png`` when the
+                composite's format cannot be written, e.g. TIFF)
 
-Relative URLs are resolved against the catalog's own folder. Every problem found is reported
-at once, in a single ``CatalogError`` listing the offending rows, before any image is read.
+Every output lies under one prefix: ``output_prefix`` when given, else ``default_output_prefix``:
+``{data_root}/harmonized/{catalog file stem}`` (``SSH_DATA_ROOT``; never inferred from the rows).
+The results table, report and fragments go to ``<prefix>/_results/``, which no output may enter.
+A row whose output contains ``..``, leaves the prefix (another bucket, another folder, a symbolic
+link out of it) or has no image extension is refused alone: it keeps ``output_refused`` and the
+job records it as an ``unsafe_output`` error without reading or writing anything for it.
+
+Relative input URLs are resolved against the catalog's own folder. Catalog-wide problems (missing
+columns, no rows, empty or duplicate ids, empty composite or mask cells, an output that is an input,
+two rows with one output) are reported at once, in a single ``CatalogError`` listing the offending
+rows, before any image is read.
 """
 
 from __future__ import annotations
@@ -30,8 +40,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ssh_model.errors import redact, storage_error
 from ssh_model.images import FORMATS_BY_EXTENSION
-from ssh_model.storage import is_under, join, protocol_of, read_bytes
+from ssh_model.settings import get_settings
+from ssh_model.storage import is_under, join, read_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +52,7 @@ OPTIONAL_COLUMNS = ("background", "target", "output")
 INPUT_COLUMNS = ("composite", "mask", "background", "target")
 OUTPUT_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)  # what outputs can be encoded as
 RESULTS_DIRNAME = "_results"  # reserved folder under the output prefix: results table, report, fragments
+DEFAULT_OUTPUT_DIRNAME = "harmonized"  # the default prefix is {data_root}/harmonized/{catalog file stem}
 MAX_LISTED_PROBLEMS = 50
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl"}
@@ -68,13 +81,14 @@ class CatalogRow:
     output: str
     background: str | None = None
     target: str | None = None
+    output_refused: str | None = None  # why ``output`` may not be written: the row fails alone (unsafe_output)
 
 
 @dataclass(frozen=True)
 class Catalog:
     url: str
     rows: list[CatalogRow]
-    output_prefix: str  # every output is under it; results and report go to ``results_dir``
+    output_prefix: str  # every output is under it (``normalized``); results and report go to ``results_dir``
     has_background: bool
     has_target: bool
 
@@ -106,9 +120,16 @@ def _cell(value: object) -> str | None:
 
 
 def read_table(url: str) -> tuple[list[str], list[dict[str, str | None]]]:
-    """The column names and the rows (cells as strings or None) of the catalog at ``url``."""
+    """The column names and the rows (cells as strings or None) of the catalog at ``url``.
+
+    A catalog that cannot be fetched raises ``ssh_model.errors.HarmonizeInputError`` (missing,
+    unreachable, forbidden, unsupported_url, ...; ``transient`` for network trouble).
+    """
     kind = catalog_format(url)
-    data = read_bytes(url)
+    try:
+        data = read_bytes(url)
+    except Exception as err:  # noqa: BLE001 - one line naming the catalog (and the endpoint), typed
+        raise storage_error(err, url, "catalog") from err
     if kind == "parquet":
         try:
             table = pq.read_table(pa.BufferReader(data))
@@ -178,22 +199,50 @@ def output_extension(composite_url: str) -> str:
     return ext if ext.lower() in OUTPUT_EXTENSIONS else ".png"
 
 
-def _bucket(url: str) -> str:
-    """Scheme plus bucket (first path segment) for object-store URLs; just the scheme for local paths."""
-    scheme = protocol_of(url)
-    if scheme == "file":
-        return "file"
-    return f"{scheme}://{url.split('://', 1)[1].lstrip('/').split('/', 1)[0]}"
+def default_output_prefix(catalog_url: str) -> str:
+    """``{data_root}/harmonized/{catalog file stem}``: where outputs go when no ``output_prefix`` is given."""
+    stem = posixpath.splitext(posixpath.basename(catalog_url.split("?", 1)[0].rstrip("/")))[0]
+    if stem.strip(".") == "":
+        raise CatalogError(catalog_url, [f"cannot name a default output folder after {catalog_url!r}; "
+                                         "give an output_prefix"])
+    return normalized(join(get_settings().data_root, DEFAULT_OUTPUT_DIRNAME, stem))
 
 
-def common_prefix(outputs: list[str]) -> str:
-    """The deepest folder holding every output (all must share a scheme and bucket; checked by the caller)."""
-    if protocol_of(outputs[0]) == "file":
-        paths = [normalized(o) for o in outputs]
-        return os.path.commonpath([posixpath.dirname(p) for p in paths])
-    scheme = outputs[0].split("://", 1)[0]
-    paths = [posixpath.normpath(o.split("://", 1)[1]) for o in outputs]
-    return f"{scheme}://{posixpath.commonpath([posixpath.dirname(p) for p in paths])}"
+def _segments(url: str) -> list[str]:
+    return url.split("://", 1)[-1].replace("\\", "/").split("/")
+
+
+def place_output(value: str | None, derived_name: str, prefix: str) -> tuple[str, str | None]:
+    """Where a row's output goes under ``prefix``, and why it is refused (None when it is safe).
+
+    Args:
+        value: the row's ``output`` cell: relative to the prefix, or an absolute URL or path under it;
+            None for the derived output ``<prefix>/<derived_name>``.
+        derived_name: ``<id><extension>`` for rows without an output.
+        prefix: the output prefix, ``normalized``.
+    """
+    relative = derived_name if value is None else value
+    absolute = "://" in relative or relative.startswith("/")
+    if ".." in _segments(relative):
+        return (relative if absolute else join(prefix, relative)), "contains '..'"
+    if absolute:
+        url = relative
+    elif "://" in prefix:
+        url = join(prefix, posixpath.normpath(relative))
+    else:
+        url = os.path.normpath(os.path.join(prefix, relative))
+    results_dir = join(prefix, RESULTS_DIRNAME)
+    extension = _extension(url)
+    if not is_under(normalized(url), prefix):
+        return url, f"is outside the output prefix {prefix}"
+    if normalized(url) == results_dir or is_under(normalized(url), results_dir):
+        return url, f"is inside the reserved results folder {results_dir}"
+    if extension.lower() not in OUTPUT_EXTENSIONS:
+        found = f"extension {extension!r}" if extension else "no image extension"
+        return url, f"has {found}; outputs end in {', '.join(OUTPUT_EXTENSIONS)}"
+    if "://" not in prefix and not is_under(os.path.realpath(normalized(url)), os.path.realpath(prefix)):
+        return url, f"leaves the output prefix {prefix} through a symbolic link"
+    return url, None
 
 
 def _label(number: int, row_id: str | None) -> str:
@@ -207,14 +256,14 @@ def _first_row_number(problem: str) -> int:
 
 def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None]],
                   output_prefix: str | None = None) -> Catalog:
-    """Resolve and validate catalog rows; raise one CatalogError listing every problem.
+    """Resolve and validate catalog rows; raise one CatalogError listing every catalog-wide problem.
 
     Args:
         url: the catalog's URL (relative inputs are resolved against its folder; named in errors).
         columns: the table's column names.
         cells: the rows, cells as strings or None.
-        output_prefix: where outputs go when a row has no ``output``; every output must be under
-            it. Without it every row needs an ``output`` and the prefix is their deepest common folder.
+        output_prefix: where every output goes; None: ``default_output_prefix(url)``. Rows whose
+            ``output`` is not safely under it keep ``output_refused`` (see the module docstring).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
@@ -223,61 +272,32 @@ def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None
     if not cells:
         raise CatalogError(url, ["the catalog has no rows"])
     base = catalog_dir(url)
+    prefix = normalized(output_prefix.rstrip("/")) if output_prefix else default_output_prefix(url)
     problems: list[str] = []
-    prefix = output_prefix.rstrip("/") if output_prefix else None
-    if prefix is not None and "://" not in prefix:
-        prefix = os.path.abspath(prefix)
 
     rows_by_number: dict[int, dict[str, str | None]] = {}
     for number, row in enumerate(cells, start=1):
-        label = _label(number, row.get("id"))
         empty = [c for c in REQUIRED_COLUMNS if not row.get(c)]
         if empty:
-            problems.append(f"{label}: empty {', '.join(empty)}")
+            problems.append(f"{_label(number, row.get('id'))}: empty {', '.join(empty)}")
             continue
         resolved = {c: resolve_url(row[c], base) if row.get(c) else None for c in INPUT_COLUMNS}
-        if row.get("output"):
-            resolved["output"] = resolve_url(row["output"], base)
-        elif prefix is not None:
-            resolved["output"] = join(prefix, row["id"] + output_extension(resolved["composite"]))
-        else:
-            problems.append(f"{label}: no output URL and no output_prefix was given")
-            continue
+        derived_name = row["id"] + output_extension(resolved["composite"])
+        resolved["output"], resolved["output_refused"] = place_output(row.get("output"), derived_name, prefix)
         resolved["id"] = row["id"]
         rows_by_number[number] = resolved
-
-    if prefix is None and rows_by_number:
-        outputs = {n: r["output"] for n, r in rows_by_number.items()}
-        first_bucket = _bucket(next(iter(outputs.values())))
-        other = [n for n, o in outputs.items() if _bucket(o) != first_bucket]
-        for number in other:
-            problems.append(f"{_label(number, rows_by_number[number]['id'])}: output "
-                            f"{outputs[number]} is not in {first_bucket} like the first row's output; "
-                            "give an output_prefix")
-        if not other:
-            prefix = common_prefix(list(outputs.values()))
-    reserved = join(prefix, RESULTS_DIRNAME) if prefix else None
 
     ids: dict[str, list[int]] = defaultdict(list)
     output_rows: dict[str, list[int]] = defaultdict(list)
     all_inputs = {normalized(r[c]): (n, c) for n, r in rows_by_number.items() for c in INPUT_COLUMNS if r[c]}
     for number, row in rows_by_number.items():
         ids[row["id"]].append(number)
-        output_rows[normalized(row["output"])].append(number)
-        label, output = _label(number, row["id"]), row["output"]
-        clash = all_inputs.get(normalized(output))
+        clash = all_inputs.get(normalized(row["output"]))
         if clash is not None:
             where = "its own" if clash[0] == number else f"row {clash[0]}'s"
-            problems.append(f"{label}: output {output} is {where} input {clash[1]}")
-        elif _extension(output) and _extension(output).lower() not in OUTPUT_EXTENSIONS:
-            problems.append(f"{label}: output {output} has extension {_extension(output)!r}; outputs can be "
-                            f"{', '.join(OUTPUT_EXTENSIONS)} (or no extension: the composite's format)")
-        elif ".." in output.split("://", 1)[-1].split("/"):
-            problems.append(f"{label}: output {output} contains '..'")
-        elif prefix is not None and not is_under(normalized(output), normalized(prefix)):
-            problems.append(f"{label}: output {output} escapes the output prefix {prefix}")
-        elif reserved is not None and is_under(normalized(output), normalized(reserved)):
-            problems.append(f"{label}: output {output} is inside the reserved results folder {reserved}")
+            problems.append(f"{_label(number, row['id'])}: output {row['output']} is {where} input {clash[1]}")
+        elif row["output_refused"] is None:
+            output_rows[normalized(row["output"])].append(number)
     for row_id, numbers in ids.items():
         if len(numbers) > 1:
             problems.append(f"rows {', '.join(map(str, numbers))}: duplicate id {row_id!r}")
@@ -288,17 +308,29 @@ def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None
         raise CatalogError(url, sorted(problems, key=_first_row_number))
 
     rows = [CatalogRow(id=r["id"], composite=r["composite"], mask=r["mask"], output=r["output"],
-                       background=r["background"], target=r["target"]) for r in rows_by_number.values()]
+                       background=r["background"], target=r["target"],
+                       output_refused=None if r["output_refused"] is None
+                       else f"output {redact(r['output'])} {r['output_refused']}")
+            for r in rows_by_number.values()]
     return Catalog(url=url, rows=rows, output_prefix=prefix, has_background=any(r.background for r in rows),
                    has_target=any(r.target for r in rows))
 
 
 def read_catalog(url: str, output_prefix: str | None = None) -> Catalog:
-    """Read and validate the catalog at ``url`` (see the module docstring); no image is read."""
+    """Read and validate the catalog at ``url`` (see the module docstring); no image is read.
+
+    Args:
+        url: the catalog.
+        output_prefix: where every output goes; None: ``default_output_prefix(url)``.
+    """
     columns, cells = read_table(url)
     catalog = build_catalog(url, columns, cells, output_prefix)
     logger.info("catalog %s: %d rows, outputs under %s%s", url, len(catalog), catalog.output_prefix,
                 ", with ground truth" if catalog.has_target else "")
+    refused = [row for row in catalog.rows if row.output_refused]
+    if refused:
+        logger.warning("catalog %s: %d rows will fail as unsafe_output, e.g. id %r: %s", url, len(refused),
+                       refused[0].id, refused[0].output_refused)
     return catalog
 
 

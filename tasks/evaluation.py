@@ -5,7 +5,7 @@ Two evaluation sets, every method scored on exactly the same items:
 - the fixed evaluation set: ``ssh_model.composites.evaluation_set`` over the bundled sample
   photos (``ssh_model.samples``) with seed ``EVAL_SEED``: one composite per photo and strength
   level (mild, medium, strong), scored with ``ssh_model.metrics.evaluate`` (MSE, PSNR, fMSE, SSIM
-  at full resolution and at 256 px). Models run through ``ssh_model.harmonize.harmonize``;
+  at full resolution and at 256 px). Models run through ``ssh_model.inference.harmonize``;
   baselines are ``ssh_model.baselines.BASELINES`` (identity, reinhard, histogram).
 - validation triplets (the ``val`` split of a triplet version): the network's harmonization pass
   ``net(content_a, reference_b)`` against the pseudo ground truth ``content_b`` over the whole crop;
@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +32,20 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ssh_model.baselines import BASELINES
-from ssh_model.composites import Composite, evaluation_set
-from ssh_model.harmonize import NET_SIZE, harmonize
+from ssh_model.composites import Composite, blob_mask, evaluation_set
 from ssh_model.images import read_image
+from ssh_model.inference import NET_SIZE, harmonize
 from ssh_model.metrics import evaluate
 from ssh_model.network import images_to_tensor, tensor_to_images
+from ssh_model.quality_set import BUCKETS, graded_composite
 from ssh_model.samples import sample_photo_paths
 from tasks.common import run_logger
 
 logger = logging.getLogger(__name__)
 
 EVAL_SEED = 0
-SELECT_SEEDS = (10, 11)  # the checkpoint-selection composites' seeds: other masks and grades than EVAL_SEED's
+SELECT_SEED = 10  # the checkpoint-selection composites' seed: other masks and grades than EVAL_SEED's
+SELECT_MIN_COMPOSITES = 6
 SELECT_MAX_SIDE = 512
 TABLE_METRICS = ("psnr", "mse", "fmse", "ssim", "psnr_256", "fmse_256")
 # What harmonization papers report (iHarmony4's MSE, PSNR, fMSE), at full resolution and at 256 x 256.
@@ -81,10 +83,20 @@ def load_eval_photos(max_side: int | None = None, count: int | None = None) -> d
 
 def selection_composites(photo_urls: Sequence[str], max_side: int | None = SELECT_MAX_SIDE) -> list[Composite]:
     """The composites training picks its checkpoint on: of photos it does not train on (the val split),
-    two seeds (``SELECT_SEEDS``) of mild, medium and strong re-grades each, the photos downscaled first."""
-    photos = {f"{index}-{Path(url).stem}": downscaled(read_image(url), max_side)
-              for index, url in enumerate(photo_urls)}
-    return [replace(item, id=f"{item.id}-s{seed}") for seed in SELECT_SEEDS for item in evaluation_set(photos, seed)]
+    a mild, a medium and a strong one each (at least ``SELECT_MIN_COMPOSITES`` in all), sized like the
+    quality benchmark's by the foreground's CIEDE2000 shift (``ssh_model.quality_set``) but with random
+    blob masks and grades of the training generator from seeds no bank draws; photos downscaled first."""
+    repeats = max(1, math.ceil(SELECT_MIN_COMPOSITES / (len(BUCKETS) * max(1, len(photo_urls)))))
+    items = []
+    for index, url in enumerate(photo_urls):
+        photo = downscaled(read_image(url), max_side)
+        for repeat in range(repeats):
+            for level, (bucket, _, _) in enumerate(BUCKETS):
+                rng = np.random.default_rng([SELECT_SEED, index, repeat, level])
+                mask = blob_mask(*photo.shape[:2], rng)
+                items.append(graded_composite(f"{index}-{Path(url).stem}-{bucket}-{repeat}", photo, mask, bucket,
+                                              rng, family="lut"))
+    return items
 
 
 def selection_score(model: torch.nn.Module, composites: Sequence[Composite]) -> float:

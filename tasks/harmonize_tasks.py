@@ -1,17 +1,23 @@
 """The Prefect tasks of the ``harmonize-batch`` flow: thin wrappers over catalog, batch_inference and results.
 
 Kept apart from those modules so that Ray workers, which import them, never import Prefect.
-Only tasks that do plain storage I/O retry, and only on transient I/O errors: a bad catalog or a
-missing object will not get better by waiting, and the inference task is resumable instead.
+Only tasks that do plain storage I/O retry, and only on transient I/O errors (``is_transient_io_error``:
+refused or reset connections, unreachable endpoints, timeouts, HTTP 5xx, throttling): a bad catalog or
+a missing object will not get better by waiting, and the inference task is resumable instead.
+Retries back off (``IO_RETRY_DELAYS``) and stop once ``IO_RETRY_BUDGET_S`` have passed since the first
+try, so an S3 endpoint that is down fails the flow in well under a minute (s3fs and botocore already
+retry each call for about 12 s), with one line naming the endpoint.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ssh_model.errors import is_transient
 from ssh_model.storage import write_bytes_atomic
 from tasks.batch_inference import JobOptions, JobOutcome, run_job
 from tasks.batch_stages import ModelPayload, load_model_payload
@@ -20,18 +26,28 @@ from tasks.common import ray_init
 from tasks.results import load_previous, merge_results, new_run_id, render_job_report, report_url
 
 IO_RETRIES = 3
-IO_RETRY_DELAYS = [2, 10, 30]
-_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+IO_RETRY_DELAYS = [1, 3, 9]  # seconds before the 1st, 2nd and 3rd retry
+IO_RETRY_BUDGET_S = 15.0  # no retry starts once this long has passed since the task's first try
 
 
 def is_transient_io_error(error: object) -> bool:
-    """True for OSErrors (network, timeouts, throttling) other than missing or forbidden objects."""
-    return isinstance(error, OSError) and not isinstance(error, _PERMANENT)
+    """True when waiting may help: refused or reset connections, unreachable endpoints (botocore's
+    EndpointConnectionError), connect and read timeouts, HTTP 5xx and throttling (SlowDown, 503), and
+    other OS-level I/O errors; False for missing or forbidden objects, bad URLs, bad data and non-errors.
+    Causes count: fsspec's HTTP ``FileNotFoundError`` raised from a refused connection is transient."""
+    return isinstance(error, BaseException) and is_transient(error)
+
+
+def seconds_since_first_try(task_run: Any) -> float:
+    started = getattr(task_run, "start_time", None)
+    if started is None:
+        return 0.0
+    return (datetime.now(UTC) - started).total_seconds()
 
 
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
-    """``retry_condition_fn``: retry only when the failure was a transient I/O error."""
-    return is_transient_io_error(getattr(state, "data", None))
+    """``retry_condition_fn``: retry a transient I/O error while within ``IO_RETRY_BUDGET_S``."""
+    return is_transient_io_error(getattr(state, "data", None)) and seconds_since_first_try(task_run) < IO_RETRY_BUDGET_S
 
 
 _io_task = {"retries": IO_RETRIES, "retry_delay_seconds": IO_RETRY_DELAYS, "retry_condition_fn": retry_on_io,
@@ -40,7 +56,11 @@ _io_task = {"retries": IO_RETRIES, "retry_delay_seconds": IO_RETRY_DELAYS, "retr
 
 @task(name="load-catalog", **_io_task)
 def load_catalog(url: str, output_prefix: str | None) -> Catalog:
-    """Read and validate the catalog; fails with one message listing every offending row."""
+    """Read and validate the catalog; fails with one message listing every catalog-wide problem.
+
+    Every output lies under ``output_prefix``; None means ``{data_root}/harmonized/{catalog file stem}``
+    (``tasks.catalog.default_output_prefix``). Rows with unsafe outputs fail alone later (unsafe_output).
+    """
     catalog = read_catalog(url, output_prefix)
     get_run_logger().info("catalog %s: %d rows; outputs under %s; results in %s", url, len(catalog),
                           catalog.output_prefix, catalog.results_dir)

@@ -30,7 +30,7 @@ DEFAULT_SIZE = 256
 
 
 def _harmonize(composite, mask, model, background, size):
-    from ssh_model.harmonize import harmonize  # imported late: loading the model must not need it
+    from ssh_model.inference import harmonize  # imported late: loading the model must not need it
 
     return harmonize(composite, mask, model, background=background, size=size)
 

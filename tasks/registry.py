@@ -8,8 +8,10 @@
 - ``promotion_gate``: scores the candidate and the current champion on the fixed evaluation set
   (``tasks.evaluation``) and moves ``champion`` to the candidate only when it beats the champion
   by ``margin`` (in the metric's units); the decision and both scores are tags on the version.
-- ``load_registered_model(uri)``: ``models:/ssh-harmonizer@champion``, ``models:/name/3`` or a plain
-  ``.safetensors`` URL (any fsspec URL) -> (the network, SSHNet or ColourNet, in eval mode, version string).
+- ``load_registered_model(uri)``: ``models:/ssh-harmonizer@champion``, ``models:/name/3``, ``pretrained``
+  (the weights shipped in the package) or a plain ``.safetensors`` URL (any fsspec URL) -> (the network,
+  SSHNet or ColourNet, in eval mode, version string).
+- ``default_model_uri()``: what inference loads when no model is named.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ from mlflow.entities.model_registry import ModelVersion
 
 from ssh_model import storage
 from ssh_model.checkpoints import load_model
-from tasks.tracking import configure  # importing it sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
+from ssh_model.pretrained import MODEL_CARD, PRETRAINED_URI, pretrained_path
+from ssh_model.settings import get_settings
+
+# importing tasks.tracking sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
+from tasks.tracking import configure, store_exists, tracked_run
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,37 @@ def register_candidate(model_uri: str, name: str = MODEL_NAME, tags: dict[str, s
     return client.get_model_version(name, version.version)
 
 
+def register_pretrained(name: str = MODEL_NAME, data_root: str | None = None) -> str:
+    """Register the weights shipped in the package as a version of ``name`` with their model card, once
+    (found again by the weights' hash), and make it the champion when ``name`` has none.
+
+    Returns the version number. Its run is named ``pretrained-<hash>`` (kind "pretrained").
+    """
+    path = pretrained_path()
+    weights = file_version(path.read_bytes())
+    configure(data_root)
+    client = mlflow.MlflowClient()
+    found = [v for v in client.search_model_versions(f"name = '{name}'")
+             if v.tags.get("ssh.source") == PRETRAINED_URI and v.tags.get("ssh.weights") == weights]
+    if found:
+        version = str(found[0].version)
+    else:
+        with tracked_run(f"{PRETRAINED_URI}-{weights}", data_root=data_root, kind=PRETRAINED_URI,
+                         tags={"ssh.weights": weights}):
+            info = log_model(str(path))
+            mlflow.log_artifact(str(MODEL_CARD))
+        version = str(register_candidate(info.model_uri, name, tags={"ssh.source": PRETRAINED_URI,
+                                                                     "ssh.weights": weights}, alias=PRETRAINED_URI
+                                         ).version)
+        client.update_model_version(name, version, description=MODEL_CARD.read_text(encoding="utf-8"))
+    try:
+        client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        logger.info("the shipped weights (%s version %s) are the champion", name, version)
+    return version
+
+
 def versions_of_run(run_id: str, name: str = MODEL_NAME) -> list[ModelVersion]:
     """The registered versions of ``name`` logged by run ``run_id`` (newest first)."""
     found = mlflow.MlflowClient().search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
@@ -87,9 +124,9 @@ def parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
 
 def expand_model_ref(ref: str, name: str = MODEL_NAME) -> str:
     """Shorthands for people: "champion" -> ``models:/name@champion``, "3" -> ``models:/name/3``;
-    ``models:/`` URIs and checkpoint URLs pass through."""
+    ``models:/`` URIs, ``pretrained`` and checkpoint URLs pass through."""
     ref = ref.strip()
-    if ref.startswith("models:/") or "://" in ref or ref.endswith(".safetensors") or "/" in ref:
+    if ref == PRETRAINED_URI or ref.startswith("models:/") or "://" in ref or ref.endswith(".safetensors") or "/" in ref:
         return ref
     if ref.isdigit() or ref == "latest":
         return f"models:/{name}/{ref}"
@@ -97,10 +134,17 @@ def expand_model_ref(ref: str, name: str = MODEL_NAME) -> str:
 
 
 def resolve_version(uri: str) -> ModelVersion:
-    """The registry version a ``models:/`` URI names (``latest`` = the highest version number)."""
+    """The registry version a ``models:/`` URI names (``latest`` = the highest version number).
+
+    Raises ``ssh_model.errors.UnknownModelError`` (a ValueError and a LookupError) naming ``uri`` when the
+    registry has no such model, version or alias, and a ``ModelError`` when the registry cannot be reached.
+    """
+    from ssh_model.errors import ModelError, UnknownModelError, classify, redact, storage_error
+
     parsed = parse_models_uri(uri)
     if parsed is None:
-        raise ValueError(f"{uri!r} is not a models:/name@alias or models:/name/version URI")
+        raise UnknownModelError("unknown_model", f"model {redact(uri)}: not a models:/name@alias or "
+                                                 "models:/name/version URI")
     name, alias, version = parsed
     client = mlflow.MlflowClient()
     try:
@@ -109,12 +153,15 @@ def resolve_version(uri: str) -> ModelVersion:
         if version == "latest":
             versions = client.search_model_versions(f"name = '{name}'")
             if not versions:
-                raise ValueError(f"registered model {name!r} has no versions")
+                raise UnknownModelError("unknown_model", f"model {uri}: registered model {name!r} has no versions")
             return max(versions, key=lambda v: int(v.version))
         return client.get_model_version(name, version)
     except mlflow.exceptions.MlflowException as err:
-        raise LookupError(f"cannot resolve {uri} in the registry at {mlflow.get_registry_uri()}: "
-                          f"{err.message}") from err
+        where = redact(mlflow.get_registry_uri())
+        if classify(err)[0] in ("unreachable", "timeout"):
+            raise storage_error(err, where, f"model {uri}: the registry", ModelError) from err
+        raise UnknownModelError("unknown_model", f"model {uri}: cannot resolve it in the registry at {where} "
+                                                 f"({' '.join(err.message.split())})") from err
 
 
 def download_weights(version: ModelVersion, folder: str) -> str:
@@ -147,20 +194,66 @@ def load_registered_model(uri: str, device: str | torch.device = "cpu") -> tuple
     Returns:
         (model, version): version is ``"name/N"`` for registry URIs, ``"sha256:<12 hex>"`` of the file
         for plain URLs. No pickle is involved either way.
+    Raises:
+        ssh_model.errors.ModelError: one line naming ``uri`` as given (never a temporary copy): reason
+            ``no_registry`` (a ``models:/`` URI, no ``MLFLOW_TRACKING_URI`` and no store: looking never
+            creates one), ``unknown_model``, ``not_a_model``, or a storage reason for the file
+            (``missing``, ``unsupported_url`` for an unknown scheme or a backend not installed, ...).
     """
+    from ssh_model.checkpoints import CheckpointError
+    from ssh_model.errors import ModelError, UnknownModelError, redact, storage_error
+
+    if uri == PRETRAINED_URI:
+        path = pretrained_path()
+        return load_model(str(path), device=device), f"{PRETRAINED_URI}/{file_version(path.read_bytes())}"
     if uri.startswith("models:/"):
+        if parse_models_uri(uri) is None:
+            raise UnknownModelError("unknown_model", f"model {redact(uri)}: not a models:/name@alias or "
+                                                     "models:/name/version URI")
+        if not store_exists():
+            raise ModelError("no_registry", f"model {uri}: there is no model registry: MLFLOW_TRACKING_URI is not "
+                                            f"set and the data root {redact(get_settings().data_root)} has no MLflow "
+                                            "store (register a model first, or give a .safetensors file)")
         configure()
         version = resolve_version(uri)
         with tempfile.TemporaryDirectory() as folder:
-            model = load_model(download_weights(version, folder), device=device)
+            local = download_weights(version, folder)
+            try:
+                model = load_model(local, device=device)
+            except CheckpointError as err:
+                raise ModelError("not_a_model", f"model {uri} ({version_label(version)}): "
+                                                f"{str(err).removeprefix(f'{local}: ')}") from err
         return model, version_label(version)
-    data = storage.read_bytes(uri)
+    try:
+        data = storage.read_bytes(uri)
+    except Exception as err:  # noqa: BLE001 - fsspec raises ValueError/ImportError for schemes, botocore its own
+        raise storage_error(err, uri, "model", ModelError) from err
     with tempfile.TemporaryDirectory() as folder:
         local = os.path.join(folder, WEIGHTS_FILE)
         with open(local, "wb") as handle:
             handle.write(data)
-        model = load_model(local, device=device)
+        try:
+            model = load_model(local, device=device)
+        except CheckpointError as err:  # named by the user's URL, not the temporary copy's path
+            raise ModelError("not_a_model", f"model {redact(uri)}: {str(err).removeprefix(f'{local}: ')}") from err
     return model, file_version(data)
+
+
+def default_model_uri(name: str = MODEL_NAME) -> str:
+    """The model inference loads when none is named: ``SSH_MODEL_URI`` when set; else the registry's
+    champion when there is a registry (``tracking.store_exists``: looking never creates one) with a
+    champion; else the weights shipped in the package (``pretrained``)."""
+    configured = get_settings().model_uri
+    if configured:
+        return configured
+    if store_exists():
+        configure()
+        try:
+            mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+            return f"models:/{name}@{CHAMPION}"
+        except mlflow.exceptions.MlflowException as err:
+            logger.info("no %s champion in the registry (%s): using the shipped weights", name, err.error_code)
+    return PRETRAINED_URI
 
 
 # -- the promotion gate -----------------------------------------------------------------------------
@@ -251,8 +344,10 @@ def promotion_gate(candidate_version: str, *, name: str = MODEL_NAME, metric: st
 
 
 __all__ = [
-    "CANDIDATE", "CHAMPION", "MODEL_NAME", "GateDecision", "decide", "download_weights", "expand_model_ref",
+    "CANDIDATE", "CHAMPION", "MODEL_NAME", "GateDecision", "decide", "default_model_uri", "download_weights",
+    "expand_model_ref",
     "file_version",
     "load_registered_model", "log_model", "parse_models_uri", "promotion_gate", "register_candidate",
+    "register_pretrained",
     "resolve_version", "version_label", "versions_of_run",
 ]

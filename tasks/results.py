@@ -7,18 +7,24 @@ Layout under ``<output_prefix>/_results/``:
                                killed halfway loses at most the last few seconds of records
     report.html                before / after / mask thumbnails (and ground truth), counts and metrics
 
-A row is up to date, and skipped by the next run, when its output exists and its latest record
-says it was made (status ok or skipped) for the same output URL from inputs with the same content
-hashes, by the same model version and JPEG quality. Errors are always retried. Records are merged
-by id, the most recent one winning, so a job killed halfway and re-run ends with exactly one record
-per row; outputs made by the killed run but never recorded are simply made again (atomically).
+A row is up to date, and skipped by the next run, when its latest record says it was made (status ok
+or skipped) for the same output URL from inputs with the same content hashes, by the same model version
+and JPEG quality, and its output now has the size and sha256 the record holds (``output_matches``): a
+missing, cut or replaced output is made again. Records of older versions (no ``output_sha256``; their
+tables and fragments still load) accept any non-empty output, and the skipped record then holds its
+hash, so later runs verify it in full. Errors are always retried. Records are merged by id, the latest
+winning, so a job killed halfway and re-run ends with exactly one record per row; outputs the killed
+run made but never recorded are made again (atomically). Records are durable within ``max_seconds``
+of reaching ``FragmentWriter`` (a timer flushes them), so ``kill -9`` loses only the last seconds'.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections import Counter
@@ -63,6 +69,8 @@ BASE_SCHEMA = pa.schema([
     ("seconds", pa.float64()),
     ("finished_at", pa.timestamp("us", tz="UTC")),
     ("run_id", pa.string()),
+    ("output_sha256", pa.string()),  # of the output's bytes as written (None in records of older versions)
+    ("output_size", pa.int64()),
 ])
 RECORD_SCHEMA = BASE_SCHEMA.append(pa.field(METRICS_COLUMN, pa.string()))
 HASH_COLUMNS = ("composite_sha256", "mask_sha256", "background_sha256", "target_sha256")
@@ -102,6 +110,15 @@ def is_up_to_date(previous: dict | None, *, output: str, hashes: dict[str, str |
     return (previous.get("output") == output and previous.get("model_version") == model_version
             and previous.get("jpeg_quality") == jpeg_quality
             and all(previous.get(k) == hashes.get(k) for k in HASH_COLUMNS))
+
+
+def output_matches(previous: dict, data: bytes) -> bool:
+    """True when ``data``, the output's bytes as they are now, are what ``previous`` (a record) says was
+    written: the same size and sha256. A record without a hash (written by an older version) accepts
+    any output that is not empty."""
+    if not previous.get("output_sha256"):
+        return len(data) > 0
+    return len(data) == previous.get("output_size") and hashlib.sha256(data).hexdigest() == previous["output_sha256"]
 
 
 # ---------------------------------------------------------------- (de)serialisation
@@ -199,6 +216,10 @@ def load_previous(results_dir: str) -> dict[str, dict]:
 class FragmentWriter:
     """Buffers records and writes them as small Parquet fragments, each atomically.
 
+    ``add`` flushes when ``max_rows`` records are pending or the oldest has waited ``max_seconds``;
+    once ``start``-ed, a background thread also flushes them then when nothing else arrives, so a record
+    is durable within about ``max_seconds`` of reaching the writer, whatever becomes of the process.
+
     Args:
         results_dir: the job's ``_results`` folder.
         run_id: names the fragments of this run.
@@ -206,7 +227,7 @@ class FragmentWriter:
         max_seconds: flush when the oldest pending record has waited this long.
     """
 
-    def __init__(self, results_dir: str, run_id: str, max_rows: int = 256, max_seconds: float = 10.0) -> None:
+    def __init__(self, results_dir: str, run_id: str, max_rows: int = 256, max_seconds: float = 2.0) -> None:
         self.results_dir = results_dir
         self.run_id = run_id
         self.max_rows = max_rows
@@ -214,23 +235,60 @@ class FragmentWriter:
         self.pending: list[dict] = []
         self.written: list[str] = []
         self._since = time.monotonic()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def add(self, records: Iterable[dict]) -> None:
-        for record in records:
-            if not self.pending:
-                self._since = time.monotonic()
-            self.pending.append(record)
-        if len(self.pending) >= self.max_rows or (
-                self.pending and time.monotonic() - self._since >= self.max_seconds):
-            self.flush()
+        with self._lock:
+            for record in records:
+                if not self.pending:
+                    self._since = time.monotonic()
+                self.pending.append(record)
+            if len(self.pending) >= self.max_rows or self._is_due():
+                self.flush()
+
+    def _is_due(self) -> bool:
+        return bool(self.pending) and time.monotonic() - self._since >= self.max_seconds
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        url = join(fragments_dir(self.results_dir), f"{self.run_id}-{len(self.written):06d}.parquet")
-        write_bytes_atomic(url, _to_parquet_bytes(records_table(self.pending)))
-        self.written.append(url)
-        self.pending = []
+        """Write the pending records as one fragment; on a storage error they stay pending."""
+        with self._lock:
+            if not self.pending:
+                return
+            url = join(fragments_dir(self.results_dir), f"{self.run_id}-{len(self.written):06d}.parquet")
+            write_bytes_atomic(url, _to_parquet_bytes(records_table(self.pending)))
+            self.written.append(url)
+            self.pending = []
+
+    def start(self) -> FragmentWriter:
+        """Start the background thread that flushes records waiting ``max_seconds`` (idempotent)."""
+        if self._timer is None:
+            self._stop.clear()
+            self._timer = threading.Thread(target=self._flush_when_due, name=f"fragments-{self.run_id}", daemon=True)
+            self._timer.start()
+        return self
+
+    def close(self) -> None:
+        """Stop the background thread and write whatever is pending."""
+        if self._timer is not None:
+            self._stop.set()
+            self._timer.join()
+            self._timer = None
+        self.flush()
+
+    def _flush_when_due(self) -> None:
+        period = min(1.0, max(0.05, self.max_seconds / 4))
+        while not self._stop.wait(period):
+            with self._lock:
+                if not self._is_due():
+                    continue
+                try:
+                    self.flush()
+                except Exception:  # noqa: BLE001 - the records stay pending: retried in max_seconds, or by close()
+                    self._since = time.monotonic()
+                    logger.warning("cannot write a records fragment under %s yet; retrying", self.results_dir,
+                                   exc_info=True)
 
 
 def merge_results(results_dir: str) -> tuple[str, pa.Table]:

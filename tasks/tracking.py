@@ -52,6 +52,16 @@ def _local_root(data_root: str) -> str | None:
     return os.path.abspath(data_root[len("file://"):] if data_root.startswith("file://") else data_root)
 
 
+def store_exists(data_root: str | None = None) -> bool:
+    """Whether there is a store to ask: ``MLFLOW_TRACKING_URI`` is set or the embedded SQLite file exists
+    (asking never creates one)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return True
+    local = _local_root(data_root or get_settings().data_root)
+    folder = CACHE_DIR / "mlflow" if local is None else Path(local) / "mlflow"
+    return (folder / "mlflow.db").is_file()
+
+
 def tracking_uri(data_root: str | None = None) -> str:
     """``MLFLOW_TRACKING_URI`` if set, else the embedded SQLite store for ``data_root`` (see module doc)."""
     configured = os.environ.get("MLFLOW_TRACKING_URI")

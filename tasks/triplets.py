@@ -38,11 +38,12 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from PIL import Image
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ssh_model import storage
-from ssh_model.images import decode_image
+from ssh_model.images import decode_image, decode_mask
 from ssh_model.lut import LUT, lut_bank, read_cube_folder
 from ssh_model.lut_generator import STRENGTH_DISTRIBUTIONS
 from ssh_model.settings import get_settings
@@ -54,7 +55,7 @@ from ssh_model.shards import (
     shard_info,
     triplet_row,
 )
-from ssh_model.triplets import draw_layout, make_triplet
+from ssh_model.triplets import draw_layout, draw_luts, make_triplet
 from tasks.common import forwarded_env, ray_init, run_logger
 from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
 
@@ -63,6 +64,7 @@ BUILD_PARAMS = "_build.json"
 GENERATOR_PREFIX = "generator:"
 DEFAULT_LUT_COUNT = 100
 SPLITS = ("train", "val", "test")
+OUTLINE_SIDE = 160  # object masks are kept at most this size: they shape 2 x crop-size scenes
 
 
 class VersionConflict(RuntimeError):
@@ -94,6 +96,28 @@ def load_lut_bank(spec: str, lut_size: int) -> list[LUT]:
     if len(bank) < 2:
         raise ValueError(f"{spec} holds {len(bank)} .cube file(s); a triplet needs two different LUTs")
     return bank
+
+
+def load_outlines(url: str, max_side: int = OUTLINE_SIDE) -> list[np.ndarray]:
+    """The object masks (``*.png``, any depth) under the folder ``url`` as hard bool masks, sorted by path,
+    each shrunk to ``max_side`` (the outline is all a region triplet takes from it)."""
+    fs, root = storage.filesystem(url)
+    paths = sorted(p for p in fs.find(root) if p.lower().endswith(".png"))
+    if not paths:
+        raise FileNotFoundError(f"no object masks (*.png) under {url}")
+    outlines = []
+    for path in paths:
+        mask = Image.fromarray((decode_mask(fs.cat_file(path), path) >= 0.5).astype(np.uint8) * 255)
+        mask.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        outlines.append(np.asarray(mask) >= 128)
+    return outlines
+
+
+def outlines_digest(outlines: Sequence[np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for outline in outlines:
+        digest.update(np.packbits(outline).tobytes() + str(outline.shape).encode())
+    return digest.hexdigest()
 
 
 def lut_bank_digest(bank: Sequence[LUT]) -> str:
@@ -161,6 +185,9 @@ class BuildParams:
     images_per_shard: int
     region_fraction: float = 0.0  # the share of triplets in the "region" layout (ssh_model.triplets)
     schema_version: str = SCHEMA_VERSION
+    natural_fraction: float = 0.0  # the share of triplets whose second grade is the identity (draw_luts)
+    masks: str = ""  # a folder URL of object masks (*.png) whose outlines shape region triplets ("": blobs)
+    masks_sha256: str = ""  # of the outlines as loaded (load_outlines)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,7 +196,7 @@ class BuildParams:
 # -- one shard --------------------------------------------------------------------------------------
 
 def build_shard(plan: ShardPlan, bank: Sequence[LUT], params: BuildParams, data_root: str,
-                version_root: str, max_pixels: int) -> dict[str, Any]:
+                version_root: str, max_pixels: int, outlines: Sequence[np.ndarray] = ()) -> dict[str, Any]:
     """Make ``per_image`` triplets for each photo of ``plan`` and write its shard; returns the file entry."""
     started, cpu_started = time.monotonic(), time.process_time()
     url = storage.join(version_root, plan.path)
@@ -178,9 +205,11 @@ def build_shard(plan: ShardPlan, bank: Sequence[LUT], params: BuildParams, data_
             image = decode_image(storage.read_bytes(images_url(data_root, blob)), blob, max_pixels=max_pixels)
             for k in range(params.per_image):
                 rng = triplet_rng(params.seed, image_id, k)
-                first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
-                triplet = make_triplet(image, bank[first], bank[second], rng, crop_size=params.crop_size,
-                                       layout=draw_layout(rng, params.region_fraction))
+                lut_a, lut_b = draw_luts(rng, bank, params.natural_fraction)
+                layout = draw_layout(rng, params.region_fraction)
+                outline = outlines[int(rng.integers(len(outlines)))] if layout == "region" and outlines else None
+                triplet = make_triplet(image, lut_a, lut_b, rng, crop_size=params.crop_size, layout=layout,
+                                       outline=outline)
                 writer.write(triplet_row(triplet, image_id=image_id, split=plan.split, k=k, seed=params.seed,
                                          encoding=params.encoding))
     info = writer.info
@@ -203,6 +232,7 @@ class ShardBuilder:
     def __init__(self, params: dict[str, Any], data_root: str, version_root: str, max_pixels: int) -> None:
         self.params = BuildParams(**params)
         self.bank = load_lut_bank(self.params.luts, self.params.lut_size)
+        self.outlines = load_outlines(self.params.masks) if self.params.masks else []
         self.data_root, self.version_root, self.max_pixels = data_root, version_root, max_pixels
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -211,7 +241,7 @@ class ShardBuilder:
             plan = ShardPlan(item["split"], int(item["index"]), tuple(item["image_ids"]),
                              tuple(item["blobs"]))
             entries.append(build_shard(plan, self.bank, self.params, self.data_root, self.version_root,
-                                       self.max_pixels))
+                                       self.max_pixels, self.outlines))
         return pa.Table.from_pylist(entries, schema=SHARD_ENTRY_SCHEMA)
 
 
@@ -386,10 +416,11 @@ def image_manifest(data_root: str) -> tuple[pa.Table, str]:
 
 
 def check_build_arguments(per_image: int, crop_size: int, seed: int, encoding: str, rows_per_group: int,
-                          triplets_per_shard: int, region_fraction: float = 0.0) -> None:
+                          triplets_per_shard: int, region_fraction: float = 0.0, natural_fraction: float = 0.0) -> None:
     problems = []
-    if not 0.0 <= region_fraction <= 1.0:
-        problems.append(f"region_fraction must be between 0 and 1, got {region_fraction}")
+    for name, value in (("region_fraction", region_fraction), ("natural_fraction", natural_fraction)):
+        if not 0.0 <= value <= 1.0:
+            problems.append(f"{name} must be between 0 and 1, got {value}")
     if per_image < 1:
         problems.append(f"per_image must be at least 1, got {per_image}")
     if crop_size < 16:
@@ -411,24 +442,30 @@ def check_build_arguments(per_image: int, crop_size: int, seed: int, encoding: s
 @task(name="plan-triplet-build", cache_policy=NO_CACHE)
 def plan_build(data_root: str, version: str, luts: str, per_image: int, crop_size: int, seed: int,
                encoding: str, rows_per_group: int, triplets_per_shard: int,
-               overwrite: bool, region_fraction: float = 0.0) -> tuple[BuildParams, Preparation]:
+               overwrite: bool, region_fraction: float = 0.0, masks: str | None = None,
+               natural_fraction: float = 0.0) -> tuple[BuildParams, Preparation]:
     """Read the image manifest and the LUT bank, fix the parameters, and clean or resume the version."""
     log = run_logger()
     check_build_arguments(per_image, crop_size, seed, encoding, rows_per_group, triplets_per_shard,
-                          region_fraction)
+                          region_fraction, natural_fraction)
     settings = get_settings()
     manifest, manifest_sha = image_manifest(data_root)
     if manifest.num_rows == 0:
         raise ValueError(f"the image manifest under {data_root} is empty: ingest some photos first")
     bank = load_lut_bank(luts, settings.lut_size)
+    outlines = load_outlines(masks) if masks else []
     params = BuildParams(luts=luts, lut_size=settings.lut_size, lut_bank_sha256=lut_bank_digest(bank),
                          image_manifest_sha256=manifest_sha, per_image=per_image, crop_size=crop_size,
                          seed=seed, encoding=encoding, rows_per_group=rows_per_group,
                          images_per_shard=max(1, triplets_per_shard // per_image),
-                         region_fraction=float(region_fraction))
+                         region_fraction=float(region_fraction), natural_fraction=float(natural_fraction),
+                         masks=masks or "",
+                         masks_sha256=outlines_digest(outlines) if outlines else "")
     plans = plan_shards(manifest, params.images_per_shard)
-    log.info("%d photos, %d LUTs (%s), %d triplets per photo at %d px (%.0f%% region layout) -> %d shards",
-             manifest.num_rows, len(bank), luts, per_image, crop_size, 100 * region_fraction, len(plans))
+    log.info("%d photos, %d LUTs (%s), %d triplets per photo at %d px (%.0f%% region layout, %s; %.0f%% with a "
+             "natural reference) -> %d shards", manifest.num_rows, len(bank), luts, per_image, crop_size,
+             100 * region_fraction, f"{len(outlines)} object outlines" if outlines else "blob regions",
+             100 * natural_fraction, len(plans))
     return params, prepare_version(version_root_of(data_root, version), params, plans, overwrite)
 
 

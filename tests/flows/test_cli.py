@@ -258,3 +258,21 @@ def test_given_a_realhm_folder_when_cataloged_then_rows_have_backgrounds(tmp_pat
 
     assert main(["catalog", "realhm", str(tmp_path / "RealHM"), "-o", str(tmp_path / "x.txt")]) == 2
     assert "unknown catalog format '.txt'" in capsys.readouterr().err
+
+
+def test_given_no_model_and_no_registry_when_harmonizing_then_the_shipped_weights_are_used_and_nothing_else_written(
+        layers, tmp_path, monkeypatch):
+    from ssh_model.inference import harmonize
+    from ssh_model.pretrained import load_pretrained
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSH_MODEL_URI", "")
+    monkeypatch.delenv("SSH_DATA_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    assert main(["harmonize", layers["foreground"], layers["mask"], "-o", "out.png"]) == 0
+
+    expected = harmonize(read_image(layers["foreground"]), read_mask(layers["mask"]), load_pretrained())
+    assert np.array_equal(read_image(str(tmp_path / "out.png")), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out.png"])  # no data/ store created

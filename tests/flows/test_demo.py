@@ -1,5 +1,5 @@
-"""The main job (flow ``demo``: retrain -> harmonize-batch) on a tiny budget, run twice: the first run
-builds everything and promotes a champion, the second reuses it all."""
+"""The main job (flow ``demo``: the shipped model as champion -> retrain -> harmonize-batch) on a tiny
+budget, run twice: the first run builds everything and keeps the better champion, the second reuses it all."""
 
 import mlflow
 import pyarrow.parquet as pq
@@ -42,7 +42,11 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     assert [row["source_url"].rsplit("/", 1)[-1] for row in manifest if row["split"] == "val"] == [
         "motorcycle_right.png"]
     assert first["retrain"]["train"]["model_step"] in (0, 2)  # picked on the val photo's composites
-    assert first["retrain"]["train"]["gate"]["promoted"] and str(runs["champion"].version) == "1"
+    # the shipped model is version 1 and the champion; two training steps on four photos do not displace it
+    gate = first["retrain"]["train"]["gate"]
+    assert not gate["promoted"] and gate["champion_version"] == "1" and str(runs["champion"].version) == "1"
+    assert gate["champion_score"] > gate["candidate_score"]
+    assert runs["champion"].tags["ssh.source"] == "pretrained" and "Model card" in runs["champion"].description
     # every held-out composite is harmonized, scored against its ground truth and shown in the report
     harmonized = first["harmonize"]
     assert harmonized["ok"] == harmonized["total"] == 3 * len(HELD_OUT) and harmonized["error"] == 0
@@ -52,10 +56,12 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     assert all(storage.exists(row["output"]) for row in results)
     report = storage.read_bytes(first["report"]).decode()
     assert all(row["id"] in report for row in results)
-    # the table the README's command prints: the model and the three baselines, means over the rows
+    assert first["champion"] == harmonized["model_version"] == f"{MODEL_NAME}/1"
+    # the table the README's command prints: shipped, fresh and the three baselines, means over the composites
     lines = first["table"].splitlines()
-    assert [line.split("|")[1].strip() for line in lines[2:]] == ["model", "identity", "reinhard", "histogram"]
-    identity = lines[3].split("|")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [
+        f"shipped ({MODEL_NAME}/1, champion)", f"fresh ({MODEL_NAME}/2)", "identity", "reinhard", "histogram"]
+    identity = lines[4].split("|")
     assert float(identity[2]) == pytest.approx(sum(r["identity_psnr"] for r in results) / len(results), abs=0.01)
 
 
@@ -64,7 +70,7 @@ def test_given_a_finished_demo_when_run_again_then_it_reuses_the_data_the_model_
     assert second["retrain"]["ingest"]["added"] == 0
     assert second["retrain"]["version"] == runs["first"]["retrain"]["version"]
     assert second["retrain"]["train"]["start_steps"] == [TINY["steps"]]  # resumed at its end: no new steps
-    assert len(runs["versions"]) == 1  # not registered twice
+    assert len(runs["versions"]) == 2  # the shipped model and the fresh one, neither registered twice
     assert second["harmonize"]["skipped"] == second["harmonize"]["total"]
     assert {row["status"] for row in runs["second_results"]} == {"skipped"}
     # and the rewritten report still shows every row's pictures (from its inputs and its existing output)

@@ -103,3 +103,21 @@ def test_given_bad_parameters_when_checked_then_every_problem_is_named():
 
     assert str(caught.value).count(" must ") == 5
     check_parameters(max_error_rate=0.0, jpeg_quality=100, concurrency=None, num_gpus=None, batch_size=1)
+
+
+def test_given_no_model_and_no_registry_when_the_flow_runs_then_the_shipped_weights_harmonize_and_are_named(
+        s3_prefix, run_logs, tmp_path, monkeypatch):
+    monkeypatch.setenv("SSH_MODEL_URI", "")
+    monkeypatch.setenv("SSH_DATA_ROOT", str(tmp_path / "data"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    rows = [write_case(s3_prefix, f"img-{i}", np.random.default_rng(30 + i)) for i in range(2)]
+    catalog = f"{s3_prefix}/catalog.parquet"
+    write_catalog(rows, catalog)
+
+    summary = harmonize_batch(catalog=catalog, output_prefix=f"{s3_prefix}/out", concurrency=1)
+
+    assert summary["ok"] == 2 and summary["model_version"].startswith("pretrained/sha256:")
+    results = pq.read_table(pa.BufferReader(read_bytes(summary["results_url"]))).to_pylist()
+    assert {r["model_version"] for r in results} == {summary["model_version"]}
+    assert any("no model given" in m and "shipped" in m for m in run_logs)
+    assert not (tmp_path / "data").exists()

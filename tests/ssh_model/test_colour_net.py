@@ -14,7 +14,7 @@ from ssh_model.colour_net import (
     root_polynomial_features,
     srgb_to_linear,
 )
-from ssh_model.harmonize import harmonize_details, recolour_with_transform
+from ssh_model.inference import harmonize_details, recolour_with_transform
 from ssh_model.losses import LossConfig, ssh_losses
 from ssh_model.network import build_model, preset_name
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from ssh_model.colour import linear_to_srgb, srgb_to_linear
-from ssh_model.harmonize import (
+from ssh_model.images import encode_image
+from ssh_model.inference import (
     background_reference,
     blend_region,
     harmonize,
@@ -17,7 +18,6 @@ from ssh_model.harmonize import (
     net_shape,
     push_pull_fill,
 )
-from ssh_model.images import encode_image
 from ssh_model.network import ssh_tiny
 
 GAINS = (1.12, 0.93, 0.78)  # the oracle's grade, per channel in linear light
@@ -268,3 +268,12 @@ def test_the_device_path_agrees_with_the_cpu_path(rng, tiny_model):
     assert not np.array_equal(on_device[mask == 1], composite[mask == 1])
     with pytest.raises(ValueError, match="lut_backend"):
         harmonize_details(composite, mask, tiny_model, lut_backend="cuda")
+
+
+def test_given_the_module_imported_first_when_harmonize_is_imported_from_the_package_then_it_is_the_function():
+    import importlib
+
+    inference = importlib.import_module("ssh_model.inference")
+    from ssh_model import harmonize, load_pretrained
+
+    assert harmonize is inference.harmonize and callable(load_pretrained)

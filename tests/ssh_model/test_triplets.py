@@ -9,6 +9,7 @@ from ssh_model.triplets import (
     Triplet,
     box_overlap,
     crop_resize,
+    draw_luts,
     make_triplet,
     sample_boxes,
 )
@@ -164,3 +165,34 @@ def test_an_unknown_layout_is_refused(luts):
     with pytest.raises(ValueError, match="unknown triplet layout 'blobs'"):
         make_triplet(photo(np.random.default_rng(0), 64, 64), *luts, np.random.default_rng(0), crop_size=32,
                      layout="blobs")
+
+
+def test_given_no_natural_fraction_when_luts_are_drawn_then_two_bank_grades_and_the_old_random_stream():
+    bank = [random_lut(seed, size=9) for seed in range(5)]
+    first, second = draw_luts(np.random.default_rng(4), bank)
+    expected = np.random.default_rng(4).choice(len(bank), size=2, replace=False)
+    assert (first, second) == (bank[expected[0]], bank[expected[1]])
+
+
+def test_given_a_natural_fraction_of_one_when_a_triplet_is_made_then_the_reference_and_target_keep_the_photo(luts):
+    image = photo(np.random.default_rng(5), 80, 96)
+    lut_a, lut_b = draw_luts(np.random.default_rng(1), list(luts), natural_fraction=1.0)
+    assert lut_a in luts and lut_b.name == "identity"
+    triplet = make_triplet(image, lut_a, lut_b, np.random.default_rng(2), crop_size=32)
+    untouched = make_triplet(image, lut_a, identity_lut(17), np.random.default_rng(2), crop_size=32)
+    assert np.array_equal(triplet.content_b, untouched.content_b)
+    assert np.array_equal(triplet.content_b, apply_lut(triplet.content_b, identity_lut(17)))
+    assert not np.array_equal(triplet.content_a, triplet.content_b)
+
+
+def test_given_an_object_outline_when_a_region_triplet_is_made_then_it_takes_that_shape_reproducibly(luts):
+    image = photo(np.random.default_rng(6), 96, 128)
+    outline = np.zeros((40, 30), bool)
+    outline[5:35, 10:20] = True  # a tall bar: a shape no blob would make
+    made = [make_triplet(image, *luts, np.random.default_rng(3), crop_size=32, layout="region", outline=outline)
+            for _ in range(2)]
+    blob = make_triplet(image, *luts, np.random.default_rng(3), crop_size=32, layout="region")
+    assert made[0].layout == "region"
+    assert all(np.array_equal(getattr(made[0], k), getattr(made[1], k)) for k in IMAGE_KEYS)
+    assert made[0].content_box != blob.content_box
+    assert not np.array_equal(made[0].reference_b, blob.reference_b)

@@ -1,4 +1,7 @@
-"""Catalogs: three formats from any URL, outputs resolved, every problem reported at once, nothing read."""
+"""Catalogs: three formats from any URL, outputs under one prefix, catalog-wide problems reported at once, nothing read.
+
+Output confinement (each refused output fails its row alone) is tested in ``test_output_confinement``.
+"""
 
 import json
 
@@ -6,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ssh_model.errors import HarmonizeInputError
 from ssh_model.storage import write_bytes_atomic
 from tasks.catalog import CatalogError, read_catalog, write_catalog
 
@@ -46,7 +50,9 @@ def test_given_a_memory_url_with_integer_ids_and_targets_when_read_then_ids_are_
     assert catalog.has_target
 
 
-def test_given_relative_local_paths_when_read_then_they_resolve_against_the_catalog_folder(tmp_path):
+def test_given_relative_paths_when_read_then_inputs_resolve_against_the_catalog_and_outputs_against_the_prefix(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("SSH_DATA_ROOT", str(tmp_path / "data"))
     (tmp_path / "cat").mkdir()
     url = str(tmp_path / "cat" / "c.csv")
     write_catalog([{"id": "a", "composite": "imgs/a.png", "mask": "masks/a.png", "output": "out/a.png"}], url)
@@ -54,18 +60,9 @@ def test_given_relative_local_paths_when_read_then_they_resolve_against_the_cata
     catalog = read_catalog(url)
 
     assert catalog.rows[0].composite == str(tmp_path / "cat" / "imgs" / "a.png")
-    assert catalog.rows[0].output == str(tmp_path / "cat" / "out" / "a.png")
-    assert catalog.output_prefix == str(tmp_path / "cat" / "out")
-
-
-def test_given_output_column_without_prefix_when_read_then_prefix_is_the_common_folder(tmp_path):
-    url = str(tmp_path / "c.jsonl")
-    write_catalog([{**r, "output": f"s3://out/job/{sub}/{r['id']}.png"}
-                   for r, sub in zip(rows(2), ["x", "y"], strict=True)], url)
-
-    catalog = read_catalog(url)
-
-    assert catalog.output_prefix == "s3://out/job"
+    assert catalog.output_prefix == str(tmp_path / "data" / "harmonized" / "c")
+    assert catalog.rows[0].output == str(tmp_path / "data" / "harmonized" / "c" / "out" / "a.png")
+    assert catalog.rows[0].output_refused is None
 
 
 def test_given_missing_columns_when_read_then_the_error_names_them(tmp_path):
@@ -87,12 +84,10 @@ def test_given_many_bad_rows_when_read_then_one_error_lists_every_offending_row(
         {"id": "dup", "composite": "s3://in/d2.png", "mask": "s3://in/dm2.png"},
         {"id": "self", "composite": "s3://out/self.png", "mask": "s3://in/sm.png", "output": "s3://out/self.png"},
         {"id": "dots", "composite": "s3://in/x.png", "mask": "s3://in/xm.png", "output": "s3://out/../in/x2.png"},
-        {"id": "bucket", "composite": "s3://in/y.png", "mask": "s3://in/ym.png", "output": "s3://other/y.png"},
-        {"id": "../up", "composite": "s3://in/z.png", "mask": "s3://in/zm.png"},
-        {"id": "reserved", "composite": "s3://in/r.png", "mask": "s3://in/rm.png",
-         "output": "s3://out/_results/report.png"},
         {"id": "nomask", "composite": "s3://in/n.png", "mask": ""},
         {"id": "clobber", "composite": "s3://in/k.png", "mask": "s3://in/km.png", "output": "s3://in/ok.png"},
+        {"id": "twin-a", "composite": "s3://in/t1.png", "mask": "s3://in/tm.png", "output": "twin.png"},
+        {"id": "twin-b", "composite": "s3://in/t2.png", "mask": "s3://in/tm.png", "output": "s3://out/twin.png"},
     ]
     write_bytes_atomic(url, "".join(json.dumps(r) + "\n" for r in bad).encode())
 
@@ -103,32 +98,24 @@ def test_given_many_bad_rows_when_read_then_one_error_lists_every_offending_row(
     problems = caught.value.problems
     assert "rows 2, 3: duplicate id 'dup'" in message
     assert "row 4 (id 'self'): output s3://out/self.png is its own input composite" in message
-    assert "row 5 (id 'dots')" in message and "'..'" in message
-    assert "row 6 (id 'bucket'): output s3://other/y.png escapes the output prefix s3://out" in message
-    assert "row 7 (id '../up')" in message
-    assert "row 8 (id 'reserved')" in message and "reserved results folder" in message
-    assert "row 9 (id 'nomask'): empty mask" in message
-    assert "row 10 (id 'clobber'): output s3://in/ok.png is row 1's input composite" in message
-    assert len(problems) == 8
-    assert not any("'ok'" in p for p in problems)
+    assert "row 6 (id 'nomask'): empty mask" in message
+    assert "row 7 (id 'clobber'): output s3://in/ok.png is row 1's input composite" in message
+    assert "rows 8, 9: same output s3://out/twin.png" in message
+    assert len(problems) == 5  # an unsafe output ('dots') fails its row alone, later
+    assert not any("'ok'" in p or "'dots'" in p for p in problems)
 
 
-def test_given_outputs_in_two_buckets_and_no_prefix_when_read_then_rejected(tmp_path):
-    url = str(tmp_path / "c.csv")
-    buckets = ["a", "b"]
-    write_catalog([{**r, "output": f"s3://{b}/{r['id']}.png"} for r, b in zip(rows(2), buckets, strict=True)],
-                  url)
-
-    with pytest.raises(CatalogError, match="row 2 .*not in s3://a"):
-        read_catalog(url)
-
-
-def test_given_no_output_anywhere_when_read_then_rejected(tmp_path):
-    url = str(tmp_path / "c.csv")
+def test_given_no_output_anywhere_and_no_prefix_when_read_then_outputs_go_under_the_default_prefix(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("SSH_DATA_ROOT", "s3://lake/root")
+    url = str(tmp_path / "monday.csv")
     write_catalog(rows(2), url)
 
-    with pytest.raises(CatalogError, match="no output URL and no output_prefix"):
-        read_catalog(url)
+    catalog = read_catalog(url)
+
+    assert catalog.output_prefix == "s3://lake/root/harmonized/monday"
+    assert [r.output for r in catalog.rows] == [f"s3://lake/root/harmonized/monday/img-{i}.jpg" for i in range(2)]
+    assert catalog.results_dir == "s3://lake/root/harmonized/monday/_results"
 
 
 def test_given_an_unknown_extension_or_corrupt_parquet_when_read_then_clear_errors(tmp_path):
@@ -141,9 +128,23 @@ def test_given_an_unknown_extension_or_corrupt_parquet_when_read_then_clear_erro
         read_catalog(str(tmp_path / "c.parquet"), output_prefix="s3://o")
 
 
-def test_given_a_missing_catalog_when_read_then_file_not_found():
-    with pytest.raises(FileNotFoundError):
+def test_given_a_missing_catalog_when_read_then_a_typed_missing_error_names_it():
+    with pytest.raises(HarmonizeInputError) as caught:
         read_catalog("memory://catalog-test/nope.csv", output_prefix="memory://o")
+
+    assert caught.value.reason == "missing"
+    assert str(caught.value).startswith("catalog memory://catalog-test/nope.csv: no such file or object")
+
+
+def test_given_an_unreachable_or_unsupported_catalog_url_when_read_then_one_line_typed_errors():
+    with pytest.raises(HarmonizeInputError) as unreachable:
+        read_catalog("http://127.0.0.1:1/c.csv", output_prefix="memory://o")
+    with pytest.raises(HarmonizeInputError) as unsupported:
+        read_catalog("foo://bucket/c.csv", output_prefix="memory://o")
+
+    assert (unreachable.value.reason, unreachable.value.transient) == ("unreachable", True)
+    assert "127.0.0.1:1" in str(unreachable.value) and "\n" not in str(unreachable.value)
+    assert (unsupported.value.reason, unsupported.value.transient) == ("unsupported_url", False)
 
 
 def test_given_unwritable_formats_when_read_then_derived_outputs_are_png_and_explicit_ones_rejected(
@@ -154,5 +155,5 @@ def test_given_unwritable_formats_when_read_then_derived_outputs_are_png_and_exp
 
     write_catalog([{"id": "scan", "composite": "s3://in/scan.png", "mask": "s3://in/m.png",
                     "output": "s3://out/scan.tif"}], url)
-    with pytest.raises(CatalogError, match="row 1 .*extension '.tif'"):
-        read_catalog(url, output_prefix="s3://out")
+    refused = read_catalog(url, output_prefix="s3://out").rows[0].output_refused
+    assert refused == "output s3://out/scan.tif has extension '.tif'; outputs end in .jpg, .jpeg, .png, .webp"

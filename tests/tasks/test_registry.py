@@ -4,6 +4,7 @@ on SQLite, real evaluation on a small fixed evaluation set)."""
 import hashlib
 import io
 import os
+from unittest.mock import patch  # of os.environ only
 
 import mlflow
 import numpy as np
@@ -15,20 +16,23 @@ from PIL import Image
 from ssh_model import storage
 from ssh_model.checkpoints import load_model
 from ssh_model.composites import blob_mask
-from ssh_model.harmonize import harmonize
 from ssh_model.images import decode_image, encode_image
+from ssh_model.inference import harmonize
+from ssh_model.pretrained import PRETRAINED_URI
 from tasks.evaluation import evaluate_composites, fixed_evaluation_set, methods_for
 from tasks.registry import (
     CANDIDATE,
     CHAMPION,
     MODEL_NAME,
     decide,
+    default_model_uri,
     expand_model_ref,
     load_registered_model,
     log_model,
     parse_models_uri,
     promotion_gate,
     register_candidate,
+    register_pretrained,
 )
 from tasks.tracking import tracked_run
 from tests.tasks.training_cases import (
@@ -165,3 +169,34 @@ def test_given_a_champion_when_a_better_then_a_worse_candidate_come_then_it_prom
     again = promotion_gate(second, name=name, margin=margin, **EVAL)  # e.g. a re-run of the flow
     assert again.promoted and again.reason == "already the champion"
     assert client.get_model_version(name, second).tags["gate.decision"] == "promoted"
+
+
+def test_given_no_registry_when_the_default_model_is_asked_then_the_shipped_weights_and_no_store_is_created(
+        tmp_path):
+    env = {"SSH_DATA_ROOT": str(tmp_path / "data"), "SSH_MODEL_URI": "", "MLFLOW_TRACKING_URI": ""}
+    with patch.dict(os.environ, env):
+        assert default_model_uri() == PRETRAINED_URI
+        model, version = load_registered_model(default_model_uri())
+    assert not (tmp_path / "data").exists()  # looking never creates a store
+    assert version.startswith(f"{PRETRAINED_URI}/sha256:") and not model.training
+    with patch.dict(os.environ, {**env, "SSH_MODEL_URI": "models:/other@x"}):
+        assert default_model_uri() == "models:/other@x"  # the setting wins
+
+
+def test_given_a_fresh_registry_when_the_shipped_model_is_registered_then_it_is_version_one_champion_once(
+        tmp_path):
+    with mlflow_store(str(tmp_path)):
+        name = "shipped-test"
+        with patch.dict(os.environ, {"SSH_MODEL_URI": ""}):
+            assert default_model_uri(name) == PRETRAINED_URI  # a store, but no champion in it yet
+            version = register_pretrained(name)
+            assert register_pretrained(name) == version == "1"  # found again by its hash, not registered twice
+            assert default_model_uri(name) == f"models:/{name}@{CHAMPION}"
+        champion = mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION)
+        assert str(champion.version) == "1" and champion.tags["ssh.source"] == PRETRAINED_URI
+        assert "Model card" in champion.description
+        model, label = load_registered_model(f"models:/{name}@{CHAMPION}")
+        shipped, _ = load_registered_model(PRETRAINED_URI)
+        assert label == f"{name}/1"
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values(),
+                                                       strict=True))

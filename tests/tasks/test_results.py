@@ -1,7 +1,9 @@
 """The results table: up-to-date checks, incremental fragments, idempotent merges, summary and report."""
 
+import hashlib
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -17,6 +19,7 @@ from tasks.results import (
     load_previous,
     merge_results,
     new_record,
+    output_matches,
     read_results,
     render_job_report,
     summarize,
@@ -97,6 +100,35 @@ def test_given_a_slow_trickle_when_time_passes_then_the_writer_flushes_by_age(tm
     writer.add([record("b")])
 
     assert len(writer.written) == 2 and writer.pending == []
+
+
+def test_given_a_started_writer_when_no_further_record_arrives_then_a_timer_writes_them_within_max_seconds(tmp_path):
+    results_dir = str(tmp_path / "_results")
+    writer = FragmentWriter(results_dir, "run", max_rows=1000, max_seconds=0.3).start()
+    try:
+        added = time.monotonic()
+        writer.add([record("a"), record("b")])  # below both thresholds: only the timer can write them
+        while not list_fragments(results_dir) and time.monotonic() - added < 10:
+            time.sleep(0.02)
+        waited = time.monotonic() - added
+        assert sorted(load_previous(results_dir)) == ["a", "b"] and writer.pending == []
+        assert waited < 3.0
+        writer.add([record("c")])
+    finally:
+        writer.close()  # stops the timer and writes what is left
+    assert sorted(load_previous(results_dir)) == ["a", "b", "c"] and len(writer.written) == 2
+
+
+def test_given_a_record_with_its_output_hash_when_checked_then_only_the_same_bytes_match():
+    made = b"\xff\xd8 harmonized bytes"
+    recorded = record("a", output_sha256=hashlib.sha256(made).hexdigest(), output_size=len(made))
+    legacy = record("b")  # written before outputs were hashed
+
+    assert output_matches(recorded, made)
+    assert not output_matches(recorded, b"garbage")
+    assert not output_matches(recorded, made[:-1])
+    assert not output_matches(recorded, bytes([made[0] ^ 1]) + made[1:])  # same size, other bytes
+    assert output_matches(legacy, b"garbage") and not output_matches(legacy, b"")
 
 
 def test_given_records_when_summarized_then_counts_reasons_and_means_exclude_errors():

@@ -21,8 +21,10 @@ from tasks.triplets import (
     build_shard,
     expected_groups,
     load_lut_bank,
+    load_outlines,
     lut_bank_digest,
     marker_payload,
+    outlines_digest,
     plan_shards,
     prepare_version,
     run_shard_builders,
@@ -179,3 +181,39 @@ def test_given_ray_and_s3_when_shards_are_built_then_every_plan_is_written_once(
         assert table.column("image_id").to_pylist() == [plan.image_ids[0]] * 2
     payload = marker_payload("v1", params, entries)
     assert payload["triplets"] == 8 and json.loads(json.dumps(payload)) == payload
+
+
+def test_given_a_folder_of_object_masks_when_loaded_then_hard_shrunk_outlines_in_path_order(tmp_path):
+    folder = tmp_path / "masks" / "bsds500"
+    tall = np.zeros((400, 300), np.uint8)
+    tall[50:350, 100:200] = 255
+    wide = np.zeros((60, 90), np.uint8)
+    wide[20:40, 10:80] = 255
+    (folder / "b_1.png").parent.mkdir(parents=True)
+    (folder / "b_1.png").write_bytes(encode(tall, "PNG"))
+    (folder / "a_1.png").write_bytes(encode(wide, "PNG"))
+    (folder / "notes.txt").write_text("not a mask")
+
+    outlines = load_outlines(str(tmp_path / "masks"))
+
+    assert [o.shape for o in outlines] == [(60, 90), (160, 120)]  # a_1 (already small), b_1 shrunk to 160
+    assert all(o.dtype == bool for o in outlines)
+    assert outlines[1][20:140, 40:80].all() and not outlines[1][:15].any()
+    assert outlines_digest(outlines) == outlines_digest(load_outlines(str(tmp_path / "masks")))
+    with pytest.raises(FileNotFoundError, match="no object masks"):
+        load_outlines(str(tmp_path / "empty"))
+
+
+def test_given_outlines_and_a_natural_fraction_when_a_shard_is_built_then_regions_and_identity_grades_appear(
+        tmp_path, bank):
+    root = str(tmp_path / "data")
+    manifest, photos = make_data_root(root, np.random.default_rng(51), 2)
+    plan = ShardPlan("train", 0, tuple(manifest.column("id").to_pylist()),
+                     tuple(manifest.column("blob").to_pylist()))
+    outline = np.zeros((40, 40), bool)
+    outline[5:35, 15:25] = True
+    params = params_for(bank, per_image=8, region_fraction=0.5, natural_fraction=0.5)
+    build_shard(plan, bank, params, root, str(tmp_path / "v"), MAX_PIXELS, outlines=[outline])
+    batch = decode_batch(pq.read_table(str(tmp_path / "v" / plan.path)))
+    assert "identity" in batch["lut_b"] and set(batch["lut_b"]) - {"identity"}
+    assert {"region", "crops"} <= set(batch["layout"])
