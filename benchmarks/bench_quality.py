@@ -42,7 +42,6 @@ SHEET = RESULTS.with_name("quality-sheet.png")
 SEED = 2026
 SHEET_ROWS, SHEET_HEIGHT = 12, 200
 METRICS = ("mse", "psnr", "fmse", "mse_256", "psnr_256", "fmse_256")
-BASELINE_NAMES = ("identity", "reinhard", "histogram")
 
 logger = logging.getLogger("bench_quality")
 
@@ -107,17 +106,6 @@ def load_models(specs: list[str]) -> dict[str, Any]:
         label = label or ("shipped" if uri == PRETRAINED_URI else Path(uri).stem)
         models[label] = load_pretrained() if uri == PRETRAINED_URI else load_model(uri)
     return models
-
-
-def methods_for(models: dict[str, Any]) -> dict[str, Any]:
-    from ssh_model.baselines import BASELINES
-    from ssh_model.inference import harmonize
-
-    def model_method(model):
-        return lambda composite, mask: harmonize(composite, mask, model)
-
-    return {**{label: model_method(m) for label, m in models.items()},
-            **{name: BASELINES[name] for name in BASELINE_NAMES}}
 
 
 def score_graded(methods: dict[str, Any], cases: list) -> dict[str, Any]:
@@ -239,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     started = time.perf_counter()
+    from tasks.evaluation import methods_for
+
     models = load_models([s for s in args.models.split(",") if s.strip()])
     methods = methods_for(models)
     cases = graded_cases(root, args.per_photo)

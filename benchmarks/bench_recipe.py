@@ -178,6 +178,36 @@ def batches(data: dict[str, np.ndarray], batch: int, seed: int):
         yield {key: values[index] for key, values in data.items()}
 
 
+def calibrated_steps(preset: str, data: dict[str, np.ndarray], batch: int, lr: float, losses: Any,
+                     cpu_seconds: float) -> int:
+    """How many steps of ``preset`` fit ``cpu_seconds`` of this process's CPU time: a throw-away model is
+    timed on ``CALIBRATION_STEPS`` steps after ``WARMUP_STEPS`` untimed ones (allocations, kernel choices)."""
+    from ssh_model.network import build_model
+    from ssh_model.train import TrainConfig, train
+
+    probe = build_model(preset)
+    probe_cfg = TrainConfig(steps=WARMUP_STEPS, batch_size=batch, lr=lr, warmup_steps=1, log_every=10**6,
+                            sample_every=0, losses=losses)
+    train(probe, batches(data, batch, 1), probe_cfg)
+    started = time.process_time()
+    train(probe, batches(data, batch, 1), dataclasses.replace(probe_cfg, steps=CALIBRATION_STEPS))
+    return max(10, int(cpu_seconds / ((time.process_time() - started) / CALIBRATION_STEPS)))
+
+
+class TimedScoring:
+    """Scores ``model`` into ``best`` (a ``tasks.selection.BestSoFar``) and adds up the CPU time it takes
+    after step 0 (scoring during training), which a training budget does not count."""
+
+    def __init__(self, best: Any, model: Any) -> None:
+        self.best, self.model, self.cpu_s = best, model, 0.0
+
+    def __call__(self, step: int) -> None:
+        began = time.process_time()
+        self.best.score(self.model, step)
+        if step > 0:
+            self.cpu_s += time.process_time() - began
+
+
 def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: float) -> tuple[Any, dict[str, Any]]:
     """A model trained for about ``cpu_seconds`` of this process's CPU time; (model, facts).
 
@@ -195,28 +225,16 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
     from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon, harm=recipe.harm, style=recipe.style)
-    probe = build_model(recipe.model)
-    probe_cfg = TrainConfig(steps=WARMUP_STEPS, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=1,
-                            log_every=10**6, sample_every=0, losses=losses)
-    train(probe, batches(data, recipe.batch, 1), probe_cfg)  # first calls: allocations, kernel choices
-    started = time.process_time()
-    train(probe, batches(data, recipe.batch, 1), dataclasses.replace(probe_cfg, steps=CALIBRATION_STEPS))
-    per_step = (time.process_time() - started) / CALIBRATION_STEPS
-    steps = max(10, int(cpu_seconds / per_step))
+    steps = calibrated_steps(recipe.model, data, recipe.batch, recipe.lr, losses, cpu_seconds)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model)
     cfg = TrainConfig(steps=steps, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=max(1, steps // 20),
                       log_every=max(1, steps // 5), sample_every=0, losses=losses, seed=recipe.seed)
-    callback, best, scoring_cpu = None, None, 0.0
+    callback, best, score = None, None, None
     if recipe.select:
         best = BestSoFar(selection_composites([sample_photo(recipe.val_photo)], max_side=None))
 
-        def score(step: int) -> None:
-            nonlocal scoring_cpu
-            began = time.process_time()
-            best.score(model, step)
-            scoring_cpu += time.process_time() - began
-
+        score = TimedScoring(best, model)
         score(0)
         cfg = dataclasses.replace(cfg, log_every=max(1, steps // recipe.select))
         callback = lambda event: score(event.step)  # noqa: E731
@@ -227,7 +245,7 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
              "cpu_s": round(time.process_time() - started, 1)}
     if best is not None:
         model = best.model
-        facts.update(cpu_s=round(facts["cpu_s"] - scoring_cpu, 1), selected_step=best.step,
+        facts.update(cpu_s=round(facts["cpu_s"] - score.cpu_s, 1), selected_step=best.step,
                      selection_psnr={str(step): round(psnr, 3) for step, psnr in best.scores})
     return model.eval(), facts
 

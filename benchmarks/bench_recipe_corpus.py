@@ -96,7 +96,7 @@ def train_recipe(recipe: CorpusRecipe, data: dict[str, np.ndarray], select_urls:
     """A model trained for ~``cpu_seconds`` of CPU time, the best of its evenly spaced checkpoints."""
     import torch
 
-    from benchmarks.bench_recipe import CALIBRATION_STEPS, WARMUP_STEPS, batches
+    from benchmarks.bench_recipe import TimedScoring, batches, calibrated_steps
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
     from ssh_model.train import TrainConfig, train
@@ -104,31 +104,18 @@ def train_recipe(recipe: CorpusRecipe, data: dict[str, np.ndarray], select_urls:
     from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon)
-    probe = build_model(recipe.model)
-    probe_cfg = TrainConfig(steps=WARMUP_STEPS, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=1,
-                            log_every=10**6, sample_every=0, losses=losses)
-    train(probe, batches(data, recipe.batch, 1), probe_cfg)
-    started = time.process_time()
-    train(probe, batches(data, recipe.batch, 1), dataclasses.replace(probe_cfg, steps=CALIBRATION_STEPS))
-    steps = max(10, int(cpu_seconds / ((time.process_time() - started) / CALIBRATION_STEPS)))
+    steps = calibrated_steps(recipe.model, data, recipe.batch, recipe.lr, losses, cpu_seconds)
     torch.manual_seed(0)
     model = build_model(recipe.model)
     best = BestSoFar(selection_composites(select_urls))
-    scoring_cpu = 0.0
-
-    def score(step: int) -> None:
-        nonlocal scoring_cpu
-        began = time.process_time()
-        best.score(model, step)
-        scoring_cpu += time.process_time() - began
-
+    score = TimedScoring(best, model)
     score(0)
     cfg = TrainConfig(steps=steps, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=max(1, steps // 20),
                       log_every=max(1, steps // recipe.select), sample_every=0, losses=losses)
     started = time.process_time()
     train(model, batches(data, recipe.batch, 2), cfg, callback=lambda event: score(event.step))
     return best.model, {"steps": steps, "selected_step": best.step, "select_psnr": round(best.psnr, 3),
-                        "cpu_s": round(time.process_time() - started - scoring_cpu, 1),
+                        "cpu_s": round(time.process_time() - started - score.cpu_s, 1),
                         "selection_curve": {str(s): round(p, 3) for s, p in best.scores}}
 
 
@@ -138,7 +125,8 @@ def run_recipe(name: str, recipe: CorpusRecipe, data_path: str, select_urls: lis
     import torch
 
     torch.set_num_threads(1)
-    from benchmarks.bench_quality import graded_cases, methods_for, score_graded
+    from benchmarks.bench_quality import graded_cases, score_graded
+    from tasks.evaluation import methods_for
 
     with np.load(data_path) as loaded:
         data = {key: loaded[key] for key in loaded.files}
@@ -209,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"triplets ready in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
             rows = pool.map(_run, jobs, chunksize=1)
-    from benchmarks.bench_quality import graded_cases, methods_for, score_graded
+    from benchmarks.bench_quality import graded_cases, score_graded
+    from tasks.evaluation import methods_for
 
     baselines = score_graded(methods_for({}), graded_cases(root, per_photo=1))
     rows.sort(key=lambda r: -r["quality"]["overall"]["psnr"])

@@ -31,7 +31,13 @@ are, instead of overlapping crops; the two LUTs are applied after the views are 
 ``content_b`` is exactly ``content_a`` re-graded. The hope was fewer over-corrections (two regions
 of one photo under one grade differ in colour by their content alone); measured in
 ``benchmarks/bench_recipe.py`` (round 4 in the README) it did not help at a few CPU minutes, so
-build-triplets keeps it as an option (``region_fraction``, default 0).
+build-triplets keeps it as an option (``region_fraction``, default 0). The shipped model uses it for
+half its triplets with ``outline``: the foreground takes the shape of a real object's mask (BSDS500
+segments) instead of a blob.
+
+``draw_luts`` picks a triplet's two grades; with ``natural_fraction`` the second is sometimes the
+identity, so the reference and the pseudo ground truth keep the photo's own colours, as the
+background of a user's composite does.
 
 Everything random comes from the ``rng`` passed in, in a fixed order, so a triplet is a pure
 function of the photo, the two LUTs, the generator's state and ``crop_size``.
