@@ -3,14 +3,17 @@ before the file, or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 import pytest
 
+T = TypeVar("T")
 STATUS_BY_FOLDER = {"forbidden": 403, "gone": 404, "server-error": 503}
 FLAKY_FAILURES = 3  # requests under /flaky/ answered 503 before the file is served
 STALL_LIMIT_S = 120.0  # a stalled request is released at teardown, or after this long
@@ -56,18 +59,27 @@ class FailingStorageHandler(BaseHTTPRequestHandler):
         return
 
 
-@pytest.fixture(scope="module")
-def failing_http_server() -> Iterator[FailingHttp]:
-    """A ``FailingStorageHandler`` server on loopback for one test module."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FailingStorageHandler)
-    state = FailingHttp(url=f"http://127.0.0.1:{server.server_address[1]}")
-    server.RequestHandlerClass = type("Handler", (FailingStorageHandler,), {"state": state})
+@contextlib.contextmanager
+def loopback_server(handler: type[BaseHTTPRequestHandler], make_state: Callable[[str], T], name: str) -> Iterator[T]:
+    """Serve ``handler`` on a free loopback port in a thread; the handler class sees ``make_state(url)`` as
+    ``self.state``, which is yielded. Stopped and closed on exit."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    state = make_state(f"http://127.0.0.1:{server.server_address[1]}")
+    server.RequestHandlerClass = type("Handler", (handler,), {"state": state})
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="failing-http", daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     try:
         yield state
     finally:
-        state.release.set()
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="module")
+def failing_http_server() -> Iterator[FailingHttp]:
+    """A ``FailingStorageHandler`` server on loopback for one test module."""
+    with loopback_server(FailingStorageHandler, lambda url: FailingHttp(url=url), "failing-http") as state:
+        try:
+            yield state
+        finally:
+            state.release.set()  # let stalled requests end before the server shuts down

@@ -13,12 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from tasks.batch_inference import JobOptions, run_catalog
 from tasks.catalog import read_catalog, write_catalog
 from tasks.results import list_fragments, load_previous, read_results, results_url
 from tests.tasks.batch_cases import write_case
+from tests.tasks.http_cases import loopback_server
 
 REPO = Path(__file__).resolve().parents[2]
 ROWS = 24
@@ -93,17 +93,8 @@ class PacedHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def paced_http() -> Iterator[PacedFiles]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), PacedHandler)
-    state = PacedFiles(url=f"http://127.0.0.1:{server.server_address[1]}", every_s=RELEASE_EVERY_S)
-    server.RequestHandlerClass = type("Handler", (PacedHandler,), {"state": state})
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="paced-http", daemon=True)
-    thread.start()
-    try:
+    with loopback_server(PacedHandler, lambda url: PacedFiles(url=url, every_s=RELEASE_EVERY_S), "paced-http") as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def sha(data: bytes) -> str:

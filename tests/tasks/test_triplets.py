@@ -53,6 +53,11 @@ def make_data_root(root: str, rng: np.random.Generator, count: int) -> tuple[pa.
     return table, photos
 
 
+def whole_manifest_plan(manifest: pa.Table) -> ShardPlan:
+    """One train shard of every photo of ``manifest``."""
+    return ShardPlan("train", 0, tuple(manifest.column("id").to_pylist()), tuple(manifest.column("blob").to_pylist()))
+
+
 def params_for(bank, **changes) -> BuildParams:
     values = {"luts": "generator:5:6", "lut_size": 9, "lut_bank_sha256": lut_bank_digest(bank),
               "image_manifest_sha256": "0" * 64, "per_image": 3, "crop_size": 32, "seed": 9,
@@ -107,8 +112,7 @@ def test_given_a_shard_plan_when_built_twice_then_the_bytes_match_and_triplets_f
         tmp_path, bank):
     root = str(tmp_path / "data")
     manifest, photos = make_data_root(root, np.random.default_rng(50), 3)
-    plan = ShardPlan("train", 0, tuple(manifest.column("id").to_pylist()),
-                     tuple(manifest.column("blob").to_pylist()))
+    plan = whole_manifest_plan(manifest)
     params = params_for(bank)
     first = build_shard(plan, bank, params, root, str(tmp_path / "v-a"), MAX_PIXELS)
     build_shard(plan, bank, params, root, str(tmp_path / "v-b"), MAX_PIXELS)
@@ -208,8 +212,7 @@ def test_given_outlines_and_a_natural_fraction_when_a_shard_is_built_then_region
         tmp_path, bank):
     root = str(tmp_path / "data")
     manifest, photos = make_data_root(root, np.random.default_rng(51), 2)
-    plan = ShardPlan("train", 0, tuple(manifest.column("id").to_pylist()),
-                     tuple(manifest.column("blob").to_pylist()))
+    plan = whole_manifest_plan(manifest)
     outline = np.zeros((40, 40), bool)
     outline[5:35, 15:25] = True
     params = params_for(bank, per_image=8, region_fraction=0.5, natural_fraction=0.5)
