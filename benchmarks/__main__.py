@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks import write_results
 
-BENCHMARKS = ("quality", "lut", "harmonize", "triplets", "train", "training_dist", "batch")
+BENCHMARKS = ("quality", "lut", "harmonize", "triplets", "train", "training_dist", "batch", "memory")
 RESULTS = Path(__file__).parent / "results"
 
 

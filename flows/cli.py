@@ -1,12 +1,14 @@
 """``ssh-harmonize``: the command line.
 
     ssh-harmonize demo                         the main job end to end on embedded defaults
-    ssh-harmonize harmonize C.png M.png -o O.png [--model URL] [--background B.png]
+    ssh-harmonize harmonize C.png [M.png] -o O.png [--model URL] [--background B.png] [--reference-mask R.png]
     ssh-harmonize random-lut --seed 3 -o grade.cube
-    ssh-harmonize composite FG.jpg M.png BG.jpg -o C.png [--grade SEED] [--strength S]
+    ssh-harmonize composite FG.jpg [M.png] BG.jpg -o C.png [--grade SEED] [--strength S]
     ssh-harmonize evaluate catalog.parquet --model URI [--baselines identity,reinhard,histogram] [--json O.json]
     ssh-harmonize catalog iharmony4 DIR -o catalog.parquet [--split test] [--subsets HCOCO,HFlickr]
     ssh-harmonize catalog realhm DIR -o catalog.parquet
+    ssh-harmonize serve [champion] [--host 127.0.0.1] [--port 5001]    mlflow models serve, checked first
+    ssh-harmonize upgrade-model MODEL                                    re-register with the serving signature
 
 Heavy imports (torch, Prefect, Ray) happen inside the command that needs them. Expected errors
 (a missing or bad file, images of different sizes, an invalid catalog, an unknown model or alias, a
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from flows import cli_commands
@@ -28,6 +31,8 @@ from flows import cli_commands
 def _cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import demo
 
+    if args.data_root:  # the settings every layer reads (registry lookups, Ray workers), not just the demo's
+        os.environ["SSH_DATA_ROOT"] = args.data_root
     options = {"steps": args.steps} if args.steps else {}
     result = demo(data_root=args.data_root, **options)
     print(f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
@@ -44,10 +49,12 @@ def _cmd_harmonize(args: argparse.Namespace) -> int:
     from tasks.registry import load_registered_model
 
     fmt = cli_commands.output_format(cli_commands.writable(args.output))
-    cli_commands.refuse_overwriting(args.output, [args.composite, args.mask, *filter(None, [args.background])])
+    cli_commands.refuse_overwriting(args.output, [args.composite, *filter(None, [args.mask, args.background,
+                                                                                 args.reference_mask])])
     model, version = load_registered_model(args.model or get_settings().model_uri or PRETRAINED_URI, "cpu")
     logging.getLogger("ssh.cli").info("model %s", version)
-    result = harmonize_files(args.composite, args.mask, model, background_url=args.background)
+    result = harmonize_files(args.composite, args.mask, model, background_url=args.background,
+                             reference_mask_url=args.reference_mask)
     cli_commands.write_output(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
     print(args.output)
     return 0
@@ -63,6 +70,44 @@ def _cmd_random_lut(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registered(ref: str) -> str:
+    """The ``models:/`` URI of a registry reference ("champion", "3", a URI); else one line, exit 2."""
+    from tasks.registry import expand_model_ref
+
+    uri = expand_model_ref(ref)
+    if not uri.startswith("models:/"):
+        raise cli_commands.InputError(f"model {ref}: only registered models are served; register it first "
+                                      "(the demo and retrain flows do)")
+    return uri
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ssh_model.errors import ModelError
+    from tasks.registry import load_registered_model, servable_problem
+
+    uri = _registered(args.model)
+    load_registered_model(uri)  # the one-line errors of a missing registry, model or alias
+    problem = servable_problem(uri)
+    if problem:
+        raise ModelError("not_a_model", problem)
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
+               "--host", args.host, "--port", str(args.port)]
+    logging.getLogger("ssh.cli").info("serving %s: %s", uri, " ".join(command[1:]))
+    scripts = os.path.dirname(sys.executable)  # the server execs `uvicorn` from this environment's bin folder
+    return subprocess.call(command, env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"})
+
+
+def _cmd_upgrade_model(args: argparse.Namespace) -> int:
+    from tasks.registry import load_registered_model, upgrade_version
+
+    uri = _registered(args.model)
+    load_registered_model(uri)
+    print(upgrade_version(uri))
+    return 0
+
+
 URL_NOTE = "a file or URL (s3://, http(s)://)"
 FORMATS_NOTE = "format from the extension: .png, .jpg/.jpeg or .webp"
 
@@ -74,8 +119,10 @@ def _add_composite(sub: argparse._SubParsersAction) -> None:
                     "re-grading the foreground first with a random realistic colour grade, so the composite has "
                     "a known colour mismatch. The three images must have the same size; inputs are never modified.")
     comp.add_argument("foreground", metavar="FOREGROUND", help=f"the photo whose masked region is pasted: {URL_NOTE}")
-    comp.add_argument("mask", metavar="MASK", help="the foreground's mask, same size (white = foreground, "
-                                                   "grey = partly; an alpha channel is used when it has one)")
+    comp.add_argument("mask", metavar="MASK", nargs="?", default=None,
+                      help="the foreground's mask, same size (white = foreground, grey = partly; an alpha channel is "
+                           "used when it has one); leave it out when FOREGROUND is an RGBA cut-out whose alpha is the "
+                           "mask")
     comp.add_argument("background", metavar="BACKGROUND", help=f"the photo pasted onto, same size: {URL_NOTE}")
     comp.add_argument("-o", "--output", required=True, help=f"where to write the composite ({FORMATS_NOTE}); "
                                                             "written atomically")
@@ -150,12 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     harm = sub.add_parser("harmonize", help="harmonize one composite")
     harm.add_argument("composite", help=f"the composite image: {URL_NOTE}")
-    harm.add_argument("mask", help="its foreground mask, same size (white = foreground)")
+    harm.add_argument("mask", nargs="?", default=None,
+                      help="its foreground mask, same size (white = foreground, grey = partly: soft masks are blend "
+                           "weights; 8/16-bit or float); leave it out when COMPOSITE is RGBA and its alpha is the mask")
     harm.add_argument("-o", "--output", required=True, help=f"where to write the result ({FORMATS_NOTE})")
     harm.add_argument("--model", default=None,
                       help="models:/name@alias, models:/name/N, a .safetensors URL or 'pretrained' (default: "
                            "SSH_MODEL_URI, else the weights shipped with the package)")
     harm.add_argument("--background", default=None, help="a clean background photo, when you have one")
+    harm.add_argument("--reference-mask", default=None, metavar="R.png",
+                      help="match only this part of the background (white = use), e.g. the wall behind the object "
+                           "and not the sky; of the --background photo's size when given, else of the composite's")
     harm.add_argument("--jpeg-quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     harm.set_defaults(run=_cmd_harmonize)
 
@@ -165,6 +217,26 @@ def build_parser() -> argparse.ArgumentParser:
     lut.add_argument("--strength", type=float, default=1.0, help="0 = identity, 1 = the full designed range")
     lut.add_argument("-o", "--output", required=True, help="the .cube file to write (file or URL)")
     lut.set_defaults(run=_cmd_random_lut)
+
+    serve = sub.add_parser(
+        "serve", help="serve a registered model over HTTP (mlflow models serve), after checking it can answer",
+        description="Start MLflow's scoring server for a registered model. POST a dataframe_split JSON to "
+                    "/invocations with base64 PNG/JPEG bytes in the columns composite, mask (optional with an RGBA "
+                    "composite), background and reference_mask (optional); the answer's harmonized column holds "
+                    "base64 PNG bytes. A version registered before the serving signature existed is refused with "
+                    "the command that upgrades it.")
+    serve.add_argument("model", nargs="?", default="champion",
+                       help="an alias (champion), a version number, or models:/name@alias (default champion)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=5001, help="the port (default 5001)")
+    serve.set_defaults(run=_cmd_serve)
+
+    upgrade = sub.add_parser("upgrade-model", help="re-register a model version with the serving signature",
+                             description="Log the weights of MODEL again with the serving signature, as a new "
+                                         "version with its tags and description; its aliases move to the new "
+                                         "version. Prints the new version number.")
+    upgrade.add_argument("model", help="an alias, a version number, or a models:/ URI")
+    upgrade.set_defaults(run=_cmd_upgrade_model)
 
     _add_composite(sub)
     _add_evaluate(sub)

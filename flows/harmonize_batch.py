@@ -87,7 +87,8 @@ def harmonize_batch(
             else the registry's champion when there is one, else the shipped weights.
         overwrite: redo rows whose outputs are up to date.
         max_error_rate: the flow fails when more than this fraction of the rows failed.
-        concurrency: model actors (default: one per GPU, else one per CPU, at most 8).
+        concurrency: model actors (default: one per GPU, else one per CPU, at most 8, and no more than fit in
+            memory with images up to the pixel limit: see ``tasks.batch_inference.plan_actors``).
         num_gpus: GPUs per actor (default: 1 when the Ray cluster has GPUs, else 0).
         jpeg_quality: quality of JPEG and WebP outputs.
         batch_size: rows per actor call.

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from skimage.color import lab2rgb, rgb2lab
 
-from ssh_model.images import MASK_EPSILON, check_composite
+from ssh_model.inputs import MASK_EPSILON, check_composite
 
 MAX_STAT_PIXELS = 1 << 20
 MIN_STD = 1e-3  # Lab units: a flat foreground keeps its (shifted) flat colour

@@ -36,14 +36,19 @@ IMAGE_REASONS = {
     "too_large": "width x height over the pixel limit (SSH_MAX_IMAGE_PIXELS or the max_pixels given)",
     "not_rgb": "no colour channels where a colour photo is required",
 }
-# Row problems found by the batch job.
+# Problems with what is given to harmonize: raised by ``ssh_model.images.check_composite`` and
+# ``ssh_model.regions``, where they are found; the batch job and the CLI report them as they are.
 ROW_REASONS = {
-    "mask_size": "the mask and the composite differ in size",
+    "bad_array": "an in-memory image or mask of the wrong type, shape or value range",
+    "no_mask": "no mask was given and the composite has no transparency (alpha) to use as one",
+    "mask_size": "the mask (or reference mask) and its image differ in size",
     "empty_mask": "the mask selects no pixel",
-    "full_mask": "the mask covers the whole composite and there is no background photo",
+    "full_mask": "the mask covers the whole composite (or all but a sliver) and there is no background photo",
+    "empty_reference": "the reference mask selects no background pixel, or too few to see",
     "target_size": "the ground truth and the composite differ in size",
     "unsafe_output": "the output URL is outside the output prefix, contains '..', has no image extension, or is reserved",
     "invalid": "other input the library refuses",
+    "internal": "a bug, not the input: logged with its traceback (please report it)",
 }
 REASONS: dict[str, str] = {**STORAGE_REASONS, **IMAGE_REASONS, **ROW_REASONS}
 

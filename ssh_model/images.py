@@ -198,6 +198,21 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
     return _to_rgb_array(image, name)
 
 
+def decode_image_and_alpha(data: bytes, name: str = "<bytes>",
+                           max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``decode_image`` and the image's alpha as float32 (H, W) in [0, 1]; the alpha is None when the
+    image has none (or a palette without transparency) or when it is opaque everywhere."""
+    image = _load(_open(data, name, max_pixels), name)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    alpha = None
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        channel = np.asarray(image.getchannel("A"))
+        if int(channel.min()) < 255:
+            alpha = channel.astype(np.float32) / 255.0
+    return _to_rgb_array(image, name), alpha
+
+
 def _alpha_or_luminance(image: Image.Image, name: str) -> np.ndarray:
     """The mask values of a decoded image as float32 (H, W) in [0, 1]."""
     if image.mode == "P":
@@ -231,77 +246,6 @@ def decode_mask(data: bytes, name: str = "<bytes>", max_pixels: int | None = Non
     return _alpha_or_luminance(image, name)
 
 
-def as_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, name: str = "mask") -> np.ndarray:
-    """An in-memory mask as float32 (H, W) in [0, 1].
-
-    Accepts bool, uint8 (0-255), uint16 (0-65535), other integers in 0-255, or floats in [0, 1];
-    shape (H, W) or (H, W, 1). ``shape`` (H, W), when given, must match. A float32 mask already in
-    range is returned as is (not copied): treat the result as read-only.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim == 3 and mask.shape[2] == 1:
-        mask = mask[..., 0]
-    if mask.ndim != 2:
-        raise ValueError(f"{name} must be (H, W) or (H, W, 1), got shape {mask.shape}")
-    if shape is not None and mask.shape != tuple(shape):
-        raise ValueError(f"{name} is {mask.shape[1]}x{mask.shape[0]} (W x H) but the image is "
-                         f"{shape[1]}x{shape[0]}")
-    if mask.dtype == np.bool_:
-        return mask.astype(np.float32)
-    if mask.dtype == np.uint8:
-        return mask.astype(np.float32) / 255.0
-    if mask.dtype == np.uint16:
-        return (mask.astype(np.float32) / 65535.0).astype(np.float32)
-    if np.issubdtype(mask.dtype, np.integer):
-        low, high = int(mask.min()), int(mask.max())
-        if low < 0 or high > 255:
-            raise ValueError(f"integer {name} values must be in 0-255, got {low}..{high}")
-        if high == 1:
-            raise ValueError(f"integer {name} with values 0/1 is ambiguous: pass bool or 0-255 values")
-        return mask.astype(np.float32) / 255.0
-    if np.issubdtype(mask.dtype, np.floating):
-        values = mask if mask.dtype == np.float32 else mask.astype(np.float32)
-        low, high = float(values.min()), float(values.max())  # NaN and inf show up here too
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError(f"{name} has NaN or infinite values")
-        if low < -1e-6 or high > 1.0 + 1e-6:
-            raise ValueError(f"float {name} values must be in [0, 1], got {low:g}..{high:g}")
-        return values if low >= 0.0 and high <= 1.0 else np.clip(values, 0.0, 1.0)
-    raise TypeError(f"{name} dtype {mask.dtype} is not supported (bool, uint8, uint16 or float)")
-
-
-# A mask value below this is "background" (0 at 8 bits); a mask whose maximum is below it is empty.
-MASK_EPSILON = 0.5 / 255.0
-
-
-def check_composite(composite: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None,
-                    allow_full: bool = False) -> np.ndarray:
-    """Validate a harmonization input and return its mask as float32 (H, W) in [0, 1].
-
-    Args:
-        composite: uint8 (H, W, 3).
-        mask: (H, W) bool / uint8 0-255 / float 0-1 (see ``as_mask``); must select some pixel.
-        background: None or uint8 (H', W', 3), any size.
-        allow_full: accept a mask that covers every pixel (only meaningful with a ``background``).
-    """
-    composite = np.asarray(composite)
-    if composite.dtype != np.uint8 or composite.ndim != 3 or composite.shape[2] != 3:
-        raise ValueError(f"composite must be uint8 (H, W, 3), got {composite.dtype} {composite.shape}")
-    weights = as_mask(mask, shape=composite.shape[:2])
-    if float(weights.max()) < MASK_EPSILON:
-        raise ValueError("the mask is empty: it selects no foreground pixel")
-    if not allow_full and float(weights.min()) >= MASK_EPSILON:
-        raise ValueError("the mask covers the whole image: no background pixel is left to match "
-                         "(pass a separate background image)")
-    if background is not None:
-        background = np.asarray(background)
-        if background.dtype != np.uint8 or background.ndim != 3 or background.shape[2] != 3:
-            raise ValueError(f"background must be uint8 (H, W, 3), got {background.dtype} {background.shape}")
-        if min(background.shape[:2]) < 1:
-            raise ValueError("background is empty")
-    return weights
-
-
 def _read(url: str) -> bytes:
     from ssh_model.storage import read_bytes  # storage pulls fsspec: only when reading URLs
 
@@ -315,6 +259,11 @@ def read_image(url: str, max_pixels: int | None = None, require_rgb: bool = Fals
     """``decode_image`` of the bytes at an fsspec URL; storage failures raise their reason ("missing",
     "unreachable", "forbidden", "unsupported_url", ...; see ``ssh_model.errors``)."""
     return decode_image(_read(url), url, max_pixels=max_pixels, require_rgb=require_rgb)
+
+
+def read_image_and_alpha(url: str, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``decode_image_and_alpha`` of the bytes at an fsspec URL."""
+    return decode_image_and_alpha(_read(url), url, max_pixels=max_pixels)
 
 
 def read_mask(url: str, max_pixels: int | None = None) -> np.ndarray:
@@ -352,6 +301,6 @@ def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> b
 
 
 __all__ = [
-    "MASK_EPSILON", "REASONS", "ImageError", "ImageInfo", "as_mask", "check_composite", "decode_image",
-    "decode_mask", "encode_image", "probe_image", "read_image", "read_mask",
+    "REASONS", "ImageError", "ImageInfo", "decode_image", "decode_image_and_alpha", "decode_mask", "encode_image",
+    "probe_image", "read_image", "read_image_and_alpha", "read_mask",
 ]

@@ -1,11 +1,15 @@
 """Full-resolution harmonization: the network at low resolution, a global colour transform at full.
 
-    out = harmonize(composite, mask, model)            # any size, any aspect ratio
+    out = harmonize(composite, mask)                   # any size, any aspect; the shipped model
+    out = harmonize(rgba_composite)                    # the alpha is the mask
+    out = harmonize(composite, mask, model, reference_mask=wall)   # match only the wall
 
 Steps (see ssh-method.md, "Full-resolution inference"):
-1. Validate: composite uint8 (H, W, 3); mask (H, W) bool / uint8 0-255 / float 0-1 of the same
-   size, neither empty nor covering everything (a full mask is accepted with a ``background``).
-2. Network inputs at low resolution (long side = ``size``, aspect kept; the network pads to x16):
+1. Validate (``ssh_model.inputs``): composite uint8 (H, W, 3), or (H, W, 4) whose alpha is the
+   mask; mask (H, W) bool / uint8 / uint16 / float 0-1 of the same size, neither empty nor
+   covering everything (a full mask is accepted with a ``background``).
+2. Network inputs at low resolution (``ssh_model.regions``; long side = ``size``, aspect kept; the
+   network pads to x16):
    - ``content``: the foreground's bounding box, padded by ``CONTEXT_MARGIN`` of its long side,
      area-downscaled (BOX filter);
    - ``reference``: background pixels only. With a ``background`` photo: that photo, whole.
@@ -13,7 +17,9 @@ Steps (see ssh-method.md, "Full-resolution inference"):
      low-resolution pixel whose footprint touches the foreground (mask > 0) is thrown away and
      refilled by push-pull interpolation from the clean pixels around it. The foreground's colours
      therefore cannot reach the reference, while the reference stays a natural-looking picture of
-     the background (no hard grey hole for the style encoder to see).
+     the background (no hard grey hole for the style encoder to see). With a ``reference_mask``:
+     only the region it selects (of the background photo, or of the composite less the
+     foreground), its bounding box downscaled and the rest refilled from it the same way.
 3. Fit the 17-term polynomial colour transform (``ssh_model.colour``) from the network's input to
    its output, in linear RGB, on the FOREGROUND pixels of the content only (low-res mask >= 0.5,
    weighted by the mask; any masked pixel when none is that opaque). The release fitted on every
@@ -42,17 +48,24 @@ import numpy as np
 from PIL import Image
 
 from ssh_model.colour import ColourTransform, fit_colour_transform
-from ssh_model.images import MASK_EPSILON, check_composite, read_image, read_mask
+from ssh_model.images import read_image, read_image_and_alpha, read_mask
+from ssh_model.inputs import MASK_EPSILON, check_composite, check_reference, composite_and_mask
+from ssh_model.regions import (
+    CORE_MASK,
+    NET_SIZE,
+    Box,
+    background_reference,
+    foreground_box,
+    net_shape,
+    push_pull_fill,
+    region_reference,
+    resize_area,
+    with_margin,
+)
 
 logger = logging.getLogger(__name__)
 
-NET_SIZE = 256
 LUT_SIZE = 33
-CONTEXT_MARGIN = 0.1  # of the foreground box's long side, on each side
-MIN_NET_SIDE = 16  # the shorter side of a network input never goes below this
-CORE_MASK = 0.5  # low-res mask value from which a pixel counts as solid foreground for the fit
-
-Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), exclusive ends
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,108 +80,6 @@ class Harmonized:
     network_output: np.ndarray  # (h, w, 3) float32 in [0, 1]
     content_box: Box  # (x0, y0, x1, y1) in composite pixels
     foreground_box: Box  # (x0, y0, x1, y1): where the LUT was applied
-
-
-def foreground_box(weights: np.ndarray) -> Box:
-    """(x0, y0, x1, y1), exclusive ends, of the pixels with mask >= ``MASK_EPSILON``."""
-    selected = weights >= MASK_EPSILON
-    rows, cols = np.flatnonzero(selected.any(axis=1)), np.flatnonzero(selected.any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def with_margin(box: Box, width: int, height: int) -> Box:
-    x0, y0, x1, y1 = box
-    margin = int(round(CONTEXT_MARGIN * max(x1 - x0, y1 - y0)))
-    return max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
-
-
-def net_shape(width: int, height: int, size: int) -> tuple[int, int]:
-    """(w, h) with the long side ``size`` and the aspect kept (short side at least ``MIN_NET_SIDE``)."""
-    scale = size / max(width, height)
-    short_side = min(size, MIN_NET_SIDE)
-    return max(short_side, int(round(width * scale))), max(short_side, int(round(height * scale)))
-
-
-def _resize(image: Image.Image, shape: tuple[int, int], box: Box | None = None) -> np.ndarray:
-    """Area-resample a Pillow image (or its ``box``) to ``shape`` (w, h) -> a writable ndarray.
-
-    An integer block reduction (``reducing_gap``) then a BOX filter: both are area averages, so a
-    low-resolution pixel is exactly 0 in a mask when every source pixel it covers is 0, and images
-    and masks resized with the same arguments cover the same source pixels.
-    """
-    return np.array(image.resize(shape, Image.Resampling.BOX, box=box, reducing_gap=2.0))
-
-
-def _pool2(values: np.ndarray) -> np.ndarray:
-    """2x2 sum pooling of (h, w, ...) with zero padding for odd sizes."""
-    h, w = values.shape[:2]
-    padded = np.zeros(((h + 1) // 2 * 2, (w + 1) // 2 * 2, *values.shape[2:]), values.dtype)
-    padded[:h, :w] = values
-    return padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2]
-
-
-def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of float32 (h, w, 3) to (H, W) = ``shape``."""
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(values[..., c])).resize(
-        (shape[1], shape[0]), Image.Resampling.BILINEAR)) for c in range(values.shape[2])]
-    return np.stack(planes, axis=2)
-
-
-def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Fill the pixels of ``image`` (h, w, 3) where ``known`` (h, w) is False from the known ones.
-
-    Push: a pyramid of 2x2 sums of known colours and counts. Pull: from the coarsest level down,
-    unknown pixels take the bilinearly upsampled coarser estimate. Known pixels keep their values
-    exactly, and unknown pixels are computed from known pixels only.
-    """
-    if not known.any():
-        raise ValueError("nothing to fill from: no known pixel")
-    colours = image.astype(np.float32) * known[..., None]
-    counts = known.astype(np.float32)[..., None]
-    levels = [(colours, counts)]
-    while min(colours.shape[:2]) > 1:
-        colours, counts = _pool2(colours), _pool2(counts)
-        levels.append((colours, counts))
-    estimate = None
-    for colours, counts in reversed(levels):
-        mean = colours / np.maximum(counts, 1e-12)
-        if estimate is not None:
-            mean = np.where(counts > 0, mean, _upsample(estimate, mean.shape[:2]))
-        estimate = mean.astype(np.float32)
-    filled = np.where(known[..., None], image.astype(np.float32), estimate)
-    return np.clip(np.rint(filled), 0, 255).astype(np.uint8)
-
-
-def background_reference(composite: np.ndarray, weights: np.ndarray, size: int = NET_SIZE,
-                         picture: Image.Image | None = None,
-                         mask_picture: Image.Image | None = None) -> np.ndarray:
-    """uint8 (h, w, 3): the composite's background at low resolution, the foreground refilled (module doc).
-
-    Args:
-        composite: uint8 (H, W, 3).
-        weights: float32 (H, W) mask in [0, 1].
-        size: the long side of the result.
-        picture, mask_picture: ``Image.fromarray`` of the composite and of the weights when the caller
-            has them already.
-    """
-    height, width = weights.shape
-    shape = net_shape(width, height, size)
-    picture = Image.fromarray(composite) if picture is None else picture
-    mask_picture = Image.fromarray(weights) if mask_picture is None else mask_picture
-    small = _resize(picture, shape)  # (h, w, 3)
-    # Any mask value above 0, even below MASK_EPSILON, marks a pixel as touched: the safe side.
-    touched = _resize(mask_picture, shape) > 0  # (h, w)
-    # One more pixel of safety around what the filter footprint reached.
-    grown = touched.copy()
-    grown[1:] |= touched[:-1]
-    grown[:-1] |= touched[1:]
-    grown[:, 1:] |= touched[:, :-1]
-    grown[:, :-1] |= touched[:, 1:]
-    if grown.all():
-        grown = touched  # a thin background: keep every clean pixel there is
-    if grown.all():
-        raise ValueError("the background is too small to see at network resolution: pass a background image")
-    return push_pull_fill(small, ~grown)
 
 
 def _model_device_dtype(model):
@@ -300,31 +211,52 @@ def predict_coefficients(model, content: np.ndarray, reference: np.ndarray):
         model.train(was_training)
 
 
-def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background: np.ndarray | None = None,
-                      size: int = NET_SIZE, lut_size: int = LUT_SIZE, lut_backend: str = "auto") -> Harmonized:
+def _reference(composite: np.ndarray, weights: np.ndarray, background: np.ndarray | None,
+               reference_mask: np.ndarray | None, size: int, name: str, pictures: tuple) -> np.ndarray:
+    """The network's reference (h', w', 3): the background photo, or the composite's background, either
+    one limited to ``reference_mask`` when it is given (of the background photo's size when there is
+    one, else of the composite's)."""
+    if reference_mask is not None:
+        image = composite if background is None else background
+        region = check_reference(reference_mask, image.shape[:2], name,
+                                 "the composite" if background is None else "the background")
+        return region_reference(image, region, size, foreground=weights if background is None else None)
+    if background is not None:
+        bg_height, bg_width = background.shape[:2]
+        return resize_area(Image.fromarray(background), net_shape(bg_width, bg_height, size))
+    return background_reference(composite, weights, size, *pictures)
+
+
+def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, model=None,
+                      background: np.ndarray | None = None, size: int = NET_SIZE, lut_size: int = LUT_SIZE,
+                      lut_backend: str = "auto", reference_mask: np.ndarray | None = None,
+                      names: tuple[str, str, str] = ("composite", "mask", "reference mask")) -> Harmonized:
     """``harmonize`` and its intermediate results (see the module doc).
 
     ``lut_backend``: "pillow" (threaded ``apply_lut`` + uint16 blend, the CPU path), "torch" (on the
     model's device, ``recolour_on_device``) or "auto" (torch when the model is on a GPU, else pillow).
+    ``names``: how error messages name the composite, the mask and the reference mask (e.g. their URLs).
     """
     from ssh_model.lut import LUT, apply_lut
 
     if lut_backend not in ("auto", "pillow", "torch"):
         raise ValueError(f"lut_backend must be 'auto', 'pillow' or 'torch', got {lut_backend!r}")
+    if model is None:
+        from ssh_model.pretrained import shipped_model  # torch: only when the default model is wanted
 
-    weights = check_composite(composite, mask, background, allow_full=background is not None)  # (H, W)
+        model = shipped_model()
+    composite, mask = composite_and_mask(composite, mask, *names[:2])  # (H, W, 3), mask or alpha
+    weights = check_composite(composite, mask, background, allow_full=background is not None,
+                              names=names[:2])  # (H, W)
     height, width = weights.shape
     fg_box = foreground_box(weights)
     content_box = with_margin(fg_box, width, height)
     picture, mask_picture = Image.fromarray(composite), Image.fromarray(weights)  # RGB, F
     content_shape = net_shape(content_box[2] - content_box[0], content_box[3] - content_box[1], size)
-    content = _resize(picture, content_shape, content_box)  # (h, w, 3) uint8
-    content_mask = _resize(mask_picture, content_shape, content_box)  # (h, w) float32
-    if background is not None:
-        bg_height, bg_width = background.shape[:2]
-        reference = _resize(Image.fromarray(background), net_shape(bg_width, bg_height, size))
-    else:
-        reference = background_reference(composite, weights, size, picture, mask_picture)
+    content = resize_area(picture, content_shape, content_box)  # (h, w, 3) uint8
+    content_mask = resize_area(mask_picture, content_shape, content_box)  # (h, w) float32
+    reference = _reference(composite, weights, background, reference_mask, size, names[2],
+                           (picture, mask_picture))
     if getattr(model, "predicts_transform", False):
         # The encoder sees the foreground's colours only, as the reference holds the background's only:
         # the box's margin of background pixels is refilled from the foreground around it.
@@ -354,40 +286,51 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray, model, background
                       foreground_box=fg_box)
 
 
-def harmonize(composite: np.ndarray, mask: np.ndarray, model, background: np.ndarray | None = None,
-              size: int = NET_SIZE) -> np.ndarray:
+def harmonize(composite: np.ndarray, mask: np.ndarray | None = None, model=None,
+              background: np.ndarray | None = None, size: int = NET_SIZE,
+              reference_mask: np.ndarray | None = None) -> np.ndarray:
     """Re-colour the foreground of ``composite`` to match its background, at full resolution.
 
     Args:
-        composite: uint8 (H, W, 3), any size and aspect.
-        mask: the foreground, (H, W) bool / uint8 0-255 / float 0-1; soft edges are blended.
+        composite: uint8 (H, W, 3), any size and aspect; or (H, W, 4) whose alpha is the mask when
+            ``mask`` is None (a cut-out pasted over its background).
+        mask: the foreground, (H, W) bool / uint8 0-255 / uint16 / float 0-1. Soft masks are blend
+            weights: a pixel of mask a becomes a * harmonized + (1 - a) * composite, so feathered
+            edges stay feathered and no hard edge appears.
         model: a torch module with ``forward(content, reference)`` on (B, 3, H, W) in [-1, 1]
-            (an ``SSHNet`` or a ``ColourNet``); it runs in eval mode on its own device.
+            (an ``SSHNet`` or a ``ColourNet``), run in eval mode on its own device; None: the
+            weights shipped with the package (``ssh_model.load_pretrained``).
         background: an optional separate background photo (uint8 (H', W', 3), any size) to match
             instead of the composite's own background.
         size: the long side of the network's inputs.
+        reference_mask: match only this part of the background (e.g. the wall the object stands
+            against, not the sky): (H, W) like ``mask``, of the background photo's size when one is
+            given, else of the composite's (foreground pixels never count).
 
     Returns:
         uint8 (H, W, 3); pixels where the mask is 0 are exactly the composite's.
+
+    Raises:
+        ssh_model.errors.HarmonizeInputError: bad input, with a ``reason`` (see ``ssh_model.inputs``).
     """
-    return harmonize_details(composite, mask, model, background, size).image
+    return harmonize_details(composite, mask, model, background, size, reference_mask=reference_mask).image
 
 
-def harmonize_files(composite_url: str, mask_url: str, model, background_url: str | None = None,
-                    size: int = NET_SIZE) -> np.ndarray:
-    """``harmonize`` on images at fsspec URLs (EXIF, RGBA, grey and 16-bit handled by ``read_image``/
-    ``read_mask``); returns uint8 (H, W, 3)."""
-    composite = read_image(composite_url)
-    mask = read_mask(mask_url)
-    if mask.shape != composite.shape[:2]:
-        raise ValueError(f"mask {mask_url} is {mask.shape[1]}x{mask.shape[0]} but composite {composite_url} "
-                         f"is {composite.shape[1]}x{composite.shape[0]}")
+def harmonize_files(composite_url: str, mask_url: str | None = None, model=None, background_url: str | None = None,
+                    size: int = NET_SIZE, reference_mask_url: str | None = None) -> np.ndarray:
+    """``harmonize`` on images at fsspec URLs (EXIF, grey and 16-bit handled by ``ssh_model.images``);
+    without ``mask_url`` the composite's alpha is the mask. Returns uint8 (H, W, 3)."""
+    composite, alpha = read_image_and_alpha(composite_url)
+    mask = read_mask(mask_url) if mask_url else alpha  # None: "no_mask", naming the composite
+    mask_name = f"mask {mask_url}" if mask_url else f"the alpha of {composite_url}"
     background = read_image(background_url) if background_url else None
-    return harmonize(composite, mask, model, background=background, size=size)
+    reference_mask = read_mask(reference_mask_url) if reference_mask_url else None
+    return harmonize_details(composite, mask, model, background, size, reference_mask=reference_mask,
+                             names=(f"composite {composite_url}", mask_name,
+                                    f"reference mask {reference_mask_url}")).image
 
 
 __all__ = [
-    "Harmonized", "background_reference", "blend_region", "fit_foreground_transform", "foreground_box",
-    "harmonize", "harmonize_details", "harmonize_files", "net_shape", "predict_coefficients", "push_pull_fill",
-    "recolour_on_device", "recolour_with_transform", "run_network", "with_margin",
+    "NET_SIZE", "Harmonized", "blend_region", "fit_foreground_transform", "harmonize", "harmonize_details",
+    "harmonize_files", "predict_coefficients", "recolour_on_device", "recolour_with_transform", "run_network",
 ]

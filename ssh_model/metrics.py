@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from ssh_model.inputs import as_mask
+
 PSNR_CAP = 100.0
 EVAL_SIZE = 256
 SSIM_SIGMA = 1.5
@@ -39,8 +41,6 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _weights(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A mask (bool, uint8 0-255 or float 0-1) as float64 (H, W) weights matching ``shape``."""
-    from ssh_model.images import as_mask
-
     return as_mask(mask, shape=tuple(shape[:2])).astype(np.float64)
 
 

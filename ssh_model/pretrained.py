@@ -1,7 +1,7 @@
 """The model that ships inside the package: trained on the research photo corpus, ready to use.
 
-    from ssh_model import load_pretrained, harmonize
-    out = harmonize(composite, mask, load_pretrained())
+    from ssh_model import harmonize
+    out = harmonize(composite, mask)          # the shipped model, loaded once (``shipped_model``)
 
 The weights (safetensors) and their model card (data sources and terms, recipe, benchmark, limits)
 are package data under ``ssh_model/weights/``. ``PRETRAINED_URI`` is how the command line, the batch
@@ -10,6 +10,7 @@ job and the registry refer to them.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -36,4 +37,11 @@ def load_pretrained(device: str | torch.device = "cpu") -> nn.Module:
     return load_model(str(pretrained_path()), device=device)
 
 
-__all__ = ["MODEL_CARD", "PRETRAINED_FILE", "PRETRAINED_URI", "load_pretrained", "pretrained_path"]
+@lru_cache(maxsize=1)
+def shipped_model() -> nn.Module:
+    """The shipped model on the CPU, loaded once per process: what ``harmonize`` uses when given no model.
+    Shared: do not train or move it (``load_pretrained`` gives a copy of your own)."""
+    return load_pretrained("cpu")
+
+
+__all__ = ["MODEL_CARD", "PRETRAINED_FILE", "PRETRAINED_URI", "load_pretrained", "pretrained_path", "shipped_model"]

@@ -53,6 +53,12 @@ class Settings:
             values["s3_endpoint_url"] = env["AWS_ENDPOINT_URL"]
         return cls(**values)
 
+    @classmethod
+    def env_names(cls) -> tuple[str, ...]:
+        """The ``SSH_*`` variables these settings read (and nothing else that starts with ``SSH_``, such as
+        OpenSSH's ``SSH_AUTH_SOCK``)."""
+        return tuple(f"SSH_{spec.name.upper()}" for spec in fields(cls))
+
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)
 

@@ -24,7 +24,7 @@ as the foreground (``composites.blob_mask``, ``REGION_AREA`` of the scene), then
 - the content: the blob's box with ``harmonize``'s context margin, grown to a square, its pixels
   outside the blob's solid core refilled from the core (push-pull), as ``harmonize`` does;
 - the reference: the whole scene with the blob refilled from the background around it
-  (``harmonize.background_reference``).
+  (``regions.background_reference``).
 
 Content and reference are disjoint regions of one scene, as a composite's foreground and background
 are, instead of overlapping crops; the two LUTs are applied after the views are made, so
@@ -52,9 +52,9 @@ import numpy as np
 from PIL import Image
 
 from ssh_model.composites import blob_mask
-from ssh_model.inference import CORE_MASK, background_reference, foreground_box, push_pull_fill, with_margin
 from ssh_model.lut import LUT, apply_lut, check_image, identity_lut
 from ssh_model.quality_set import feather, place_mask
+from ssh_model.regions import CORE_MASK, Box, background_reference, foreground_box, push_pull_fill, with_margin
 
 SCALE_RANGE = (0.5, 1.0)
 MIN_OVERLAP = 0.25
@@ -62,8 +62,6 @@ MAX_TRIES = 64
 MIN_CROP_SIZE = 8
 LAYOUTS = ("crops", "region")
 REGION_AREA = (0.05, 0.4)  # of the scene, the blob's share
-
-Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) in source pixels, x1/y1 exclusive
 
 
 @dataclass(frozen=True)

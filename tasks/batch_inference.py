@@ -30,8 +30,9 @@ Error reasons in the results table are the codes of ``ssh_model.errors.REASONS``
     timeout          a connect or read timeout, or the row's inputs not fetched within ``fetch_timeout_s``
     io               other storage errors (HTTP 5xx and throttling after the client's own retries)
     empty, unreadable, truncated, too_small, too_large, not_rgb   the image cannot be used (``ImageError``)
-    mask_size        mask and composite differ in size;  empty_mask: the mask selects no pixel
-    full_mask        the mask covers everything and there is no background photo
+    bad_array, no_mask, mask_size, empty_mask, full_mask, empty_reference   the composite and its masks
+                     cannot be used together (``ssh_model.inputs``; e.g. no mask and no alpha, sizes
+                     that differ, a mask that selects nothing or everything)
     target_size      ground truth and composite differ in size
     unsafe_output    the output is outside the output prefix, contains '..', has no image extension, or is
                      in the reserved ``_results/`` folder (see ``tasks.catalog``): nothing is read or written
@@ -74,6 +75,11 @@ from tasks.results import (
 logger = logging.getLogger(__name__)
 
 MAX_AUTO_CPU_ACTORS = 8
+# Memory of an actor: its process, torch, the model and fixed working buffers, plus per pixel of the
+# image it decodes, harmonizes and encodes. benchmarks/bench_memory.py measured 22 B/px above a
+# 0.27 GiB process at 79 MP (0.38 GiB extra at 4K), and 2.6 GiB peak per actor on 79 MP images.
+PEAK_BYTES_PER_PIXEL = 24
+ACTOR_BASE_BYTES = 2**30
 MAX_REPORTED_ERRORS = 200
 MAX_INPUT_BLOCKS = 10_000
 
@@ -86,14 +92,16 @@ class JobOptions:
         model_uri: ``models:/name@alias``, ``models:/name/N`` or a ``.safetensors`` URL (for ``run_catalog``).
         overwrite: redo rows even when their output is up to date.
         jpeg_quality: quality of JPEG (and WebP) outputs, 1-100.
-        concurrency: number of model actors (None: one per GPU, else one per CPU up to 8).
+        concurrency: number of model actors (None: one per GPU, else one per CPU up to 8; either way no
+            more than fit in ``memory_share`` of Ray's memory, see ``plan_actors``).
         num_gpus: GPUs per actor (None: 1 when the Ray cluster has GPUs, else 0).
         num_cpus: CPUs per actor (None: 1, less when more actors than CPUs are asked for).
         batch_size: rows per actor call (images of different sizes are harmonized one by one).
         fetch_threads: parallel downloads per fetch task.
         fetch_timeout_s: a row whose inputs are not downloaded within this many seconds fails alone
             with reason ``timeout`` (None: only the storage clients' own timeouts).
-        max_pixels: the decompression-bomb limit (None: the settings').
+        max_pixels: the decompression-bomb limit (None: the settings'); also what actors are sized for.
+        memory_share: the share of the Ray cluster's schedulable memory the model actors may reserve.
         report_thumbnails: the first rows of the catalog that get thumbnails for the report.
         progress_every_s: seconds between progress lines in the log.
         fragment_rows, fragment_seconds: the driver writes a fragment of records when this many are
@@ -111,6 +119,7 @@ class JobOptions:
     fetch_threads: int = 8
     fetch_timeout_s: float | None = 300.0
     max_pixels: int | None = None
+    memory_share: float = 0.8
     report_thumbnails: int = 24
     progress_every_s: float = 10.0
     fragment_rows: int = 256
@@ -139,34 +148,80 @@ def plan_rows(catalog: Catalog, previous: dict[str, dict], report_thumbnails: in
         known = previous.get(row.id)
         rows.append({
             "index": index, "id": row.id, "output": row.output, "output_refused": row.output_refused,
-            "composite": row.composite, "mask": row.mask,
-            "background": row.background or "", "target": row.target or "",
+            "composite": row.composite, "mask": row.mask or "", "background": row.background or "",
+            "reference_mask": row.reference_mask or "", "target": row.target or "",
             "thumbs": index < report_thumbnails,
             "previous": json.dumps({k: known.get(k) for k in PREVIOUS_KEYS}) if known else "",
         })
     return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
 
 
-def actor_resources(options: JobOptions) -> tuple[int, float, float]:
-    """(actors, CPUs per actor, GPUs per actor) fitted to the Ray cluster, so the pool can always start."""
-    import ray
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many model actors run and what each one reserves in Ray (``memory`` in bytes)."""
 
-    resources = ray.cluster_resources()
-    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    actors: int
+    num_cpus: float
+    num_gpus: float
+    memory: int
+
+
+def actor_memory(max_pixels: int) -> int:
+    """Bytes one actor may need: its process, torch and the model, plus one image of ``max_pixels``
+    decoded, harmonized and encoded (``PEAK_BYTES_PER_PIXEL``)."""
+    return ACTOR_BASE_BYTES + int(max_pixels) * PEAK_BYTES_PER_PIXEL
+
+
+def plan_actors(cpus: float, gpus: float, memory: float, options: JobOptions, max_pixels: int) -> ActorPlan:
+    """Size the actor pool by GPUs, CPUs and memory, so it always starts and never runs out of memory.
+
+    Args:
+        cpus, gpus: the Ray cluster's CPUs and GPUs.
+        memory: the Ray cluster's schedulable memory in bytes (Ray's ``memory`` resource: what the nodes
+            have free for tasks and actors beside the object store).
+        options: ``concurrency``, ``num_cpus``, ``num_gpus`` and ``memory_share`` as the user gave them.
+        max_pixels: the largest image an actor may be given.
+
+    Without ``concurrency``: one actor per GPU, else one per CPU up to ``MAX_AUTO_CPU_ACTORS``, and never
+    more than ``memory_share`` of the memory holds at ``actor_memory(max_pixels)`` each (at least one).
+    Each actor reserves that memory in Ray, so Ray never places more of them than fit.
+    """
     num_gpus = options.num_gpus if options.num_gpus is not None else (1.0 if gpus >= 1 else 0.0)
+    budget = options.memory_share * memory
+    per_actor = actor_memory(max_pixels)
+    fit = max(1, int(budget // per_actor))
     if options.concurrency is not None:
         concurrency = options.concurrency
     elif num_gpus > 0:
-        concurrency = max(1, int(gpus // num_gpus))
+        concurrency = max(1, min(fit, int(gpus // num_gpus)))
     else:
-        concurrency = max(1, min(MAX_AUTO_CPU_ACTORS, int(cpus)))
+        concurrency = max(1, min(MAX_AUTO_CPU_ACTORS, int(cpus), fit))
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if num_gpus * concurrency > gpus + 1e-9:
         raise ValueError(f"{concurrency} actors x {num_gpus} GPU need {num_gpus * concurrency:g} GPUs; "
                          f"the Ray cluster has {gpus:g}")
+    gib = 2**30
+    if concurrency * per_actor > budget and concurrency > 1:
+        raise ValueError(f"{concurrency} actors x {per_actor / gib:.1f} GiB (images up to {max_pixels / 1e6:.0f} MP) "
+                         f"need {concurrency * per_actor / gib:.1f} GiB; {options.memory_share:g} of the Ray "
+                         f"cluster's {memory / gib:.1f} GiB is {budget / gib:.1f} GiB: lower concurrency or "
+                         "max_pixels")
+    if per_actor > budget:
+        logger.warning("one actor may need %.1f GiB for images up to %.0f MP, more than the %.1f GiB budget; "
+                       "running one actor", per_actor / gib, max_pixels / 1e6, budget / gib)
     num_cpus = options.num_cpus if options.num_cpus is not None else min(1.0, cpus / concurrency)
-    return concurrency, num_cpus, num_gpus
+    return ActorPlan(actors=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
+                     memory=int(min(per_actor, budget / concurrency)))
+
+
+def actor_resources(options: JobOptions, max_pixels: int) -> ActorPlan:
+    """``plan_actors`` for the Ray cluster this process is connected to."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return plan_actors(float(resources.get("CPU", 1)), float(resources.get("GPU", 0)),
+                       float(resources.get("memory", 0)), options, max_pixels)
 
 
 def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_id: str, max_pixels: int):
@@ -175,7 +230,10 @@ def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
-    concurrency, num_cpus, num_gpus = actor_resources(options)
+    actors = actor_resources(options, max_pixels)
+    concurrency = actors.actors
+    logger.info("%d model actors, each with %g CPU, %g GPU and %.1f GiB reserved (images up to %.0f MP)",
+                concurrency, actors.num_cpus, actors.num_gpus, actors.memory / 2**30, max_pixels / 1e6)
     # Small input blocks: records stream back block by block, and at least four blocks per actor keep
     # the pool busy to the end; but no more than MAX_INPUT_BLOCKS of them for huge catalogs.
     chunk = max(1, min(options.fetch_threads, math.ceil(plan.num_rows / (4 * concurrency))),
@@ -194,10 +252,10 @@ def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_
     return dataset.map_batches(
         Harmonizer, batch_format="pyarrow", batch_size=options.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=num_cpus, num_gpus=num_gpus, fn_constructor_kwargs={
+        num_cpus=actors.num_cpus, num_gpus=actors.num_gpus, memory=actors.memory, fn_constructor_kwargs={
             "model": ray.put(model), "jpeg_quality": options.jpeg_quality, "max_pixels": max_pixels,
             "run_id": run_id,
-            "num_threads": max(1, int(num_cpus)), "use_gpu": num_gpus > 0,
+            "num_threads": max(1, int(actors.num_cpus)), "use_gpu": actors.num_gpus > 0,
         })
 
 

@@ -39,7 +39,7 @@ from tasks.results import HASH_COLUMNS, METRICS_COLUMN, RECORD_SCHEMA, is_up_to_
 
 logger = logging.getLogger(__name__)
 
-INPUTS = ("composite", "mask", "background", "target")
+INPUTS = ("composite", "mask", "background", "reference_mask", "target")
 THUMBS = ("composite", "mask", "harmonized", "target")
 
 PLAN_SCHEMA = pa.schema([
@@ -242,7 +242,7 @@ class Harmonizer:
         import torch
 
         from ssh_model.baselines import BASELINES
-        from ssh_model.inference import harmonize
+        from ssh_model.inference import harmonize_details
         from ssh_model.metrics import evaluate
 
         if not isinstance(model, ModelPayload):
@@ -257,7 +257,7 @@ class Harmonizer:
         self.jpeg_quality = jpeg_quality
         self.max_pixels = max_pixels
         self.run_id = run_id
-        self._harmonize, self._evaluate, self._baselines = harmonize, evaluate, BASELINES
+        self._harmonize, self._evaluate, self._baselines = harmonize_details, evaluate, BASELINES
         logger.info("actor pid %d runs %s (version %s) on %s", os.getpid(), model.uri, model.version,
                     self.device)
 
@@ -317,24 +317,23 @@ class Harmonizer:
         return {name: _thumbnail_bytes(image) for name, image in images.items()}
 
     def _harmonize_row(self, row: dict, base: dict) -> tuple[dict, dict[str, bytes]]:
-        from ssh_model.images import MASK_EPSILON, decode_image, decode_mask, encode_image, probe_image
+        from ssh_model.images import decode_image, decode_image_and_alpha, decode_mask, encode_image, probe_image
+
+        def mask_of(name: str) -> np.ndarray | None:
+            return decode_mask(row[f"{name}_bytes"], row[name], max_pixels=self.max_pixels) if row[name] else None
 
         info = probe_image(row["composite_bytes"], row["composite"], self.max_pixels)
-        composite = decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels)
-        mask = decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels)  # (H, W) in [0, 1]
-        height, width = composite.shape[:2]
-        if mask.shape != (height, width):
-            raise HarmonizeInputError("mask_size", f"mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]}, "
-                                                   f"composite {row['composite']} is {width}x{height}")
-        if float(mask.max()) < MASK_EPSILON:
-            raise HarmonizeInputError("empty_mask", f"mask {row['mask']} selects no pixel")
-        if not row["background"] and float(mask.min()) >= MASK_EPSILON:
-            raise HarmonizeInputError("full_mask", f"mask {row['mask']} covers the whole composite and the row "
-                                                   "has no background photo: there is nothing to match")
+        composite, alpha = decode_image_and_alpha(row["composite_bytes"], row["composite"], self.max_pixels)
+        mask = mask_of("mask")  # (H, W) in [0, 1]
+        mask = alpha if mask is None else mask  # no mask file: the composite's alpha (None: "no_mask")
         background = None
         if row["background"]:
             background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)
-        result = self._harmonize(composite, mask, self.model, background=background)  # (H, W, 3) uint8
+        names = (f"composite {row['composite']}", f"mask {row['mask']}" if row["mask"] else
+                 f"the alpha of {row['composite']}", f"reference mask {row['reference_mask']}")
+        result = self._harmonize(composite, mask, self.model, background, reference_mask=mask_of("reference_mask"),
+                                 names=names).image  # (H, W, 3) uint8
+        height, width = composite.shape[:2]
         metrics: dict[str, float] = {}
         target = None
         if row["target"]:

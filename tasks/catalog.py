@@ -5,8 +5,11 @@ row per composite:
 
     id          unique, non-empty
     composite   URL of the composite image
-    mask        URL of the foreground mask (same size as the composite)
+    mask        URL of the foreground mask (same size as the composite; soft values are blend weights);
+                optional: a row without one uses the composite's alpha (an RGBA cut-out over its background)
     background  optional: URL of a clean background photo (the harmonization reference)
+    reference_mask  optional: URL of a mask of the part of the background to match (of the background
+                photo's size when the row has one, else of the composite's)
     target      optional: URL of the ground truth; metrics are computed when present
     output      optional: where to write the result, relative to the output prefix (``shots/a.jpg``) or
                 an absolute URL under it; it must end in .jpg, .jpeg, .png or .webp. Rows without
@@ -21,7 +24,7 @@ link out of it) or has no image extension is refused alone: it keeps ``output_re
 job records it as an ``unsafe_output`` error without reading or writing anything for it.
 
 Relative input URLs are resolved against the catalog's own folder. Catalog-wide problems (missing
-columns, no rows, empty or duplicate ids, empty composite or mask cells, an output that is an input,
+columns, no rows, empty or duplicate ids, empty composite cells, an output that is an input,
 two rows with one output) are reported at once, in a single ``CatalogError`` listing the offending
 rows, before any image is read.
 """
@@ -47,9 +50,9 @@ from ssh_model.storage import is_under, join, read_bytes
 
 logger = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS = ("id", "composite", "mask")
-OPTIONAL_COLUMNS = ("background", "target", "output")
-INPUT_COLUMNS = ("composite", "mask", "background", "target")
+REQUIRED_COLUMNS = ("id", "composite")
+OPTIONAL_COLUMNS = ("mask", "background", "reference_mask", "target", "output")
+INPUT_COLUMNS = ("composite", "mask", "background", "reference_mask", "target")
 OUTPUT_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)  # what outputs can be encoded as
 RESULTS_DIRNAME = "_results"  # reserved folder under the output prefix: results table, report, fragments
 DEFAULT_OUTPUT_DIRNAME = "harmonized"  # the default prefix is {data_root}/harmonized/{catalog file stem}
@@ -77,9 +80,10 @@ class CatalogError(ValueError):
 class CatalogRow:
     id: str
     composite: str
-    mask: str
+    mask: str | None  # None: the composite's alpha is the mask
     output: str
     background: str | None = None
+    reference_mask: str | None = None
     target: str | None = None
     output_refused: str | None = None  # why ``output`` may not be written: the row fails alone (unsafe_output)
 
@@ -308,7 +312,7 @@ def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None
         raise CatalogError(url, sorted(problems, key=_first_row_number))
 
     rows = [CatalogRow(id=r["id"], composite=r["composite"], mask=r["mask"], output=r["output"],
-                       background=r["background"], target=r["target"],
+                       background=r["background"], reference_mask=r["reference_mask"], target=r["target"],
                        output_refused=None if r["output_refused"] is None
                        else f"output {redact(r['output'])} {r['output_refused']}")
             for r in rows_by_number.values()]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import os
 
+from ssh_model.settings import Settings
+
 logger = logging.getLogger(__name__)
 
-# Non-secret settings Ray workers need to reach the same storage as the driver. Credentials are not
-# forwarded: local workers inherit them, cluster workers get them from their own environment.
-FORWARDED_ENV_PREFIXES = ("SSH_",)
+# Non-secret settings Ray workers need to reach the same storage as the driver: the project's settings
+# (not every SSH_* variable: OpenSSH's SSH_AUTH_SOCK and SSH_CONNECTION are not ours) and the S3
+# endpoint and region. Credentials are not forwarded: local workers inherit them, cluster workers get
+# them from their own environment.
 FORWARDED_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 # A private one-machine Ray has no nodes to drain: Ray Train's preemption watcher would only poll
 # (CPU the training workers need on a small machine). Clusters keep it.
@@ -28,9 +31,10 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 
 def forwarded_env() -> dict[str, str]:
-    """The ``SSH_*`` and S3 endpoint/region variables of this process, for Ray workers' ``runtime_env``."""
-    return {key: value for key, value in os.environ.items()
-            if key.startswith(FORWARDED_ENV_PREFIXES) or key in FORWARDED_ENV_NAMES}
+    """The settings' ``SSH_*`` and the S3 endpoint/region variables of this process, for Ray workers'
+    ``runtime_env``."""
+    names = {*Settings.env_names(), *FORWARDED_ENV_NAMES}
+    return {key: value for key, value in os.environ.items() if key in names}
 
 
 def ray_init(num_cpus: int | None = None) -> bool:

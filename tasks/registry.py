@@ -12,6 +12,8 @@
   (the weights shipped in the package) or a plain ``.safetensors`` URL (any fsspec URL) -> (the network,
   SSHNet or ColourNet, in eval mode, version string).
 - ``default_model_uri()``: what inference loads when no model is named.
+- ``servable_problem(uri)`` / ``upgrade_version(uri)``: whether ``mlflow models serve`` can answer for a
+  version (it needs the signature of ``tasks.serving``), and re-registering one logged before it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ssh_model.pretrained import MODEL_CARD, PRETRAINED_URI, pretrained_path
 from ssh_model.settings import get_settings
 
 # importing tasks.tracking sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
+from tasks.serving import SIGNATURE, input_example
 from tasks.tracking import configure, store_exists, tracked_run
 
 logger = logging.getLogger(__name__)
@@ -62,7 +65,8 @@ def log_model(weights_url: str, name: str = "model") -> Any:
         with open(local, "wb") as handle:
             handle.write(storage.read_bytes(weights_url))
         return mlflow.pyfunc.log_model(name=name, python_model=PYFUNC_CODE, artifacts={"weights": local},
-                                       pip_requirements=PIP_REQUIREMENTS)
+                                       pip_requirements=PIP_REQUIREMENTS, signature=SIGNATURE,
+                                       input_example=input_example())
 
 
 def register_candidate(model_uri: str, name: str = MODEL_NAME, tags: dict[str, str] | None = None,
@@ -256,6 +260,42 @@ def default_model_uri(name: str = MODEL_NAME) -> str:
     return PRETRAINED_URI
 
 
+# -- serving ---------------------------------------------------------------------------------------
+
+def servable_problem(uri: str) -> str | None:
+    """Why ``mlflow models serve`` cannot answer image requests for the ``models:/`` URI, or None when it
+    can: a version logged without the serving signature gets base64 text instead of image bytes."""
+    version = resolve_version(uri)
+    info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
+    if info.signature is None or info.signature.inputs != SIGNATURE.inputs:
+        return (f"model {uri} ({version_label(version)}) was registered without the serving signature, so the "
+                f"scoring server would pass it base64 text instead of images; register its weights again with "
+                f"`ssh-harmonize upgrade-model {uri}`")
+    return None
+
+
+def upgrade_version(uri: str, name: str = MODEL_NAME) -> str:
+    """Register the weights of the version ``uri`` names again, logged with the serving signature, as a new
+    version with the same tags and description; every alias that pointed at the old version moves to it.
+    Returns the new version number."""
+    old = resolve_version(uri)
+    client = mlflow.MlflowClient()
+    aliases = list(old.aliases)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = download_weights(old, folder)
+        with tracked_run(f"upgrade-{old.name}-{old.version}", kind="upgrade",
+                         tags={"ssh.upgraded_from": version_label(old)}):
+            info = log_model(weights)
+    new = mlflow.register_model(info.model_uri, old.name, tags={**old.tags, "ssh.upgraded_from": str(old.version)})
+    if old.description:
+        client.update_model_version(old.name, new.version, description=old.description)
+    for alias in aliases:
+        client.set_registered_model_alias(old.name, alias, new.version)
+    logger.info("re-registered %s as version %s with the serving signature (aliases %s moved)",
+                version_label(old), new.version, ", ".join(aliases) or "none")
+    return str(new.version)
+
+
 # -- the promotion gate -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -348,6 +388,6 @@ __all__ = [
     "expand_model_ref",
     "file_version",
     "load_registered_model", "log_model", "parse_models_uri", "promotion_gate", "register_candidate",
-    "register_pretrained",
-    "resolve_version", "version_label", "versions_of_run",
+    "register_pretrained", "resolve_version", "servable_problem", "upgrade_version", "version_label",
+    "versions_of_run",
 ]

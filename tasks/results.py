@@ -57,10 +57,12 @@ BASE_SCHEMA = pa.schema([
     ("composite", pa.string()),
     ("mask", pa.string()),
     ("background", pa.string()),
+    ("reference_mask", pa.string()),
     ("target", pa.string()),
     ("composite_sha256", pa.string()),
     ("mask_sha256", pa.string()),
     ("background_sha256", pa.string()),
+    ("reference_mask_sha256", pa.string()),
     ("target_sha256", pa.string()),
     ("model_version", pa.string()),
     ("jpeg_quality", pa.int32()),
@@ -73,7 +75,7 @@ BASE_SCHEMA = pa.schema([
     ("output_size", pa.int64()),
 ])
 RECORD_SCHEMA = BASE_SCHEMA.append(pa.field(METRICS_COLUMN, pa.string()))
-HASH_COLUMNS = ("composite_sha256", "mask_sha256", "background_sha256", "target_sha256")
+HASH_COLUMNS = ("composite_sha256", "mask_sha256", "background_sha256", "reference_mask_sha256", "target_sha256")
 
 
 def results_url(results_dir: str) -> str:

@@ -101,12 +101,15 @@ def test_given_layers_of_different_sizes_when_composited_then_the_error_names_th
     ({"background": "missing.png"}, "missing.png: no such file"),
     ({"output": "out.tif"}, "cannot tell the image format from '.tif'"),
     ({"output": "bg.png"}, "is also an input"),
+    ({"options": ["--strength", "0.5"]}, "--strength needs --grade SEED"),
+    ({"options": ["--grade", "3", "--strength", "-1"]}, "--strength must be >= 0"),
 ])
 def test_given_bad_composite_input_when_run_then_it_exits_2_with_one_clear_line(layers, tmp_path, capsys, change,
                                                                                  message):
     output = str(tmp_path / change.pop("output", "out.png"))
+    options = change.pop("options", [])
     layers.update({key: str(tmp_path / value) for key, value in change.items()})
-    assert main(composite_args(layers, output)) == 2
+    assert main(composite_args(layers, output, *options)) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("ssh-harmonize composite: error: ") and message in error
 
@@ -276,3 +279,67 @@ def test_given_no_model_and_no_registry_when_harmonizing_then_the_shipped_weight
     expected = harmonize(read_image(layers["foreground"]), read_mask(layers["mask"]), load_pretrained())
     assert np.array_equal(read_image(str(tmp_path / "out.png")), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "out.png"])  # no data/ store created
+
+
+def write_cutout(layers: dict[str, str], path: Path) -> str:
+    """The foreground as an RGBA PNG whose alpha is the mask (a cut-out)."""
+    rgba = np.dstack([read_image(layers["foreground"]), ellipse_mask(*SIZE)])
+    return write_image(path, rgba)
+
+
+def test_given_an_rgba_cutout_when_composited_without_a_mask_then_its_alpha_is_the_mask(layers, tmp_path):
+    # given: the foreground as an RGBA cut-out
+    cutout = write_cutout(layers, tmp_path / "cutout.png")
+
+    # when: composite FG.png BG.png, and the same with the mask file
+    assert main(["composite", cutout, layers["background"], "-o", str(tmp_path / "from-alpha.png")]) == 0
+    assert main(composite_args(layers, str(tmp_path / "from-mask.png"))) == 0
+
+    # then
+    assert np.array_equal(read_image(str(tmp_path / "from-alpha.png")), read_image(str(tmp_path / "from-mask.png")))
+
+
+def test_given_an_rgba_composite_when_harmonized_without_a_mask_then_its_alpha_is_the_mask(layers, tmp_path, capsys):
+    cutout = write_cutout(layers, tmp_path / "cutout.png")
+
+    assert main(["harmonize", cutout, "-o", str(tmp_path / "a.png")]) == 0
+    assert main(["harmonize", layers["foreground"], layers["mask"], "-o", str(tmp_path / "m.png")]) == 0
+
+    assert np.array_equal(read_image(str(tmp_path / "a.png")), read_image(str(tmp_path / "m.png")))
+    assert main(["harmonize", layers["foreground"], "-o", str(tmp_path / "x.png")]) == 2
+    assert f"{layers['foreground']} has no transparency" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_given_a_reference_mask_when_harmonized_then_it_changes_what_is_matched(layers, tmp_path, capsys):
+    # given: a background that is red on the left and blue on the right, and a reference mask per side
+    background = np.zeros((*SIZE, 3), np.uint8)
+    background[:, : SIZE[1] // 2] = (220, 40, 30)
+    background[:, SIZE[1] // 2:] = (30, 60, 220)
+    composite = np.where(ellipse_mask(*SIZE)[..., None] > 0, read_image(layers["foreground"]), background)
+    composite_url = write_image(tmp_path / "c.png", composite.astype(np.uint8))
+    left, right = np.zeros(SIZE, np.uint8), np.zeros(SIZE, np.uint8)
+    left[:, :6], right[:, -6:] = 255, 255
+    refs = {"left": write_image(tmp_path / "left.png", left), "right": write_image(tmp_path / "right.png", right)}
+
+    # when
+    for side, url in refs.items():
+        assert main(["harmonize", composite_url, layers["mask"], "-o", str(tmp_path / f"{side}-out.png"),
+                     "--reference-mask", url]) == 0
+
+    # then: matched to the red side the foreground is redder than matched to the blue side
+    inside = ellipse_mask(*SIZE) > 0
+    red = read_image(str(tmp_path / "left-out.png"))[inside].astype(float).mean(axis=0)
+    blue = read_image(str(tmp_path / "right-out.png"))[inside].astype(float).mean(axis=0)
+    assert red[0] - red[2] > blue[0] - blue[2] + 5
+    assert main(["harmonize", composite_url, layers["mask"], "-o", str(tmp_path / "e.png"),
+                 "--reference-mask", write_image(tmp_path / "empty.png", np.zeros(SIZE, np.uint8))]) == 2
+    assert "empty.png is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("output", "message"), [("out.bmp", "cannot tell the image format from '.bmp'"),
+                                                 ("fg.png", "is also an input")])
+def test_given_a_bad_output_when_harmonizing_then_it_exits_2_before_any_work(layers, tmp_path, capsys, output, message):
+    assert main(["harmonize", layers["foreground"], layers["mask"], "-o", str(tmp_path / output)]) == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "out.bmp").exists()

@@ -8,17 +8,11 @@ import torch
 from torch import nn
 
 from ssh_model.colour import linear_to_srgb, srgb_to_linear
+from ssh_model.errors import HarmonizeInputError
 from ssh_model.images import encode_image
-from ssh_model.inference import (
-    background_reference,
-    blend_region,
-    harmonize,
-    harmonize_details,
-    harmonize_files,
-    net_shape,
-    push_pull_fill,
-)
+from ssh_model.inference import blend_region, harmonize, harmonize_details, harmonize_files
 from ssh_model.network import ssh_tiny
+from ssh_model.regions import background_reference, net_shape, push_pull_fill
 
 GAINS = (1.12, 0.93, 0.78)  # the oracle's grade, per channel in linear light
 
@@ -277,3 +271,119 @@ def test_given_the_module_imported_first_when_harmonize_is_imported_from_the_pac
     from ssh_model import harmonize, load_pretrained
 
     assert harmonize is inference.harmonize and callable(load_pretrained)
+
+
+# --- the inputs users bring: soft masks, alpha as the mask, a reference region, the default model --------------
+
+
+def feathered_mask(height: int, width: int) -> np.ndarray:
+    """float32 (H, W): 1 in the middle columns, 0 at the sides, linear ramps 20 px wide between."""
+    ramp = np.clip(np.minimum(np.arange(width) - 20, width - 21 - np.arange(width)) / 20.0, 0.0, 1.0)
+    mask = np.tile(ramp.astype(np.float32), (height, 1))
+    mask[: height // 4] = 0
+    return mask
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_given_a_feathered_mask_of_any_depth_then_the_result_is_blended_by_it_without_a_hard_edge(rng, dtype):
+    # given: a composite and a mask with 20-pixel linear ramps, as 8-bit, 16-bit or float
+    composite = textured_photo(rng, 80, 140)
+    soft = feathered_mask(80, 140)
+    scale = {"uint8": 255, "uint16": 65535, "float32": 1}[dtype]
+    mask = np.rint(soft * scale).astype(dtype) if dtype != "float32" else soft
+
+    # when
+    out = harmonize(composite, mask, OracleModel()).astype(float)
+
+    # then: every pixel is a * graded + (1 - a) * composite (the oracle's grade, known exactly)
+    expected = soft[..., None] * oracle_grade(composite) + (1 - soft[..., None]) * composite
+    assert np.abs(out - expected).max() <= 3.0
+    change = np.abs(out - composite).mean(axis=2)[40]  # along one row across both ramps
+    assert np.abs(np.diff(change)).max() < 0.25 * change.max()  # no step: the change grows over the ramp
+
+
+def test_given_an_rgba_composite_without_a_mask_then_its_alpha_is_the_mask(rng, tmp_path):
+    # given: an RGBA composite whose alpha is a soft ellipse, and the same as RGB + mask
+    composite = textured_photo(rng, 90, 120)
+    alpha = (ellipse_mask(90, 120) * 255).astype(np.uint8)
+    rgba = np.dstack([composite, alpha])
+    (tmp_path / "cut.png").write_bytes(encode_image(composite))
+    from PIL import Image
+
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+    (tmp_path / "opaque.png").write_bytes(encode_image(composite))
+
+    # when
+    from_array = harmonize(rgba, model=OracleModel())
+    from_file = harmonize_files(str(tmp_path / "cut.png"), model=OracleModel())
+
+    # then
+    assert np.array_equal(from_array, harmonize(composite, alpha, OracleModel()))
+    assert np.array_equal(from_file, from_array)
+    with pytest.raises(HarmonizeInputError, match="opaque.png has no transparency") as caught:
+        harmonize_files(str(tmp_path / "opaque.png"), model=OracleModel())
+    assert caught.value.reason == "no_mask"
+
+
+def two_tone_scene(height: int = 96, width: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """A composite whose background is warm on the left and cool on the right, a grey square in the middle."""
+    scene = np.zeros((height, width, 3), np.uint8)
+    scene[:, : width // 2] = (200, 120, 60)
+    scene[:, width // 2:] = (50, 110, 210)
+    mask = np.zeros((height, width), np.float32)
+    mask[30:66, 65:95] = 1
+    scene[mask > 0] = 128
+    return scene, mask
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_given_a_reference_mask_then_the_network_sees_only_that_region(side):
+    # given: a warm-left / cool-right background and a reference mask over one side (it overlaps the foreground)
+    composite, mask = two_tone_scene()
+    region = np.zeros(mask.shape, np.uint8)
+    if side == "left":
+        region[:, :80] = 255  # the foreground covers columns 65-94
+    else:
+        region[:, 80:] = 255
+
+    # when
+    details = harmonize_details(composite, mask, OracleModel(), reference_mask=region)
+
+    # then: the reference is that side's colour only, the foreground's grey included nowhere
+    colour = composite[5, 5] if side == "left" else composite[5, -5]
+    assert np.abs(details.reference.reshape(-1, 3).astype(int) - colour).max() <= 2
+    whole = harmonize_details(composite, mask, OracleModel()).reference
+    assert np.abs(whole.reshape(-1, 3).astype(int) - colour).max() > 50  # without it, both sides are seen
+
+
+def test_given_a_background_photo_then_the_reference_mask_is_of_its_size(rng):
+    composite, mask = two_tone_scene()
+    background = np.zeros((40, 50, 3), np.uint8)
+    background[:, :25] = (10, 200, 10)
+    region = np.zeros((40, 50), bool)
+    region[:, :25] = True
+
+    reference = harmonize_details(composite, mask, OracleModel(), background, reference_mask=region).reference
+
+    assert np.abs(reference.reshape(-1, 3).astype(int) - (10, 200, 10)).max() <= 2
+    with pytest.raises(HarmonizeInputError) as caught:
+        harmonize(composite, mask, OracleModel(), background, reference_mask=np.ones(mask.shape, bool))
+    assert caught.value.reason == "mask_size"
+
+
+def test_given_a_reference_mask_inside_the_foreground_only_then_empty_reference():
+    composite, mask = two_tone_scene()
+
+    with pytest.raises(HarmonizeInputError, match="no background pixel") as caught:
+        harmonize(composite, mask, OracleModel(), reference_mask=mask > 0)
+
+    assert caught.value.reason == "empty_reference"
+
+
+def test_given_no_model_then_the_shipped_model_harmonizes(rng):
+    from ssh_model.pretrained import load_pretrained
+
+    composite = textured_photo(rng, 64, 96)
+    mask = ellipse_mask(64, 96)
+
+    assert np.array_equal(harmonize(composite, mask), harmonize(composite, mask, load_pretrained()))

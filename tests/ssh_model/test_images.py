@@ -12,7 +12,6 @@ from PIL import Image, ImageCms
 
 from ssh_model.images import (
     ImageError,
-    as_mask,
     decode_image,
     decode_mask,
     encode_image,
@@ -230,25 +229,6 @@ def test_mask_from_grey_rgb_rgba_16bit_and_bilevel(rng):
     assert np.allclose(decode_mask(encoded(sixteen, "PNG")), grey / 255.0, atol=1e-6)
     bilevel = decode_mask(encoded(grey, "PNG", mode="1"))
     assert set(np.unique(bilevel)) <= {0.0, 1.0} and bilevel.mean() > 0
-
-
-def test_as_mask_accepts_and_rejects():
-    assert np.array_equal(as_mask(np.array([[True, False]])), [[1.0, 0.0]])
-    assert np.allclose(as_mask(np.array([[255, 0, 51]], np.uint8)), [[1.0, 0.0, 0.2]])
-    assert as_mask(np.zeros((3, 4, 1), np.float32)).shape == (3, 4)
-    assert as_mask(np.array([[0, 128]], np.int64))[0, 1] == pytest.approx(128 / 255)
-    with pytest.raises(ValueError, match=r"\(H, W\)"):
-        as_mask(np.zeros((3, 4, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        as_mask(np.array([[0.0, 2.0]]))
-    with pytest.raises(ValueError, match="NaN"):
-        as_mask(np.array([[0.0, np.nan]]))
-    with pytest.raises(ValueError, match="ambiguous"):
-        as_mask(np.array([[0, 1]], np.int64))
-    with pytest.raises(ValueError, match="0-255"):
-        as_mask(np.array([[0, 300]], np.int32))
-    with pytest.raises(ValueError, match="4x3"):
-        as_mask(np.zeros((3, 4), bool), shape=(3, 5))
 
 
 # --- encoding and URLs ----------------------------------------------------------------------------------

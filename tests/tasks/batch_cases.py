@@ -31,8 +31,14 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
 
 def write_case(root: str, name: str, rng: np.random.Generator, size: tuple[int, int] = (64, 80),
                fmt: str = "JPEG", mask_size: tuple[int, int] | None = None, empty_mask: bool = False,
-               target: bool = True, background: bool = False) -> dict[str, str]:
-    """Write a composite (foreground colour-shifted), its mask and ground truth; returns its catalog row."""
+               target: bool = True, background: bool = False, rgba: bool = False,
+               reference_mask: str | None = None) -> dict[str, str]:
+    """Write a composite (foreground colour-shifted), its mask and ground truth; returns its catalog row.
+
+    ``rgba``: the composite is a PNG whose alpha is the mask, and the row has no mask.
+    ``reference_mask``: also write a reference mask of the composite's size: "left" (its left half),
+    "empty" (nothing) or "small" (of another size).
+    """
     height, width = size
     photo = smooth_photo(rng, height, width)
     mask = np.zeros(mask_size or size, np.uint8) if empty_mask else ellipse_mask(*(mask_size or size))
@@ -40,11 +46,20 @@ def write_case(root: str, name: str, rng: np.random.Generator, size: tuple[int, 
     if mask.shape == (height, width):
         shifted = np.clip(photo.astype(np.int16) + rng.integers(-60, 60, size=3), 0, 255).astype(np.uint8)
         composite[mask > 0] = shifted[mask > 0]
-    ext = ".jpg" if fmt == "JPEG" else ".png"
-    row = {"id": name, "composite": join(root, "in", f"{name}{ext}"),
-           "mask": join(root, "in", f"{name}-mask.png")}
-    write_bytes_atomic(row["composite"], encode(composite, fmt))
-    write_bytes_atomic(row["mask"], encode(mask, "PNG"))
+    ext = ".jpg" if fmt == "JPEG" and not rgba else ".png"
+    row = {"id": name, "composite": join(root, "in", f"{name}{ext}")}
+    if rgba:
+        write_bytes_atomic(row["composite"], encode(np.dstack([composite, mask]), "PNG"))  # RGB kept under alpha 0
+    else:
+        row["mask"] = join(root, "in", f"{name}-mask.png")
+        write_bytes_atomic(row["composite"], encode(composite, fmt))
+        write_bytes_atomic(row["mask"], encode(mask, "PNG"))
+    if reference_mask is not None:
+        region = np.zeros((height, width) if reference_mask != "small" else (height // 2, width // 2), np.uint8)
+        if reference_mask != "empty":
+            region[:, : region.shape[1] // 2] = 255
+        row["reference_mask"] = join(root, "in", f"{name}-reference.png")
+        write_bytes_atomic(row["reference_mask"], encode(region, "PNG"))
     if target:
         row["target"] = join(root, "in", f"{name}-target.png")
         write_bytes_atomic(row["target"], encode(photo, "PNG"))

@@ -67,12 +67,12 @@ def test_given_relative_paths_when_read_then_inputs_resolve_against_the_catalog_
 
 def test_given_missing_columns_when_read_then_the_error_names_them(tmp_path):
     url = str(tmp_path / "c.csv")
-    write_catalog([{"id": "a", "composite": "s3://in/a.png"}], url)
+    write_catalog([{"id": "a", "mask": "s3://in/a.png"}], url)
 
     with pytest.raises(CatalogError) as caught:
         read_catalog(url, output_prefix="s3://out")
 
-    assert "missing required column(s) mask" in str(caught.value)
+    assert "missing required column(s) composite" in str(caught.value)
     assert url in str(caught.value)
 
 
@@ -84,7 +84,7 @@ def test_given_many_bad_rows_when_read_then_one_error_lists_every_offending_row(
         {"id": "dup", "composite": "s3://in/d2.png", "mask": "s3://in/dm2.png"},
         {"id": "self", "composite": "s3://out/self.png", "mask": "s3://in/sm.png", "output": "s3://out/self.png"},
         {"id": "dots", "composite": "s3://in/x.png", "mask": "s3://in/xm.png", "output": "s3://out/../in/x2.png"},
-        {"id": "nomask", "composite": "s3://in/n.png", "mask": ""},
+        {"id": "nocomposite", "composite": "", "mask": "s3://in/n.png"},
         {"id": "clobber", "composite": "s3://in/k.png", "mask": "s3://in/km.png", "output": "s3://in/ok.png"},
         {"id": "twin-a", "composite": "s3://in/t1.png", "mask": "s3://in/tm.png", "output": "twin.png"},
         {"id": "twin-b", "composite": "s3://in/t2.png", "mask": "s3://in/tm.png", "output": "s3://out/twin.png"},
@@ -98,11 +98,27 @@ def test_given_many_bad_rows_when_read_then_one_error_lists_every_offending_row(
     problems = caught.value.problems
     assert "rows 2, 3: duplicate id 'dup'" in message
     assert "row 4 (id 'self'): output s3://out/self.png is its own input composite" in message
-    assert "row 6 (id 'nomask'): empty mask" in message
+    assert "row 6 (id 'nocomposite'): empty composite" in message
     assert "row 7 (id 'clobber'): output s3://in/ok.png is row 1's input composite" in message
     assert "rows 8, 9: same output s3://out/twin.png" in message
     assert len(problems) == 5  # an unsafe output ('dots') fails its row alone, later
     assert not any("'ok'" in p or "'dots'" in p for p in problems)
+
+
+def test_given_rows_without_a_mask_and_with_a_reference_mask_when_read_then_both_are_kept(tmp_path):
+    # given: an RGBA cut-out row (no mask: its alpha is the mask) and a row matching a chosen region
+    url = str(tmp_path / "c.csv")
+    write_catalog([{"id": "cutout", "composite": "in/cut.png", "mask": "", "reference_mask": ""},
+                   {"id": "wall", "composite": "in/w.png", "mask": "in/wm.png", "reference_mask": "in/wall.png"}],
+                  url)
+
+    # when
+    catalog = read_catalog(url, output_prefix=str(tmp_path / "out"))
+
+    # then
+    cutout, wall = catalog.rows
+    assert cutout.mask is None and cutout.reference_mask is None
+    assert wall.reference_mask == str(tmp_path / "in" / "wall.png")
 
 
 def test_given_no_output_anywhere_and_no_prefix_when_read_then_outputs_go_under_the_default_prefix(

@@ -71,17 +71,16 @@ def test_given_a_champion_when_loaded_through_pyfunc_with_pickle_disabled_then_i
     served = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@{CHAMPION}")
     rng = np.random.default_rng(5)
     composite = smooth_photo(rng, 80, 112)
-    mask = blob_mask(80, 112, rng)
-    predicted = served.predict({"composite": composite, "mask": mask})
-    assert predicted.dtype == np.uint8 and predicted.shape == composite.shape
-    np.testing.assert_array_equal(predicted, harmonize(composite, mask, load_model(url)))
-    mask_8bit = np.rint(mask * 255).astype(np.uint8)  # (H, W)
+    mask_8bit = np.rint(blob_mask(80, 112, rng) * 255).astype(np.uint8)  # (H, W)
     mask_png = io.BytesIO()
     Image.fromarray(mask_8bit).save(mask_png, format="PNG")
     frame = pd.DataFrame({"composite": [encode_image(composite, "PNG")], "mask": [mask_png.getvalue()]})
     served_frame = served.predict(frame)  # encoded images in, PNG bytes out (what a serving endpoint sends)
     np.testing.assert_array_equal(decode_image(served_frame["harmonized"][0]),
-                                  harmonize(composite, mask_8bit.astype(np.float32) / 255, load_model(url)))
+                                  harmonize(composite, mask_8bit, load_model(url)))
+    assert served.metadata.signature is not None  # what lets `mlflow models serve` decode base64 images
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        served.predict({"composite": composite, "mask": mask_8bit})  # arrays are for the library, not the pyfunc
 
     class Pickled(mlflow.pyfunc.PythonModel):  # the kind of model the setting refuses
         def predict(self, context, model_input, params=None):

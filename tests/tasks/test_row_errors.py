@@ -15,12 +15,12 @@ from ssh_model.storage import exists, write_bytes_atomic
 from tasks.batch_inference import JobOptions, run_catalog
 from tasks.catalog import read_catalog, write_catalog
 from tests.ssh_model.test_images import png_with_header_size
-from tests.tasks.batch_cases import write_case
+from tests.tasks.batch_cases import encode, write_case
 
 MAX_PIXELS = 10_000  # the 64x80 test images pass, the 160x160 one does not
 PILLOW_BOMB_LIMIT = "178956970"  # Pillow's own limit, which must never be the one quoted
 FETCH_TIMEOUT_S = 3.0
-GOOD = ["good-derived", "good-relative", "good-absolute", "good-bg"]
+GOOD = ["good-derived", "good-relative", "good-absolute", "good-bg", "good-rgba", "good-reference"]
 
 
 def tree_hashes(root: str, skip: str) -> dict[str, str]:
@@ -62,6 +62,13 @@ def bad_rows(root: str, http: str, other_bucket_url: str, rng: np.random.Generat
     rows["big"] = (write_case(root, "big", rng, size=(160, 160)), "too_large")
     rows["mask-size"] = (write_case(root, "mask-size", rng, mask_size=(32, 40)), "mask_size")
     rows["empty-mask"] = (write_case(root, "empty-mask", rng, empty_mask=True), "empty_mask")
+    rows["full-mask"] = (write_case(root, "full-mask", rng), "full_mask")
+    write_bytes_atomic(rows["full-mask"][0]["mask"], encode(np.full((64, 80), 255, np.uint8), "PNG"))
+    rows["target-size"] = (write_case(root, "target-size", rng), "target_size")
+    write_bytes_atomic(rows["target-size"][0]["target"], encode(np.zeros((32, 40, 3), np.uint8), "PNG"))
+    rows["no-mask"] = ({**write_case(root, "no-mask", rng), "mask": ""}, "no_mask")  # a JPEG has no alpha
+    rows["empty-reference"] = (write_case(root, "empty-reference", rng, reference_mask="empty"), "empty_reference")
+    rows["reference-size"] = (write_case(root, "reference-size", rng, reference_mask="small"), "mask_size")
     return rows
 
 
@@ -73,7 +80,8 @@ def job(tmp_path_factory, tiny_model_url, ray_local, s3_bucket, failing_http_ser
     other_bucket_url = f"s3://{s3_bucket}/other-{uuid.uuid4().hex[:8]}/x.jpg"
     good = [write_case(root, "good-derived", rng), {**write_case(root, "good-relative", rng), "output": "sub/r.png"},
             {**write_case(root, "good-absolute", rng), "output": f"{prefix}/abs.jpg"},
-            write_case(root, "good-bg", rng, background=True)]
+            write_case(root, "good-bg", rng, background=True), write_case(root, "good-rgba", rng, rgba=True),
+            write_case(root, "good-reference", rng, reference_mask="left")]
     bad = bad_rows(root, failing_http_server.url, other_bucket_url, rng)
     write_bytes_atomic(f"{root}/home/.bashrc", b"export PATH=$PATH\n")
     catalog_url = f"{root}/rows.jsonl"
@@ -109,7 +117,8 @@ def test_given_a_run_then_every_row_is_recorded_in_the_results_table_under_the_d
     assert set(results) == set(GOOD) | set(job["expected"])
     assert {k: results[k]["status"] for k in GOOD} == dict.fromkeys(GOOD, "ok")
     assert {k: results[k]["reason"] for k in job["expected"]} == job["expected"]
-    assert sorted(os.listdir(prefix)) == ["_results", "abs.jpg", "good-bg.jpg", "good-derived.jpg", "sub"]
+    assert sorted(os.listdir(prefix)) == ["_results", "abs.jpg", "good-bg.jpg", "good-derived.jpg",
+                                          "good-reference.jpg", "good-rgba.png", "sub"]
     assert os.listdir(f"{prefix}/sub") == ["r.png"]
 
 
@@ -131,3 +140,6 @@ def test_given_bad_rows_then_messages_name_the_item_and_quote_the_project_limit(
     assert "foo://bucket/a.jpg" in errors["scheme"]
     assert "contains '..'" in errors["climb"] and "has no image extension" in errors["no-extension"]
     assert "reserved results folder" in errors["reserved"]
+    assert "no-mask.jpg has no transparency" in errors["no-mask"]
+    assert "empty-reference-reference.png is empty" in errors["empty-reference"]
+    assert "reference-size-reference.png is 40x32" in errors["reference-size"]
