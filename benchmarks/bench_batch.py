@@ -130,10 +130,10 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
     """The bare loop: what one actor does per row, with nothing around it, on one torch thread."""
     import torch
 
+    from pipeline.batch_stages import load_model_payload, model_from_payload
     from ssh_model.images import decode_image, decode_mask, encode_image
     from ssh_model.inference import harmonize
     from ssh_model.storage import join, read_bytes, write_bytes_atomic
-    from tasks.batch_stages import load_model_payload, model_from_payload
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -153,8 +153,8 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
 
 
 def job(catalog_url: str, out_prefix: str, model_uri: str, actors: int, jpeg_quality: int) -> dict:
-    from tasks.batch_inference import JobOptions, run_catalog
-    from tasks.catalog import read_catalog
+    from pipeline.batch_inference import JobOptions, run_catalog
+    from pipeline.catalog import read_catalog
 
     catalog = read_catalog(catalog_url, output_prefix=out_prefix)
     options = JobOptions(model_uri=model_uri, concurrency=actors, num_cpus=1.0, jpeg_quality=jpeg_quality,
@@ -195,10 +195,10 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
     import torch
 
+    from pipeline.catalog import write_catalog
+    from pipeline.ray_runtime import ray_init
     from ssh_model.checkpoints import save_model
     from ssh_model.network import PRESETS
-    from tasks.catalog import write_catalog
-    from tasks.common import ray_init
 
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
                "ray": ray.__version__, "gpu": torch.cuda.is_available()}

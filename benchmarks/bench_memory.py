@@ -6,7 +6,7 @@
    composite and its mask, harmonize at full resolution, encode the result as PNG (what the CLI and
    a batch actor do), at 4K (3840 x 2160) and at 79 MP (8900 x 8900, just under the default 80 MP
    limit). The process's peak resident memory (VmHWM, reset after the warm-up) gives bytes per pixel;
-   ``tasks.batch_inference.actor_memory`` (what an actor reserves) must cover the whole peak.
+   ``pipeline.batch_inference.actor_memory`` (what an actor reserves) must cover the whole peak.
 2. The batch job (``run_catalog``) with default options on ``--rows`` 79 MP composites on local
    Ray: the actor plan it chose (memory reserved per actor), the peak VmHWM of each model actor, and
    the machine's lowest MemAvailable during the run. Target: completes with every row ok, and no
@@ -128,9 +128,9 @@ def batch_job(folder: str, rows: int) -> dict:
     """The batch job with default options on ``rows`` 79 MP composites."""
     import ray
 
+    from pipeline.batch_inference import JobOptions, actor_resources, run_catalog
+    from pipeline.catalog import read_catalog, write_catalog
     from ssh_model.settings import get_settings
-    from tasks.batch_inference import JobOptions, actor_resources, run_catalog
-    from tasks.catalog import read_catalog, write_catalog
 
     height, width = SIZES["79mp"]
     first = write_case(folder, "big-000", height, width)
@@ -175,7 +175,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         job = batch_job(folder, args.rows)
         print(json.dumps(job), flush=True)
-    from tasks.batch_inference import ACTOR_BASE_BYTES, PEAK_BYTES_PER_PIXEL, actor_memory
+    from pipeline.batch_inference import ACTOR_BASE_BYTES, PEAK_BYTES_PER_PIXEL, actor_memory
 
     for row in images:
         row["actor_memory_mb"] = round(actor_memory(row["height"] * row["width"]) / MB, 1)

@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     started = time.perf_counter()
-    from tasks.evaluation import methods_for
+    from pipeline.evaluation import methods_for
 
     models = load_models([s for s in args.models.split(",") if s.strip()])
     methods = methods_for(models)

@@ -22,7 +22,7 @@ strength 1; "mixed": strength uniform in [0.1, 1]; "mild": strength u^2, mostly 
 pairs of near-identical grades teach when to leave colours alone; ``lut_bank``'s distributions),
 the share of triplets in the "region" layout (``ssh_model.triplets``), and checkpoint selection
 (``select``: one training photo, ``val_photo``, is held out and the model is picked among evenly
-spaced checkpoints by its composites, ``tasks.evaluation.selection_composites``, as train-model
+spaced checkpoints by its composites, ``pipeline.evaluation.selection_composites``, as train-model
 does with the val split). Writes ``benchmarks/results/recipe.json`` and prints a markdown table.
 """
 
@@ -195,7 +195,7 @@ def calibrated_steps(preset: str, data: dict[str, np.ndarray], batch: int, lr: f
 
 
 class TimedScoring:
-    """Scores ``model`` into ``best`` (a ``tasks.selection.BestSoFar``) and adds up the CPU time it takes
+    """Scores ``model`` into ``best`` (a ``pipeline.selection.BestSoFar``) and adds up the CPU time it takes
     after step 0 (scoring during training), which a training budget does not count."""
 
     def __init__(self, best: Any, model: Any) -> None:
@@ -217,12 +217,12 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
     """
     import torch
 
+    from pipeline.evaluation import selection_composites
+    from pipeline.selection import BestSoFar
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
     from ssh_model.samples import sample_photo
     from ssh_model.train import TrainConfig, train
-    from tasks.evaluation import selection_composites
-    from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon, harm=recipe.harm, style=recipe.style)
     steps = calibrated_steps(recipe.model, data, recipe.batch, recipe.lr, losses, cpu_seconds)
@@ -255,7 +255,7 @@ def run_recipe(name: str, recipe: Recipe, cpu_seconds: float, val_root: str) -> 
     import torch
 
     torch.set_num_threads(1)
-    from tasks.evaluation import evaluate_composites, evaluate_triplets, methods_for
+    from pipeline.evaluation import evaluate_composites, evaluate_triplets, methods_for
 
     train_names, heldout = split_names()
     train_names = [n for n in train_names if n != recipe.val_photo]
@@ -300,7 +300,7 @@ def write_val_triplets(root: str) -> None:
 
 
 def baseline_rows(val_root: str) -> list[dict[str, Any]]:
-    from tasks.evaluation import evaluate_composites, evaluate_triplets, methods_for
+    from pipeline.evaluation import evaluate_composites, evaluate_triplets, methods_for
 
     _, heldout = split_names()
     val = {row["method"]: row for row in evaluate_triplets({}, val_root, "val", limit=10**6).summary()}

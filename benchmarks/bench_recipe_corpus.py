@@ -6,7 +6,7 @@ The corpus version of ``bench_recipe``: triplets of ``--photos-used`` photos of 
 (crop and region layouts, region foregrounds shaped by the BSDS500 train masks) are made once; every
 recipe trains one model from scratch on them for the same budget of CPU seconds, one process and one
 torch thread each, with checkpoint selection on composites of ``--select-photos`` other train photos
-(``tasks.evaluation.selection_composites``, as train-model does with its val split). Each model is then
+(``pipeline.evaluation.selection_composites``, as train-model does with its val split). Each model is then
 scored on the quality benchmark's graded composites of the ``holdout/`` photos (``bench_quality``, one per
 photo here). Writes ``benchmarks/results/recipe-corpus.json`` and prints a table.
 """
@@ -63,7 +63,7 @@ RECIPES: dict[str, CorpusRecipe] = {
 
 
 def shrink(image: np.ndarray, side: int = PHOTO_SIDE) -> np.ndarray:
-    from tasks.evaluation import downscaled
+    from pipeline.evaluation import downscaled
 
     return downscaled(image, side)
 
@@ -97,11 +97,11 @@ def train_recipe(recipe: CorpusRecipe, data: dict[str, np.ndarray], select_urls:
     import torch
 
     from benchmarks.bench_recipe import TimedScoring, batches, calibrated_steps
+    from pipeline.evaluation import selection_composites
+    from pipeline.selection import BestSoFar
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
     from ssh_model.train import TrainConfig, train
-    from tasks.evaluation import selection_composites
-    from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon)
     steps = calibrated_steps(recipe.model, data, recipe.batch, recipe.lr, losses, cpu_seconds)
@@ -126,7 +126,7 @@ def run_recipe(name: str, recipe: CorpusRecipe, data_path: str, select_urls: lis
 
     torch.set_num_threads(1)
     from benchmarks.bench_quality import graded_cases, score_graded
-    from tasks.evaluation import methods_for
+    from pipeline.evaluation import methods_for
 
     with np.load(data_path) as loaded:
         data = {key: loaded[key] for key in loaded.files}
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_recipe_corpus: {err}", file=sys.stderr)
         return 2
     os.environ["OMP_NUM_THREADS"] = "1"
-    from tasks.triplets import load_outlines
+    from pipeline.triplet_plan import load_outlines
 
     started = time.perf_counter()
     train_photos = photos(root, "train")
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
             rows = pool.map(_run, jobs, chunksize=1)
     from benchmarks.bench_quality import graded_cases, score_graded
-    from tasks.evaluation import methods_for
+    from pipeline.evaluation import methods_for
 
     baselines = score_graded(methods_for({}), graded_cases(root, per_photo=1))
     rows.sort(key=lambda r: -r["quality"]["overall"]["psnr"])

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import write_results
+from pipeline.ray_runtime import ray_init
 from ssh_model.dataset import TripletDataset
 from ssh_model.images import read_image
 from ssh_model.lut import lut_bank
@@ -37,7 +38,6 @@ from ssh_model.samples import sample_photo_paths
 from ssh_model.shards import ShardWriter, triplet_row
 from ssh_model.train import TrainConfig
 from ssh_model.triplets import make_triplet
-from tasks.common import ray_init
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_dist.json"
 WARMUP_STEPS = 4
@@ -78,7 +78,7 @@ def loader_rate(root: str, batch: int, seconds: float = 5.0) -> float:
 def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, batch: int) -> dict[str, Any]:
     """Steady-state training samples/s (all workers) from the progress events after the warm-up, and how
     much CPU rank 0 got in that window (``utilisation`` = CPU seconds / wall seconds; 1.0 = a free core)."""
-    from tasks.training import TrainingJob, run_training
+    from pipeline.training import TrainingJob, run_training
 
     events: list[dict[str, Any]] = []
     # A progress event every 2 steps (train-model's default is 20): each one makes rank 0 sync with the

@@ -82,7 +82,8 @@ def encoding_table(crop: int, count: int = 12) -> list[dict]:
 
 
 def ingest_samples(root: str) -> None:
-    from tasks.ingest import expand_sources, ingest_photos
+    from pipeline.ingest import expand_sources
+    from tasks.ingest import ingest_photos
 
     urls, empty = expand_sources(["builtin://samples"])
     ingest_photos.fn(urls, root, empty, max_workers=4)
@@ -90,8 +91,8 @@ def ingest_samples(root: str) -> None:
 
 def build_params(root: str, crop: int, per_image: int, encoding: str):
     """Build parameters over the ingested samples: one photo per shard, so every CPU gets shards."""
+    from pipeline.triplet_plan import BuildParams, image_manifest, load_lut_bank, lut_bank_digest, plan_shards
     from ssh_model.settings import get_settings
-    from tasks.triplets import BuildParams, image_manifest, load_lut_bank, lut_bank_digest, plan_shards
 
     settings = get_settings()
     manifest, manifest_sha = image_manifest(root)
@@ -123,7 +124,7 @@ def generation(root: str, cpus: int, crop: int, per_image: int, encodings: list[
     """Build one version per encoding with Ray on ``cpus`` CPUs (after a warm-up build)."""
     import ray
 
-    from tasks.triplets import run_shard_builders, version_root_of
+    from pipeline.triplets import run_shard_builders, version_root_of
 
     ray.init(num_cpus=cpus, address="local", include_dashboard=False, logging_level=logging.WARNING)
     rows = []

@@ -6,7 +6,7 @@
 Runs Ray Data on local cores (``ray.init()``), or unchanged on a cluster when ``RAY_ADDRESS`` is
 set. Writes ``{data_root}/triplets/{version}/{split}/part-*.parquet`` and, last,
 ``{data_root}/triplets/{version}/manifest.json``. Same inputs and seed -> same bytes; an interrupted
-build is completed by a re-run; a complete version re-run is a no-op. See ``tasks.triplets``.
+build is completed by a re-run; a complete version re-run is a no-op. See ``pipeline.triplets``.
 """
 
 from __future__ import annotations
@@ -18,18 +18,13 @@ import sys
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.triplet_plan import default_lut_spec
+from pipeline.triplets import BUILD_MARKER, version_root_of
 from ssh_model import storage
 from ssh_model.settings import get_settings
 from ssh_model.shards import DEFAULT_ENCODING, ROWS_PER_GROUP
 from tasks.common import run_logger
-from tasks.triplets import (
-    BUILD_MARKER,
-    default_lut_spec,
-    generate_shards,
-    plan_build,
-    publish_version,
-    version_root_of,
-)
+from tasks.triplets import generate_shards, plan_build, publish_version
 
 
 def summary_markdown(marker: dict, url: str, skipped: bool) -> str:

@@ -42,11 +42,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_harmonize(args: argparse.Namespace) -> int:
+    from pipeline.registry import load_registered_model
     from ssh_model.images import encode_image
     from ssh_model.inference import harmonize_files
     from ssh_model.pretrained import PRETRAINED_URI
     from ssh_model.settings import get_settings
-    from tasks.registry import load_registered_model
 
     fmt = cli_commands.output_format(cli_commands.writable(args.output))
     cli_commands.refuse_overwriting(args.output, [args.composite, *filter(None, [args.mask, args.background,
@@ -72,7 +72,7 @@ def _cmd_random_lut(args: argparse.Namespace) -> int:
 
 def _registered(ref: str) -> str:
     """The ``models:/`` URI of a registry reference ("champion", "3", a URI); else one line, exit 2."""
-    from tasks.registry import expand_model_ref
+    from pipeline.registry import expand_model_ref
 
     uri = expand_model_ref(ref)
     if not uri.startswith("models:/"):
@@ -84,8 +84,8 @@ def _registered(ref: str) -> str:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import subprocess
 
+    from pipeline.registry import load_registered_model, servable_problem
     from ssh_model.errors import ModelError
-    from tasks.registry import load_registered_model, servable_problem
 
     uri = _registered(args.model)
     load_registered_model(uri)  # the one-line errors of a missing registry, model or alias
@@ -100,7 +100,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_upgrade_model(args: argparse.Namespace) -> int:
-    from tasks.registry import load_registered_model, upgrade_version
+    from pipeline.registry import load_registered_model, upgrade_version
 
     uri = _registered(args.model)
     load_registered_model(uri)

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from pipeline.catalog import CatalogRow
+    from pipeline.evaluation import Evaluation, Method
     from ssh_model.composites import Composite
-    from tasks.catalog import CatalogRow
-    from tasks.evaluation import Evaluation, Method
 
 logger = logging.getLogger("ssh.cli")
 
@@ -34,14 +34,16 @@ class InputError(ValueError):
 
 
 def output_format(url: str) -> str:
-    """The image format ``encode_image`` writes for ``url``'s extension."""
-    from ssh_model.images import FORMATS_BY_EXTENSION
+    """The image format ``encode_image`` writes for ``url``'s extension; else the one-line error."""
+    from ssh_model.images import IMAGE_EXTENSIONS
+    from ssh_model.images import output_format as format_of
 
-    ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
-    if ext not in FORMATS_BY_EXTENSION:
+    fmt = format_of(url)
+    if fmt is None:
+        ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
         raise InputError(f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
-                         f"use one of {', '.join(FORMATS_BY_EXTENSION)}")
-    return FORMATS_BY_EXTENSION[ext]
+                         f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+    return fmt
 
 
 def writable(url: str, role: str = "output") -> str:
@@ -79,7 +81,7 @@ def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, st
 
 
 def refuse_overwriting(output: str, inputs: list[str]) -> None:
-    from tasks.catalog import normalized
+    from pipeline.catalog import normalized
 
     if normalized(output) in {normalized(url) for url in inputs}:
         raise InputError(f"output {output} is also an input; inputs are never overwritten")
@@ -154,7 +156,7 @@ def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
         method rejects, is left out of the evaluation (every method is scored on the same rows) and
         listed in ``failures`` as (id, reason).
     """
-    from tasks.evaluation import Evaluation, evaluate_composites
+    from pipeline.evaluation import Evaluation, evaluate_composites
 
     result = Evaluation(set_name)
     failures: list[tuple[str, str]] = []
@@ -174,8 +176,8 @@ def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
 
 def read_evaluation_catalog(url: str, limit: int | None) -> list[CatalogRow]:
     """The first ``limit`` rows of the catalog at ``url`` (validated like a batch catalog; outputs ignored)."""
+    from pipeline.catalog import build_catalog, catalog_dir, read_table
     from ssh_model.storage import join
-    from tasks.catalog import build_catalog, catalog_dir, read_table
 
     columns, cells = read_table(url)
     if "target" not in columns:
@@ -200,8 +202,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         writable(args.json, "--json")
     rows = read_evaluation_catalog(args.catalog, args.limit)
 
-    from tasks.evaluation import BENCHMARK_METRICS, format_table, methods_for
-    from tasks.registry import load_registered_model
+    from pipeline.evaluation import BENCHMARK_METRICS, format_table, methods_for
+    from pipeline.registry import load_registered_model
 
     model, version = load_registered_model(args.model, args.device)
     logger.info("model %s (%s), %d rows", version, args.model, len(rows))
@@ -232,8 +234,8 @@ def write_json(url: str, document: dict[str, Any]) -> None:
 # -- catalog ----------------------------------------------------------------------------------------
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from tasks.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
-    from tasks.public_catalogs import iharmony4_rows, realhm_rows
+    from pipeline.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
+    from pipeline.public_catalogs import iharmony4_rows, realhm_rows
 
     catalog_format(writable(args.output, "catalog"))  # a bad extension or URL fails before the dataset is listed
     if args.layout == "iharmony4":

@@ -24,11 +24,12 @@ import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.evaluation import comparison_grid, format_table, metrics_for_logging
+from pipeline.registry import MODEL_NAME, expand_model_ref, load_registered_model
+from pipeline.tracking import EXPERIMENT, configure, log_rows, tracked_run
 from ssh_model.baselines import BASELINES
 from tasks.common import run_logger
-from tasks.evaluation import comparison_grid, evaluate_models, format_table, metrics_for_logging
-from tasks.registry import MODEL_NAME, expand_model_ref, load_registered_model
-from tasks.tracking import EXPERIMENT, configure, log_rows, tracked_run
+from tasks.evaluation import evaluate_models
 
 
 def load_models(refs: Sequence[str], name: str = MODEL_NAME) -> tuple[dict[str, Any], dict[str, str]]:

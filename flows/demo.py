@@ -29,16 +29,16 @@ from prefect import flow
 
 from flows.harmonize_batch import harmonize_batch
 from flows.retrain import retrain
+from pipeline.catalog import write_catalog
+from pipeline.evaluation import Evaluation, evaluate_composites, methods_for
+from pipeline.ingest import builtin_urls
+from pipeline.registry import MODEL_NAME, load_registered_model, register_pretrained
 from ssh_model.composites import Composite, evaluation_set
 from ssh_model.images import encode_image, read_image
 from ssh_model.samples import sample_photo
 from ssh_model.settings import get_settings
 from ssh_model.storage import exists, join, write_bytes_atomic
-from tasks.catalog import write_catalog
 from tasks.common import run_logger
-from tasks.evaluation import Evaluation, evaluate_composites, methods_for
-from tasks.ingest import builtin_urls
-from tasks.registry import MODEL_NAME, load_registered_model, register_pretrained
 
 HELD_OUT = ("chelsea", "flower")
 # The one bundled photo in the val split (by its hash) is motorcycle_right, which picks the checkpoint;

@@ -13,8 +13,10 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
+from pipeline.batch_inference import JobOptions
+from pipeline.job_report import RunSummary
+from pipeline.registry import default_model_uri
 from ssh_model.pretrained import PRETRAINED_URI
-from tasks.batch_inference import JobOptions
 from tasks.harmonize_tasks import (
     harmonize_rows,
     load_catalog,
@@ -23,8 +25,6 @@ from tasks.harmonize_tasks import (
     resolve_model,
     write_report,
 )
-from tasks.registry import default_model_uri
-from tasks.results import RunSummary
 
 
 class ErrorRateExceeded(RuntimeError):
@@ -88,7 +88,7 @@ def harmonize_batch(
         overwrite: redo rows whose outputs are up to date.
         max_error_rate: the flow fails when more than this fraction of the rows failed.
         concurrency: model actors (default: one per GPU, else one per CPU, at most 8, and no more than fit in
-            memory with images up to the pixel limit: see ``tasks.batch_inference.plan_actors``).
+            memory with images up to the pixel limit: see ``pipeline.batch_inference.plan_actors``).
         num_gpus: GPUs per actor (default: 1 when the Ray cluster has GPUs, else 0).
         jpeg_quality: quality of JPEG and WebP outputs.
         batch_size: rows per actor call.

@@ -6,7 +6,7 @@
 Writes ``{data_root}/images/manifest.parquet`` (one row per distinct photo: sha256 id, source URL,
 size, format, split), ``{data_root}/images/rejects.parquet`` (URL, reason, detail) and a copy of
 each accepted photo under ``{data_root}/images/blobs/``. Incremental and idempotent: see
-``tasks.ingest``.
+``pipeline.ingest``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ import sys
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.ingest import IngestSummary
 from ssh_model.samples import BUILTIN_SAMPLES_URL
 from ssh_model.settings import get_settings
 from tasks.common import run_logger
-from tasks.ingest import IngestSummary, ingest_photos, list_sources
+from tasks.ingest import ingest_photos, list_sources
 
 
 def summary_markdown(summary: IngestSummary) -> str:

@@ -20,10 +20,10 @@ from prefect import flow
 from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
 from flows.train_model import train_model
+from pipeline.triplet_plan import image_manifest
 from ssh_model.settings import get_settings
 from ssh_model.shards import SCHEMA_VERSION
 from tasks.common import run_logger
-from tasks.triplets import image_manifest
 
 
 def data_version_name(data_root: str, per_image: int, crop_size: int, seed: int, luts: str | None = None,

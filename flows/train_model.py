@@ -6,13 +6,13 @@
 1. Check the triplet version is complete (``build-triplets`` wrote its ``manifest.json``).
 2. Start (or, for the same run name, resume) the MLflow run: the configuration as params, the data
    version and git commit as tags.
-3. Train on Ray Train (``tasks.training``): DDP workers stream their part of the shards; loss
+3. Train on Ray Train (``pipeline.training``): DDP workers stream their part of the shards; loss
    curves, throughput and sample grids go to MLflow as they arrive, a progress line per
    ``log_every`` steps to the flow's log; checkpoints every ``checkpoint_every`` steps to
    ``{data_root}/training/{run_name}``, from which a failed worker or a re-run resumes. At the
    start and at every checkpoint the model is scored on composites of up to ``select_photos``
    photos of the val split (never trained on), and the best of those states is the run's model
-   (``tasks.selection``: early stopping).
+   (``pipeline.selection``: early stopping).
 4. Save that model to ``{data_root}/models/{run_name}/model.safetensors``.
 5. Evaluate it and the identity / Reinhard / histogram baselines on the validation triplets and
    on the fixed evaluation set: metrics and table artifacts, a side-by-side grid.
@@ -37,17 +37,20 @@ import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.evaluation import comparison_grid, format_table, metrics_for_logging
+from pipeline.ingest import photo_urls
+from pipeline.ray_runtime import ray_init
+from pipeline.registry import MODEL_NAME, log_model, promotion_gate, register_candidate, versions_of_run
+from pipeline.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, log_rows, tracked_run
+from pipeline.training import TrainingJob, default_job
+from pipeline.triplets import BUILD_MARKER, version_root_of
 from ssh_model import storage
 from ssh_model.checkpoints import save_model
 from ssh_model.network import preset_name
 from ssh_model.settings import get_settings
-from tasks.common import ray_init, run_logger
-from tasks.evaluation import comparison_grid, evaluate_models, format_table, metrics_for_logging
-from tasks.ingest import photo_urls
-from tasks.registry import MODEL_NAME, log_model, promotion_gate, register_candidate, versions_of_run
-from tasks.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, log_rows, tracked_run
-from tasks.training import TrainingJob, default_job, train_model_task
-from tasks.triplets import BUILD_MARKER, version_root_of
+from tasks.common import run_logger
+from tasks.evaluation import evaluate_models
+from tasks.training import train_model_task
 
 # Defaults per kind of worker: (preset, steps, batch per worker, loader workers per worker).
 GPU_DEFAULTS = ("full", 20_000, 32, 8)

@@ -110,15 +110,23 @@ def save_model(model: nn.Module, url: str, metadata: dict[str, str] | None = Non
     logger.info("saved model %s to %s", net.config, url)
 
 
-def load_model(url: str, device: str | torch.device = "cpu") -> nn.Module:
-    """The network stored at ``url`` by ``save_model``, on ``device``, in eval mode."""
-    tensors, metadata = _load(read_bytes(url), url, MODEL_FORMAT)
-    model = build_model(_config_of(metadata, url))
+def model_from_bytes(data: bytes, name: str = "<bytes>", device: str | torch.device = "cpu") -> nn.Module:
+    """The network in the bytes of a ``save_model`` file, on ``device``, in eval mode (no file, no pickle).
+
+    Raises ``CheckpointError`` whose message starts with ``name`` (the URL or URI the bytes came from).
+    """
+    tensors, metadata = _load(data, name, MODEL_FORMAT)
+    model = build_model(_config_of(metadata, name))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{url}: weights do not fit config {metadata['config']}: {err}") from err
+        raise CheckpointError(f"{name}: weights do not fit config {metadata['config']}: {err}") from err
     return model.to(device).eval()
+
+
+def load_model(url: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The network stored at ``url`` by ``save_model``, on ``device``, in eval mode."""
+    return model_from_bytes(read_bytes(url), url, device)
 
 
 def load_model_metadata(url: str) -> dict[str, str]:
@@ -211,6 +219,6 @@ def load_training_state(
 
 
 __all__ = [
-    "MODEL_FORMAT", "TRAINING_FORMAT", "CheckpointError", "load_model", "load_model_metadata",
+    "MODEL_FORMAT", "TRAINING_FORMAT", "CheckpointError", "load_model", "model_from_bytes", "load_model_metadata",
     "load_training_state", "save_model", "save_training_state",
 ]

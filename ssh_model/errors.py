@@ -96,7 +96,7 @@ def _rebuild(kind: type[HarmonizeInputError], reason: str, message: str, transie
     return kind(reason, message, transient=transient)
 
 
-# Model problems: what loading a model by URI gives (``tasks.registry.load_registered_model``), besides the
+# Model problems: what loading a model by URI gives (``pipeline.registry.load_registered_model``), besides the
 # storage reasons of reading a model file.
 MODEL_REASONS = {
     "no_registry": "a models:/ URI, but MLFLOW_TRACKING_URI is not set and there is no MLflow store yet",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -34,8 +35,9 @@ REASONS = frozenset(IMAGE_REASONS) | frozenset(STORAGE_REASONS)
 NON_COLOUR_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "CMYK"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 ENCODE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
-# The file extensions outputs are written with, and the format each one means.
+# The file extensions images are read from and written with (lower case), and the format each one means.
 FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+IMAGE_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
 
@@ -271,6 +273,16 @@ def read_mask(url: str, max_pixels: int | None = None) -> np.ndarray:
     return decode_mask(_read(url), url, max_pixels=max_pixels)
 
 
+def output_format(url: str, fallback: str | None = None) -> str | None:
+    """The format ``encode_image`` writes for ``url``: from its extension (.png, .jpg/.jpeg, .webp, any case),
+    else ``fallback`` (e.g. the input's probed format; MPO counts as JPEG) when it is one of those, else None."""
+    extension = posixpath.splitext(url.split("?", 1)[0].rsplit("/", 1)[-1])[1].lower()
+    if extension in FORMATS_BY_EXTENSION:
+        return FORMATS_BY_EXTENSION[extension]
+    fallback = "JPEG" if (fallback or "").upper() == "MPO" else (fallback or "").upper()
+    return fallback if fallback in FORMATS_BY_EXTENSION.values() else None
+
+
 def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> bytes:
     """Encode uint8 (H, W, 3), (H, W, 1) or (H, W) pixels as PNG, JPEG ("JPG" too) or WEBP.
 
@@ -301,6 +313,7 @@ def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> b
 
 
 __all__ = [
-    "REASONS", "ImageError", "ImageInfo", "decode_image", "decode_image_and_alpha", "decode_mask", "encode_image",
-    "probe_image", "read_image", "read_image_and_alpha", "read_mask",
+    "FORMATS_BY_EXTENSION", "IMAGE_EXTENSIONS", "REASONS", "ImageError", "ImageInfo", "decode_image",
+    "decode_image_and_alpha", "decode_mask", "encode_image", "output_format", "probe_image", "read_image",
+    "read_image_and_alpha", "read_mask",
 ]

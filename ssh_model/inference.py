@@ -4,7 +4,7 @@
     out = harmonize(rgba_composite)                    # the alpha is the mask
     out = harmonize(composite, mask, model, reference_mask=wall)   # match only the wall
 
-Steps (see ssh-method.md, "Full-resolution inference"):
+Steps (see docs/method.md, "Full-resolution inference"):
 1. Validate (``ssh_model.inputs``): composite uint8 (H, W, 3), or (H, W, 4) whose alpha is the
    mask; mask (H, W) bool / uint8 / uint16 / float 0-1 of the same size, neither empty nor
    covering everything (a full mask is accepted with a ``background``).
@@ -45,11 +45,15 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ssh_model.colour import ColourTransform, fit_colour_transform
+from ssh_model.colour_net import apply_transform
 from ssh_model.images import read_image, read_image_and_alpha, read_mask
 from ssh_model.inputs import MASK_EPSILON, check_composite, check_reference, composite_and_mask
+from ssh_model.lut import LUT, apply_lut, apply_lut_torch, luts_to_tensor
+from ssh_model.network import images_to_tensor
 from ssh_model.regions import (
     CORE_MASK,
     NET_SIZE,
@@ -83,8 +87,6 @@ class Harmonized:
 
 
 def _model_device_dtype(model):
-    import torch
-
     parameter = next(iter(model.parameters()), None)
     if parameter is None:
         return torch.device("cpu"), torch.float32
@@ -95,10 +97,6 @@ def run_network(model, content: np.ndarray, reference: np.ndarray) -> np.ndarray
     """The model's re-rendering of ``content`` (h, w, 3) uint8 in the look of ``reference``, as float32 in
     [0, 1] (h, w, 3). Runs in eval mode under ``torch.inference_mode`` on the model's device; the model's
     training flag is restored afterwards."""
-    import torch
-
-    from ssh_model.network import images_to_tensor
-
     device, dtype = _model_device_dtype(model)
     content_t = images_to_tensor(content).to(device=device, dtype=dtype)  # (1, 3, h, w) in [-1, 1]
     reference_t = images_to_tensor(reference).to(device=device, dtype=dtype)  # (1, 3, h', w')
@@ -147,10 +145,6 @@ def recolour_on_device(composite: np.ndarray, weights: np.ndarray, lut, box: Box
     """Steps 4-5 with torch on ``device`` (trilinear ``apply_lut_torch``, float blend): the composite with
     the box's pixels graded by ``lut`` and blended in by the soft mask. On a GPU this replaces Pillow's
     single-threaded pass over a 4K image; pixels where the mask is 0 come back bit-identical."""
-    import torch
-
-    from ssh_model.lut import apply_lut_torch, luts_to_tensor
-
     x0, y0, x1, y1 = box
     region = torch.from_numpy(np.ascontiguousarray(composite[y0:y1, x0:x1])).to(device)  # (h, w, 3) uint8
     image = region.permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, h, w) in [0, 1]
@@ -172,10 +166,6 @@ def recolour_with_transform(composite: np.ndarray, weights: np.ndarray, coeffici
         box: the foreground's box (x0, y0, x1, y1); content_box: the box the network saw.
         tile_pixels: about how many pixels one tile holds.
     """
-    import torch
-
-    from ssh_model.colour_net import apply_transform
-
     x0, y0, x1, y1 = box
     cx0, cy0, cx1, cy1 = content_box
     span_x, span_y = cx1 - cx0, cy1 - cy0
@@ -196,10 +186,6 @@ def recolour_with_transform(composite: np.ndarray, weights: np.ndarray, coeffici
 
 def predict_coefficients(model, content: np.ndarray, reference: np.ndarray):
     """A transform-predicting model's coefficients (1, 42, G, G) for ``content`` in the look of ``reference``."""
-    import torch
-
-    from ssh_model.network import images_to_tensor
-
     device, dtype = _model_device_dtype(model)
     was_training = model.training
     model.eval()
@@ -237,8 +223,6 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, mod
     model's device, ``recolour_on_device``) or "auto" (torch when the model is on a GPU, else pillow).
     ``names``: how error messages name the composite, the mask and the reference mask (e.g. their URLs).
     """
-    from ssh_model.lut import LUT, apply_lut
-
     if lut_backend not in ("auto", "pillow", "torch"):
         raise ValueError(f"lut_backend must be 'auto', 'pillow' or 'torch', got {lut_backend!r}")
     if model is None:

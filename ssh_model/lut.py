@@ -372,7 +372,7 @@ def apply_lut_reference(image: np.ndarray, lut: LUT) -> np.ndarray:
 
 def luts_to_tensor(luts: Sequence[LUT]) -> torch.Tensor:
     """float32 (B, N, N, N, 3) tables for ``apply_lut_torch``: [0, 1] domain, all on the first LUT's grid."""
-    import torch
+    import torch  # deferred: LUT files and Pillow grading (the CLI, ingest) must not pay for importing torch
 
     if not luts:
         raise ValueError("luts_to_tensor needs at least one LUT")
@@ -391,7 +391,7 @@ def apply_lut_torch(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 3, H, W) in [0, 1], same dtype and device as ``images``.
     """
-    import torch
+    import torch  # deferred, as in luts_to_tensor
     import torch.nn.functional as F
 
     if not torch.is_floating_point(images) or images.dim() != 4 or images.shape[1] != 3:

@@ -208,7 +208,7 @@ def preset_name(family: str, preset: str) -> str:
 
 def all_presets() -> dict[str, Callable[[], nn.Module]]:
     """Every named model of every family: "full", "small", "tiny", "colour-small", ..."""
-    from ssh_model import colour_net
+    from ssh_model import colour_net  # deferred: colour_net builds on this module (a cycle at import time)
 
     return {**PRESETS, **{f"colour-{name}": make for name, make in colour_net.PRESETS.items()}}
 
@@ -226,7 +226,7 @@ def build_model(preset_or_config: str | dict[str, Any]) -> nn.Module:
     config = dict(preset_or_config)
     family = config.pop("family", "ssh")
     if family == "colour":
-        from ssh_model.colour_net import ColourNet
+        from ssh_model.colour_net import ColourNet  # deferred: the same cycle as in all_presets
 
         allowed, make = {"width", "grid", "encoder_size", "hidden"}, ColourNet
     elif family == "ssh":

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ssh_model.losses import LossConfig, ssh_forward
 from ssh_model.network import tensor_to_images
+from ssh_model.progress import format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -181,12 +182,6 @@ def sample_grid(
     return grid.reshape(-1, grid.shape[2], 3)
 
 
-def format_eta(seconds: float) -> str:
-    """h:mm:ss of a duration in seconds (negative counts as 0)."""
-    seconds = int(max(0.0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def train(
     model: nn.Module,
     batches: Iterable[Mapping[str, np.ndarray | Tensor]],
@@ -251,7 +246,7 @@ def train(
         logger.info(
             "step %d/%d loss %.4f (recon %.4f harm %.4f) lr %.2e %.1f samples/s eta %s",
             step, cfg.steps, terms["total"], terms["recon"], terms["harm"],
-            lr, samples_per_s, format_eta(eta_s),
+            lr, samples_per_s, format_duration(eta_s),
         )
         if callback is not None:
             callback(StepEvent(step, cfg.steps, terms, lr, samples_per_s, eta_s, grid))

@@ -1,7 +1,7 @@
 """Dual-LUT triplets: SSH's self-supervised training examples from one natural photo.
 
 From one photo we cut two overlapping square crops, the content (crop 1) and the reference
-(crop 2), and grade them with two different LUTs alpha and beta (ssh-method.md):
+(crop 2), and grade them with two different LUTs alpha and beta (docs/method.md):
 
     content_a   = LUT_alpha(crop 1)      reference_a = LUT_alpha(crop 2)
     reference_b = LUT_beta(crop 2)       content_b   = LUT_beta(crop 1)   (the pseudo ground truth)

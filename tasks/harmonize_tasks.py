@@ -17,13 +17,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.batch_inference import JobOptions, JobOutcome, run_job
+from pipeline.batch_stages import ModelPayload, load_model_payload
+from pipeline.catalog import Catalog, read_catalog
+from pipeline.job_report import render_job_report
+from pipeline.ray_runtime import ray_init
+from pipeline.results import load_previous, merge_results, new_run_id, report_url
 from ssh_model.errors import is_transient
 from ssh_model.storage import write_bytes_atomic
-from tasks.batch_inference import JobOptions, JobOutcome, run_job
-from tasks.batch_stages import ModelPayload, load_model_payload
-from tasks.catalog import Catalog, read_catalog
-from tasks.common import ray_init
-from tasks.results import load_previous, merge_results, new_run_id, render_job_report, report_url
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = [1, 3, 9]  # seconds before the 1st, 2nd and 3rd retry
@@ -59,7 +60,7 @@ def load_catalog(url: str, output_prefix: str | None) -> Catalog:
     """Read and validate the catalog; fails with one message listing every catalog-wide problem.
 
     Every output lies under ``output_prefix``; None means ``{data_root}/harmonized/{catalog file stem}``
-    (``tasks.catalog.default_output_prefix``). Rows with unsafe outputs fail alone later (unsafe_output).
+    (``pipeline.catalog.default_output_prefix``). Rows with unsafe outputs fail alone later (unsafe_output).
     """
     catalog = read_catalog(url, output_prefix)
     get_run_logger().info("catalog %s: %d rows; outputs under %s; results in %s", url, len(catalog),
@@ -71,7 +72,7 @@ def load_catalog(url: str, output_prefix: str | None) -> Catalog:
 def resolve_model(model_uri: str) -> ModelPayload:
     """Load the model behind ``model_uri`` once; an alias is pinned to this version for the whole run."""
     model = load_model_payload(model_uri)
-    get_run_logger().info("model %s resolves to version %s (%s)", model_uri, model.version, model.config)
+    get_run_logger().info("model %s resolves to version %s (%d bytes)", model_uri, model.version, len(model.weights))
     return model
 
 

@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 from infra.local_stack import ARTIFACTS_DESTINATION, DATA_BUCKET, LocalStack
 from infra.prefect_stack import PrefectStack
 from infra.processes import family, is_running
+from pipeline.catalog import write_catalog
+from pipeline.registry import CHAMPION, MODEL_NAME, WEIGHTS_FILE, log_model, register_candidate
+from pipeline.tracking import configure
 from ssh_model.storage import exists, read_bytes
-from tasks.catalog import write_catalog
-from tasks.registry import CHAMPION, MODEL_NAME, WEIGHTS_FILE, log_model, register_candidate
-from tasks.tracking import configure
-from tests.tasks.batch_cases import save_tiny_model, write_case
+from tests.pipeline.batch_cases import save_tiny_model, write_case
 
 REPO = Path(__file__).resolve().parents[2]
 START, STOP = REPO / "infra" / "local" / "start.sh", REPO / "infra" / "local" / "stop.sh"

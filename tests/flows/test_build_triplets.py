@@ -7,11 +7,11 @@ import pytest
 
 from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
+from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
+from pipeline.triplets import BUILD_MARKER, VersionConflict
 from ssh_model import storage
 from ssh_model.dataset import TripletDataset
 from ssh_model.shards import DEFAULT_ENCODING
-from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
-from tasks.triplets import BUILD_MARKER, VersionConflict
 
 OPTIONS = {"per_image": 2, "crop_size": 64, "seed": 3, "luts": "generator:1:8", "triplets_per_shard": 4}
 

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
+from pipeline.catalog import read_table, write_catalog
 from ssh_model.images import read_image, read_mask
 from ssh_model.lut import apply_lut, random_lut
 from ssh_model.metrics import evaluate
-from tasks.catalog import read_table, write_catalog
-from tests.tasks.batch_cases import ellipse_mask, encode, smooth_photo, write_case
+from tests.pipeline.batch_cases import ellipse_mask, encode, smooth_photo, write_case
 
 SIZE = (40, 48)  # (H, W)
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from tasks.registry import WEIGHTS_FILE
-from tests.tasks.batch_cases import ellipse_mask, encode, smooth_photo
-from tests.tasks.training_cases import mlflow_store
+from pipeline.registry import WEIGHTS_FILE
+from tests.pipeline.batch_cases import ellipse_mask, encode, smooth_photo
+from tests.pipeline.training_cases import mlflow_store
 
 SIZE = (40, 48)
 NO_REGISTRY = "models:/no-such-model@champion"

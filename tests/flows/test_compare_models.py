@@ -5,9 +5,9 @@ import mlflow
 import pytest
 
 from flows.compare_models import compare_models
-from tasks.registry import log_model, promotion_gate, register_candidate
-from tasks.tracking import KIND_TAG, tracked_run
-from tests.tasks.training_cases import (
+from pipeline.registry import log_model, promotion_gate, register_candidate
+from pipeline.tracking import KIND_TAG, tracked_run
+from tests.pipeline.training_cases import (
     mlflow_store,
     one_torch_thread,  # noqa: F401 - a fixture
     save_random_model,

@@ -6,9 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.demo import HELD_OUT, VAL_TWIN, demo
+from pipeline.registry import CHAMPION, MODEL_NAME
 from ssh_model import storage
-from tasks.registry import CHAMPION, MODEL_NAME
-from tests.tasks.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
+from tests.pipeline.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -10,9 +10,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.harmonize_batch import harmonize_batch
+from pipeline.catalog import write_catalog
 from ssh_model.storage import exists, read_bytes, write_bytes_atomic
-from tasks.catalog import write_catalog
-from tests.tasks.batch_cases import save_tiny_model, write_case
+from tests.pipeline.batch_cases import save_tiny_model, write_case
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "ray_local")
 

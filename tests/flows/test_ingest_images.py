@@ -6,10 +6,10 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from flows.ingest_images import ingest_images
+from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
 from ssh_model import storage
 from ssh_model.samples import sample_photo_paths
-from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
-from tests.tasks.photo_cases import fault_files, good_files, write_files
+from tests.pipeline.photo_cases import fault_files, good_files, write_files
 
 
 def test_given_bundled_photos_and_a_folder_with_faults_when_the_flow_runs_then_each_fault_is_a_reject(

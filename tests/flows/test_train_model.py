@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from flows.train_model import train_model
+from pipeline.registry import CANDIDATE, CHAMPION, load_registered_model
 from ssh_model import storage
 from ssh_model.checkpoints import load_model, load_model_metadata
 from ssh_model.colour_net import ColourNet
-from tasks.registry import CANDIDATE, CHAMPION, load_registered_model
-from tests.tasks.training_cases import (
+from tests.pipeline.training_cases import (
     mlflow_store,
     one_torch_thread,  # noqa: F401 - a fixture
     write_triplet_version,

@@ -14,8 +14,8 @@ import yaml
 from prefect.server.schemas.actions import validate_base_job_template
 from prefect.utilities.templating import apply_values, find_placeholders
 
+from pipeline.ray_runtime import FORWARDED_ENV_NAMES
 from ssh_model.settings import Settings
-from tasks.common import FORWARDED_ENV_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"

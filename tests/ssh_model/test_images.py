@@ -15,6 +15,7 @@ from ssh_model.images import (
     decode_image,
     decode_mask,
     encode_image,
+    output_format,
     probe_image,
     read_image,
     read_mask,
@@ -284,3 +285,11 @@ def test_float_and_32bit_grey_tiffs(rng):
     assert np.allclose(decode_mask(encoded(values, "TIFF")), values)
     sixteen_in_32 = rng.integers(0, 65536, (6, 7)).astype(np.int32)
     assert np.allclose(decode_mask(encoded(sixteen_in_32, "TIFF")), sixteen_in_32 / 65535.0, atol=1e-6)
+
+
+def test_output_format_follows_the_extension_then_the_fallback():
+    assert output_format("s3://b/x.JPEG", "PNG") == "JPEG"
+    assert output_format("s3://b/x.webp?versionId=3") == "WEBP"
+    assert output_format("s3://b/noext", "MPO") == "JPEG"
+    assert output_format("s3://b/noext", "GIF") is None  # the batch job then writes PNG
+    assert output_format("out.tif") is None

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.evaluation import downscaled
 from ssh_model.checkpoints import load_model_metadata
 from ssh_model.composites import blob_mask
 from ssh_model.images import read_image
@@ -12,7 +13,6 @@ from ssh_model.metrics import fmse
 from ssh_model.pretrained import MODEL_CARD, PRETRAINED_FILE, load_pretrained
 from ssh_model.quality_set import graded_composite
 from ssh_model.samples import sample_photo
-from tasks.evaluation import downscaled
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "flower")  # bundled with scikit-image / scikit-learn
 

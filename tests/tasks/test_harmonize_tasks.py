@@ -15,12 +15,12 @@ from botocore.exceptions import (
 )
 from prefect import flow
 
+from pipeline.catalog import CatalogError, write_catalog
 from ssh_model.errors import HarmonizeInputError
 from ssh_model.images import ImageError
 from ssh_model.storage import read_bytes
-from tasks.catalog import CatalogError, write_catalog
 from tasks.harmonize_tasks import is_transient_io_error, load_catalog
-from tests.tasks.http_cases import FLAKY_FAILURES
+from tests.pipeline.http_cases import FLAKY_FAILURES
 
 PLANTED_SECRET = "planted-secret-4f1c9e"
 
