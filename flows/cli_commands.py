@@ -41,8 +41,10 @@ def output_format(url: str) -> str:
     fmt = format_of(url)
     if fmt is None:
         ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
-        raise InputError(f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
-                         f"use one of {', '.join(IMAGE_EXTENSIONS)}")
+        raise InputError(
+            f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
     return fmt
 
 
@@ -76,8 +78,9 @@ def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, st
     height, width = pixels.shape[:2]
     for other_role, other_url, other in others:
         if other.shape[:2] != (height, width):
-            raise InputError(f"{other_role} {other_url} is {other.shape[1]}x{other.shape[0]} but {role} {url} "
-                             f"is {width}x{height}")
+            raise InputError(
+                f"{other_role} {other_url} is {other.shape[1]}x{other.shape[0]} but {role} {url} is {width}x{height}"
+            )
 
 
 def refuse_overwriting(output: str, inputs: list[str]) -> None:
@@ -93,6 +96,7 @@ def split_names(text: str) -> list[str]:
 
 
 # -- composite --------------------------------------------------------------------------------------
+
 
 def read_mask_or_alpha(image_url: str, mask_url: str | None, role: str) -> tuple[np.ndarray, np.ndarray, str]:
     """(RGB pixels of ``image_url``, its mask, how to name the mask): the mask file when given, else the
@@ -119,8 +123,9 @@ def cmd_composite(args: argparse.Namespace) -> int:
     refuse_overwriting(args.output, [args.foreground, *filter(None, [args.mask]), args.background])
     foreground, mask, mask_name = read_mask_or_alpha(args.foreground, args.mask, "foreground")
     background = read_image(args.background)
-    require_same_size(("foreground", args.foreground, foreground), ("mask", mask_name, mask),
-                      ("background", args.background, background))
+    require_same_size(
+        ("foreground", args.foreground, foreground), ("mask", mask_name, mask), ("background", args.background, background)
+    )
     if args.grade is not None:
         foreground = apply_lut(foreground, random_lut(args.grade, strength=strength))
     height, width = mask.shape
@@ -132,6 +137,7 @@ def cmd_composite(args: argparse.Namespace) -> int:
 
 # -- evaluate ---------------------------------------------------------------------------------------
 
+
 def load_row(row: CatalogRow) -> tuple[Composite, np.ndarray | None]:
     """A catalog row's images as an evaluation item (composite, mask, target) and its background, if any."""
     from ssh_model.composites import Composite
@@ -141,14 +147,14 @@ def load_row(row: CatalogRow) -> tuple[Composite, np.ndarray | None]:
         raise InputError("no target (ground truth) in the catalog")
     composite, mask, mask_name = read_mask_or_alpha(row.composite, row.mask, "composite")
     target = read_image(row.target)
-    require_same_size(("composite", row.composite, composite), ("mask", mask_name, mask),
-                      ("target", row.target, target))
+    require_same_size(("composite", row.composite, composite), ("mask", mask_name, mask), ("target", row.target, target))
     background = read_image(row.background) if row.background else None
     return Composite(id=row.id, composite=composite, mask=mask, target=target, lut="", level=""), background
 
 
-def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
-                  set_name: str) -> tuple[Evaluation, list[tuple[str, str]]]:
+def evaluate_rows(
+    methods: dict[str, Method], rows: list[CatalogRow], set_name: str
+) -> tuple[Evaluation, list[tuple[str, str]]]:
     """Every method on every row, one row's images in memory at a time.
 
     Returns:
@@ -181,8 +187,10 @@ def read_evaluation_catalog(url: str, limit: int | None) -> list[CatalogRow]:
 
     columns, cells = read_table(url)
     if "target" not in columns:
-        raise InputError(f"catalog {url} has no target column: evaluate needs the ground truth of every row "
-                         f"(columns: {', '.join(columns) or 'none'})")
+        raise InputError(
+            f"catalog {url} has no target column: evaluate needs the ground truth of every row "
+            f"(columns: {', '.join(columns) or 'none'})"
+        )
     # Nothing is written: drop any output URLs and derive placeholder ones, which validation needs.
     unused_outputs = join(catalog_dir(url), "_evaluate_outputs_unused")
     catalog = build_catalog(url, columns, [{**cells_row, "output": None} for cells_row in cells], unused_outputs)
@@ -219,10 +227,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} of {len(rows)} rows failed and were left out", file=sys.stderr)
     if args.json:
-        write_json(args.json, {"catalog": args.catalog, "model": args.model, "model_version": version,
-                               "rows_total": len(rows), "summary": summary,
-                               "rows": [{k: v for k, v in row.items() if k != "level"} for row in evaluation.rows],
-                               "failed": [{"id": row_id, "reason": reason} for row_id, reason in failures]})
+        write_json(
+            args.json,
+            {
+                "catalog": args.catalog,
+                "model": args.model,
+                "model_version": version,
+                "rows_total": len(rows),
+                "summary": summary,
+                "rows": [{k: v for k, v in row.items() if k != "level"} for row in evaluation.rows],
+                "failed": [{"id": row_id, "reason": reason} for row_id, reason in failures],
+            },
+        )
     return 1 if failures else 0
 
 
@@ -232,6 +248,7 @@ def write_json(url: str, document: dict[str, Any]) -> None:
 
 
 # -- catalog ----------------------------------------------------------------------------------------
+
 
 def cmd_catalog(args: argparse.Namespace) -> int:
     from pipeline.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog

@@ -26,19 +26,22 @@ from tasks.ingest import ingest_photos, list_sources
 
 
 def summary_markdown(summary: IngestSummary) -> str:
-    lines = ["| | |", "|---|---|", f"| sources | {', '.join(f'`{s}`' for s in summary.sources)} |",
-             f"| URLs listed / already known | {summary.listed} / {summary.skipped_known} |",
-             f"| photos added / in the manifest | {summary.added} / {summary.images} |",
-             f"| manifest | `{summary.manifest_url}` |",
-             f"| rejects | `{summary.rejects_url}` ({summary.rejected}) |"]
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| sources | {', '.join(f'`{s}`' for s in summary.sources)} |",
+        f"| URLs listed / already known | {summary.listed} / {summary.skipped_known} |",
+        f"| photos added / in the manifest | {summary.added} / {summary.images} |",
+        f"| manifest | `{summary.manifest_url}` |",
+        f"| rejects | `{summary.rejects_url}` ({summary.rejected}) |",
+    ]
     lines += [f"| split {name} | {count} |" for name, count in summary.splits.items()]
     lines += [f"| rejected: {reason} | {count} |" for reason, count in summary.reasons.items()]
     return "\n".join(lines)
 
 
 @flow(name="ingest-images")
-def ingest_images(sources: list[str] | None = None, data_root: str | None = None,
-                  max_workers: int = 8) -> dict:
+def ingest_images(sources: list[str] | None = None, data_root: str | None = None, max_workers: int = 8) -> dict:
     """Add the photos of ``sources`` to the image manifest under ``data_root``.
 
     Args:
@@ -56,14 +59,12 @@ def ingest_images(sources: list[str] | None = None, data_root: str | None = None
     log.info("ingesting %s into %s", sources, data_root)
     urls, empty_sources = list_sources(sources)
     summary = ingest_photos(urls, data_root, empty_sources, max_workers=max_workers, sources=sources)
-    create_markdown_artifact(summary_markdown(summary), key="ingest-images-summary",
-                             description="ingest-images run summary")
+    create_markdown_artifact(summary_markdown(summary), key="ingest-images-summary", description="ingest-images run summary")
     return summary.as_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.ingest_images",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.ingest_images", description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="*", default=[BUILTIN_SAMPLES_URL])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--max-workers", type=int, default=8)

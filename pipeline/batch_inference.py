@@ -142,13 +142,21 @@ def plan_rows(catalog: Catalog, previous: dict[str, dict], report_thumbnails: in
     rows = []
     for index, row in enumerate(catalog.rows):
         known = previous.get(row.id)
-        rows.append({
-            "index": index, "id": row.id, "output": row.output, "output_refused": row.output_refused,
-            "composite": row.composite, "mask": row.mask or "", "background": row.background or "",
-            "reference_mask": row.reference_mask or "", "target": row.target or "",
-            "thumbs": index < report_thumbnails,
-            "previous": json.dumps({k: known.get(k) for k in PREVIOUS_KEYS}) if known else "",
-        })
+        rows.append(
+            {
+                "index": index,
+                "id": row.id,
+                "output": row.output,
+                "output_refused": row.output_refused,
+                "composite": row.composite,
+                "mask": row.mask or "",
+                "background": row.background or "",
+                "reference_mask": row.reference_mask or "",
+                "target": row.target or "",
+                "thumbs": index < report_thumbnails,
+                "previous": json.dumps({k: known.get(k) for k in PREVIOUS_KEYS}) if known else "",
+            }
+        )
     return pa.Table.from_pylist(rows, schema=PLAN_SCHEMA)
 
 
@@ -195,27 +203,40 @@ def plan_actors(cpus: float, gpus: float, memory: float, options: JobOptions, ma
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     if num_gpus * concurrency > gpus + 1e-9:
-        raise ValueError(f"{concurrency} actors x {num_gpus} GPU need {num_gpus * concurrency:g} GPUs; "
-                         f"the Ray cluster has {gpus:g}")
+        raise ValueError(
+            f"{concurrency} actors x {num_gpus} GPU need {num_gpus * concurrency:g} GPUs; the Ray cluster has {gpus:g}"
+        )
     gib = 2**30
     if concurrency * per_actor > budget and concurrency > 1:
-        raise ValueError(f"{concurrency} actors x {per_actor / gib:.1f} GiB (images up to {max_pixels / 1e6:.0f} MP) "
-                         f"need {concurrency * per_actor / gib:.1f} GiB; {options.memory_share:g} of the Ray "
-                         f"cluster's {memory / gib:.1f} GiB is {budget / gib:.1f} GiB: lower concurrency or "
-                         "max_pixels")
+        raise ValueError(
+            f"{concurrency} actors x {per_actor / gib:.1f} GiB (images up to {max_pixels / 1e6:.0f} MP) "
+            f"need {concurrency * per_actor / gib:.1f} GiB; {options.memory_share:g} of the Ray "
+            f"cluster's {memory / gib:.1f} GiB is {budget / gib:.1f} GiB: lower concurrency or "
+            "max_pixels"
+        )
     if per_actor > budget:
-        logger.warning("one actor may need %.1f GiB for images up to %.0f MP, more than the %.1f GiB budget; "
-                       "running one actor", per_actor / gib, max_pixels / 1e6, budget / gib)
+        logger.warning(
+            "one actor may need %.1f GiB for images up to %.0f MP, more than the %.1f GiB budget; running one actor",
+            per_actor / gib,
+            max_pixels / 1e6,
+            budget / gib,
+        )
     num_cpus = options.num_cpus if options.num_cpus is not None else min(1.0, cpus / concurrency)
-    return ActorPlan(actors=concurrency, num_cpus=num_cpus, num_gpus=num_gpus,
-                     memory=int(min(per_actor, budget / concurrency)))
+    return ActorPlan(
+        actors=concurrency, num_cpus=num_cpus, num_gpus=num_gpus, memory=int(min(per_actor, budget / concurrency))
+    )
 
 
 def actor_resources(options: JobOptions, max_pixels: int) -> ActorPlan:
     """``plan_actors`` for the Ray cluster this process is connected to."""
     resources = ray.cluster_resources()
-    return plan_actors(float(resources.get("CPU", 1)), float(resources.get("GPU", 0)),
-                       float(resources.get("memory", 0)), options, max_pixels)
+    return plan_actors(
+        float(resources.get("CPU", 1)),
+        float(resources.get("GPU", 0)),
+        float(resources.get("memory", 0)),
+        options,
+        max_pixels,
+    )
 
 
 def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_id: str, max_pixels: int):
@@ -224,31 +245,57 @@ def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_
     context.enable_progress_bars = False
     actors = actor_resources(options, max_pixels)
     concurrency = actors.actors
-    logger.info("%d model actors, each with %g CPU, %g GPU and %.1f GiB reserved (images up to %.0f MP)",
-                concurrency, actors.num_cpus, actors.num_gpus, actors.memory / 2**30, max_pixels / 1e6)
+    logger.info(
+        "%d model actors, each with %g CPU, %g GPU and %.1f GiB reserved (images up to %.0f MP)",
+        concurrency,
+        actors.num_cpus,
+        actors.num_gpus,
+        actors.memory / 2**30,
+        max_pixels / 1e6,
+    )
     # Small input blocks: records stream back block by block, and at least four blocks per actor keep
     # the pool busy to the end; but no more than MAX_INPUT_BLOCKS of them for huge catalogs.
-    chunk = max(1, min(options.fetch_threads, math.ceil(plan.num_rows / (4 * concurrency))),
-                math.ceil(plan.num_rows / MAX_INPUT_BLOCKS))
+    chunk = max(
+        1,
+        min(options.fetch_threads, math.ceil(plan.num_rows / (4 * concurrency))),
+        math.ceil(plan.num_rows / MAX_INPUT_BLOCKS),
+    )
     blocks = [plan.slice(start, chunk) for start in range(0, plan.num_rows, chunk)]
     dataset = ray.data.from_arrow(blocks)
     # One-row output blocks (this dataset's own context): a record streams back as soon as its row is done,
     # not when the rest of its input block is, so records reach the driver right after their outputs.
     dataset.context.target_max_block_size = 1
     dataset = dataset.map_batches(
-        fetch_inputs, batch_format="pyarrow", batch_size=None, num_cpus=0,  # one call per block, as planned
-        compute=ray.data.TaskPoolStrategy(size=min(len(blocks), max(4, 2 * concurrency))), fn_kwargs={
-            "model_version": model.version, "jpeg_quality": options.jpeg_quality,
-            "overwrite": options.overwrite, "threads": options.fetch_threads, "timeout_s": options.fetch_timeout_s,
-        })
+        fetch_inputs,
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=0,  # one call per block, as planned
+        compute=ray.data.TaskPoolStrategy(size=min(len(blocks), max(4, 2 * concurrency))),
+        fn_kwargs={
+            "model_version": model.version,
+            "jpeg_quality": options.jpeg_quality,
+            "overwrite": options.overwrite,
+            "threads": options.fetch_threads,
+            "timeout_s": options.fetch_timeout_s,
+        },
+    )
     return dataset.map_batches(
-        Harmonizer, batch_format="pyarrow", batch_size=options.batch_size,
+        Harmonizer,
+        batch_format="pyarrow",
+        batch_size=options.batch_size,
         compute=ray.data.ActorPoolStrategy(size=concurrency),
-        num_cpus=actors.num_cpus, num_gpus=actors.num_gpus, memory=actors.memory, fn_constructor_kwargs={
-            "model": ray.put(model), "jpeg_quality": options.jpeg_quality, "max_pixels": max_pixels,
+        num_cpus=actors.num_cpus,
+        num_gpus=actors.num_gpus,
+        memory=actors.memory,
+        fn_constructor_kwargs={
+            "model": ray.put(model),
+            "jpeg_quality": options.jpeg_quality,
+            "max_pixels": max_pixels,
             "run_id": run_id,
-            "num_threads": max(1, int(actors.num_cpus)), "use_gpu": actors.num_gpus > 0,
-        })
+            "num_threads": max(1, int(actors.num_cpus)),
+            "use_gpu": actors.num_gpus > 0,
+        },
+    )
 
 
 class Progress:
@@ -273,13 +320,21 @@ class Progress:
 
     def line(self, now: float | None = None) -> str:
         elapsed = (now or time.monotonic()) - self.started
-        return (f"progress {progress_line(self.done, self.total, elapsed)}: ok {self.counts['ok']}, "
-                f"skipped {self.counts['skipped']}, error {self.counts['error']}")
+        return (
+            f"progress {progress_line(self.done, self.total, elapsed)}: ok {self.counts['ok']}, "
+            f"skipped {self.counts['skipped']}, error {self.counts['error']}"
+        )
 
 
-def run_job(catalog: Catalog, options: JobOptions, model: ModelPayload, previous: dict[str, dict],
-            run_id: str, log: logging.Logger | logging.LoggerAdapter | None = None,
-            on_records: Callable[[list[dict]], None] | None = None) -> JobOutcome:
+def run_job(
+    catalog: Catalog,
+    options: JobOptions,
+    model: ModelPayload,
+    previous: dict[str, dict],
+    run_id: str,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+    on_records: Callable[[list[dict]], None] | None = None,
+) -> JobOutcome:
     """Harmonize every row of ``catalog``; records go to fragments as they arrive (merge them afterwards).
 
     Args:
@@ -328,14 +383,24 @@ def run_job(catalog: Catalog, options: JobOptions, model: ModelPayload, previous
         writer.close()
     records.sort(key=lambda r: r.pop("index"))
     summary = totals.build(len(catalog), time.monotonic() - started, model.version)
-    log.info("harmonized %d rows in %.1fs (%.2f rows/s): ok %d, skipped %d, error %d",
-             summary.done, summary.seconds, summary.rows_per_s, summary.ok, summary.skipped, summary.error)
+    log.info(
+        "harmonized %d rows in %.1fs (%.2f rows/s): ok %d, skipped %d, error %d",
+        summary.done,
+        summary.seconds,
+        summary.rows_per_s,
+        summary.ok,
+        summary.skipped,
+        summary.error,
+    )
     return JobOutcome(summary=summary, records=records, thumbnails=thumbnails, run_id=run_id)
 
 
-def run_catalog(catalog: Catalog, options: JobOptions,
-                log: logging.Logger | logging.LoggerAdapter | None = None,
-                on_records: Callable[[list[dict]], None] | None = None) -> JobOutcome:
+def run_catalog(
+    catalog: Catalog,
+    options: JobOptions,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+    on_records: Callable[[list[dict]], None] | None = None,
+) -> JobOutcome:
     """The whole job without Prefect: pin the model version, resume from earlier records, run, publish.
 
     The flow does the same steps as separate Prefect tasks; this is for notebooks, tests and benchmarks.

@@ -55,11 +55,17 @@ logger = logging.getLogger(__name__)
 INPUTS = ("composite", "mask", "background", "reference_mask", "target")
 THUMBS = ("composite", "mask", "harmonized", "target")
 
-PLAN_SCHEMA = pa.schema([
-    ("index", pa.int64()), ("id", pa.string()), ("output", pa.string()), ("output_refused", pa.string()),
-    *[(name, pa.string()) for name in INPUTS],
-    ("thumbs", pa.bool_()), ("previous", pa.string()),
-])
+PLAN_SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("id", pa.string()),
+        ("output", pa.string()),
+        ("output_refused", pa.string()),
+        *[(name, pa.string()) for name in INPUTS],
+        ("thumbs", pa.bool_()),
+        ("previous", pa.string()),
+    ]
+)
 FETCHED_SCHEMA = PLAN_SCHEMA.append(pa.field("fetch_seconds", pa.float64()))
 for _name in INPUTS:
     FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(f"{_name}_bytes", pa.large_binary()))
@@ -68,13 +74,21 @@ for _name in HASH_COLUMNS:
 for _name in ("pre_status", "pre_reason", "pre_error"):
     FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field(_name, pa.string()))
 OUTPUT_CHECK = ("output_sha256", "output_size")  # of a skipped row's output, as verified by the fetch stage
-FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field("output_sha256", pa.string())).append(
-    pa.field("output_size", pa.int64()))
+FETCHED_SCHEMA = FETCHED_SCHEMA.append(pa.field("output_sha256", pa.string())).append(pa.field("output_size", pa.int64()))
 OUTPUT_SCHEMA = RECORD_SCHEMA.append(pa.field("index", pa.int64()))
 for _name in THUMBS:
     OUTPUT_SCHEMA = OUTPUT_SCHEMA.append(pa.field(f"thumb_{_name}", pa.binary()))
-PREVIOUS_KEYS = ("status", "output", "model_version", "jpeg_quality", "width", "height", METRICS_COLUMN,
-                 *HASH_COLUMNS, *OUTPUT_CHECK)
+PREVIOUS_KEYS = (
+    "status",
+    "output",
+    "model_version",
+    "jpeg_quality",
+    "width",
+    "height",
+    METRICS_COLUMN,
+    *HASH_COLUMNS,
+    *OUTPUT_CHECK,
+)
 
 
 # ---------------------------------------------------------------- model loading
@@ -116,14 +130,21 @@ def sha256_hex(data: bytes) -> str:
 
 def _unfetched(row: dict) -> dict:
     """A fetched row with no bytes, no hashes and no verdict yet."""
-    return {**row, **{f"{n}_bytes": b"" for n in INPUTS}, **dict.fromkeys(HASH_COLUMNS), **dict.fromkeys(OUTPUT_CHECK),
-            "pre_status": None, "pre_reason": None, "pre_error": None, "fetch_seconds": 0.0}
+    return {
+        **row,
+        **{f"{n}_bytes": b"" for n in INPUTS},
+        **dict.fromkeys(HASH_COLUMNS),
+        **dict.fromkeys(OUTPUT_CHECK),
+        "pre_status": None,
+        "pre_reason": None,
+        "pre_error": None,
+        "fetch_seconds": 0.0,
+    }
 
 
 def _failed(out: dict, reason: str, message: str) -> dict:
     """``out`` as an error row (its downloaded bytes dropped)."""
-    return {**out, **{f"{n}_bytes": b"" for n in INPUTS}, "pre_status": "error", "pre_reason": reason,
-            "pre_error": message}
+    return {**out, **{f"{n}_bytes": b"" for n in INPUTS}, "pre_status": "error", "pre_reason": reason, "pre_error": message}
 
 
 def _is_output_up_to_date(row: dict, out: dict, model_version: str, jpeg_quality: int) -> bool:
@@ -131,8 +152,9 @@ def _is_output_up_to_date(row: dict, out: dict, model_version: str, jpeg_quality
     sha256 and size go in ``out``); a missing, changed or unreadable output is made again."""
     previous = json.loads(row["previous"])
     hashes = {k: out[k] for k in HASH_COLUMNS}
-    if not is_up_to_date(previous, output=row["output"], hashes=hashes, model_version=model_version,
-                         jpeg_quality=jpeg_quality):
+    if not is_up_to_date(
+        previous, output=row["output"], hashes=hashes, model_version=model_version, jpeg_quality=jpeg_quality
+    ):
         return False
     try:
         data = read_bytes(row["output"])
@@ -140,8 +162,13 @@ def _is_output_up_to_date(row: dict, out: dict, model_version: str, jpeg_quality
         logger.info("row %s: making its output again (%s)", row["id"], storage_error(err, row["output"], "output"))
         return False
     if not output_matches(previous, data):
-        logger.warning("row %s: output %s is not what its record says (%d bytes, recorded %s); making it again",
-                       row["id"], redact(row["output"]), len(data), previous.get("output_size"))
+        logger.warning(
+            "row %s: output %s is not what its record says (%d bytes, recorded %s); making it again",
+            row["id"],
+            redact(row["output"]),
+            len(data),
+            previous.get("output_size"),
+        )
         return False
     out.update(output_sha256=sha256_hex(data), output_size=len(data))
     return True
@@ -182,8 +209,9 @@ def _timed_out(row: dict, timeout_s: float) -> dict:
     return {**_failed(_unfetched(row), "timeout", message), "fetch_seconds": timeout_s}
 
 
-def fetch_inputs(batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool,
-                 threads: int = 8, timeout_s: float | None = None) -> pa.Table:
+def fetch_inputs(
+    batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool, threads: int = 8, timeout_s: float | None = None
+) -> pa.Table:
     """Download every input of the batch in parallel, hash them, and mark rows that are up to date.
 
     Args:
@@ -227,8 +255,9 @@ class Harmonizer:
         use_gpu: run on CUDA when the actor was given a GPU.
     """
 
-    def __init__(self, model: Any, jpeg_quality: int, max_pixels: int, run_id: str, num_threads: int = 1,
-                 use_gpu: bool = False) -> None:
+    def __init__(
+        self, model: Any, jpeg_quality: int, max_pixels: int, run_id: str, num_threads: int = 1, use_gpu: bool = False
+    ) -> None:
         if not isinstance(model, ModelPayload):
             model = ray.get(model)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
@@ -239,8 +268,7 @@ class Harmonizer:
         self.jpeg_quality = jpeg_quality
         self.max_pixels = max_pixels
         self.run_id = run_id
-        logger.info("actor pid %d runs %s (version %s) on %s", os.getpid(), model.uri, model.version,
-                    self.device)
+        logger.info("actor pid %d runs %s (version %s) on %s", os.getpid(), model.uri, model.version, self.device)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return pa.Table.from_pylist([self.process(row) for row in batch.to_pylist()], schema=OUTPUT_SCHEMA)
@@ -249,14 +277,24 @@ class Harmonizer:
         """One row -> one record (plus thumbnails); never raises for a problem with the row's data."""
         started = time.perf_counter()
         base = {k: row[k] or None for k in ("id", "output", *INPUTS)}
-        base.update({k: row[k] for k in HASH_COLUMNS}, model_version=self.model_version,
-                    jpeg_quality=self.jpeg_quality, run_id=self.run_id)
+        base.update(
+            {k: row[k] for k in HASH_COLUMNS},
+            model_version=self.model_version,
+            jpeg_quality=self.jpeg_quality,
+            run_id=self.run_id,
+        )
         thumbs: dict[str, bytes] = {}
         if row["pre_status"] == "skipped":
             previous = json.loads(row["previous"])
-            record = new_record(**base, status="skipped", width=previous.get("width"),
-                                height=previous.get("height"), output_sha256=row["output_sha256"],
-                                output_size=row["output_size"], **{METRICS_COLUMN: previous.get(METRICS_COLUMN)})
+            record = new_record(
+                **base,
+                status="skipped",
+                width=previous.get("width"),
+                height=previous.get("height"),
+                output_sha256=row["output_sha256"],
+                output_size=row["output_size"],
+                **{METRICS_COLUMN: previous.get(METRICS_COLUMN)},
+            )
             if row["thumbs"]:
                 thumbs = self._skipped_thumbnails(row)
         elif row["pre_status"] == "error":
@@ -285,9 +323,11 @@ class Harmonizer:
         """Report thumbnails of an up-to-date row: its inputs and the output already written (best effort:
         a row whose pictures cannot be read is still skipped, just shown without them)."""
         try:
-            images = {"composite": decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels),
-                      "mask": decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels),
-                      "harmonized": decode_image(read_bytes(row["output"]), row["output"], max_pixels=self.max_pixels)}
+            images = {
+                "composite": decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels),
+                "mask": decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels),
+                "harmonized": decode_image(read_bytes(row["output"]), row["output"], max_pixels=self.max_pixels),
+            }
             if row["target"]:
                 images["target"] = decode_image(row["target_bytes"], row["target"], max_pixels=self.max_pixels)
         except Exception as err:  # noqa: BLE001 - thumbnails never fail a row
@@ -306,18 +346,24 @@ class Harmonizer:
         background = None
         if row["background"]:
             background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)
-        names = (f"composite {row['composite']}", f"mask {row['mask']}" if row["mask"] else
-                 f"the alpha of {row['composite']}", f"reference mask {row['reference_mask']}")
-        result = harmonize_details(composite, mask, self.model, background, reference_mask=mask_of("reference_mask"),
-                                 names=names).image  # (H, W, 3) uint8
+        names = (
+            f"composite {row['composite']}",
+            f"mask {row['mask']}" if row["mask"] else f"the alpha of {row['composite']}",
+            f"reference mask {row['reference_mask']}",
+        )
+        result = harmonize_details(
+            composite, mask, self.model, background, reference_mask=mask_of("reference_mask"), names=names
+        ).image  # (H, W, 3) uint8
         height, width = composite.shape[:2]
         metrics: dict[str, float] = {}
         target = None
         if row["target"]:
             target = decode_image(row["target_bytes"], row["target"], max_pixels=self.max_pixels)
             if target.shape != composite.shape:
-                raise HarmonizeInputError("target_size", f"target {row['target']} is {target.shape[1]}x"
-                                                         f"{target.shape[0]}, composite is {width}x{height}")
+                raise HarmonizeInputError(
+                    "target_size",
+                    f"target {row['target']} is {target.shape[1]}x{target.shape[0]}, composite is {width}x{height}",
+                )
             metrics.update({f"model_{k}": float(v) for k, v in evaluate(result, target, mask).items()})
             for name, baseline in BASELINES.items():
                 predicted = baseline(composite, mask, background)
@@ -333,6 +379,13 @@ class Harmonizer:
         if row["thumbs"]:
             images = {"composite": composite, "mask": mask, "harmonized": result, "target": target}
             thumbs = {name: _thumbnail_bytes(image) for name, image in images.items() if image is not None}
-        record = new_record(**base, status="ok", width=width, height=height, output_sha256=sha256_hex(data),
-                            output_size=len(data), **{METRICS_COLUMN: json.dumps(metrics) if metrics else None})
+        record = new_record(
+            **base,
+            status="ok",
+            width=width,
+            height=height,
+            output_sha256=sha256_hex(data),
+            output_size=len(data),
+            **{METRICS_COLUMN: json.dumps(metrics) if metrics else None},
+        )
         return record, thumbs

@@ -57,8 +57,7 @@ OUTPUT_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)  # what outputs can be encoded a
 RESULTS_DIRNAME = "_results"  # reserved folder under the output prefix: results table, report, fragments
 DEFAULT_OUTPUT_DIRNAME = "harmonized"  # the default prefix is {data_root}/harmonized/{catalog file stem}
 MAX_LISTED_PROBLEMS = 50
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".json": "jsonl"}
+FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
 class CatalogError(ValueError):
@@ -72,7 +71,8 @@ class CatalogError(ValueError):
         plural = "s" if len(problems) != 1 else ""
         super().__init__(
             f"catalog {url} is invalid ({len(problems)} problem{plural}; no image was read):\n  "
-            + "\n  ".join(listed) + more
+            + "\n  ".join(listed)
+            + more
         )
 
 
@@ -108,8 +108,7 @@ def catalog_format(url: str) -> str:
     """'parquet', 'csv' or 'jsonl', from the extension (a trailing .gz etc. is not supported)."""
     ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
     if ext not in FORMATS:
-        raise CatalogError(url, [f"unknown catalog format {ext or '(no extension)'!r}; "
-                                 f"expected one of {sorted(FORMATS)}"])
+        raise CatalogError(url, [f"unknown catalog format {ext or '(no extension)'!r}; expected one of {sorted(FORMATS)}"])
     return FORMATS[ext]
 
 
@@ -185,7 +184,7 @@ def resolve_url(value: str, base: str) -> str:
 def normalized(url: str) -> str:
     """A canonical form for comparing URLs: local paths absolute, ``file://`` stripped, no double slashes."""
     if url.startswith("file://"):
-        url = url[len("file://"):]
+        url = url[len("file://") :]
     if "://" not in url:
         return os.path.normpath(os.path.abspath(url))
     scheme, rest = url.split("://", 1)
@@ -207,8 +206,9 @@ def default_output_prefix(catalog_url: str) -> str:
     """``{data_root}/harmonized/{catalog file stem}``: where outputs go when no ``output_prefix`` is given."""
     stem = posixpath.splitext(posixpath.basename(catalog_url.split("?", 1)[0].rstrip("/")))[0]
     if stem.strip(".") == "":
-        raise CatalogError(catalog_url, [f"cannot name a default output folder after {catalog_url!r}; "
-                                         "give an output_prefix"])
+        raise CatalogError(
+            catalog_url, [f"cannot name a default output folder after {catalog_url!r}; give an output_prefix"]
+        )
     return normalized(join(get_settings().data_root, DEFAULT_OUTPUT_DIRNAME, stem))
 
 
@@ -258,8 +258,9 @@ def _first_row_number(problem: str) -> int:
     return int(words[1]) if len(words) > 1 and words[1].isdigit() else 0
 
 
-def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None]],
-                  output_prefix: str | None = None) -> Catalog:
+def build_catalog(
+    url: str, columns: list[str], cells: list[dict[str, str | None]], output_prefix: str | None = None
+) -> Catalog:
     """Resolve and validate catalog rows; raise one CatalogError listing every catalog-wide problem.
 
     Args:
@@ -271,8 +272,9 @@ def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise CatalogError(url, [f"missing required column(s) {', '.join(missing)}; "
-                                 f"found {', '.join(columns) or 'no columns'}"])
+        raise CatalogError(
+            url, [f"missing required column(s) {', '.join(missing)}; found {', '.join(columns) or 'no columns'}"]
+        )
     if not cells:
         raise CatalogError(url, ["the catalog has no rows"])
     base = catalog_dir(url)
@@ -311,13 +313,26 @@ def build_catalog(url: str, columns: list[str], cells: list[dict[str, str | None
     if problems:
         raise CatalogError(url, sorted(problems, key=_first_row_number))
 
-    rows = [CatalogRow(id=r["id"], composite=r["composite"], mask=r["mask"], output=r["output"],
-                       background=r["background"], reference_mask=r["reference_mask"], target=r["target"],
-                       output_refused=None if r["output_refused"] is None
-                       else f"output {redact(r['output'])} {r['output_refused']}")
-            for r in rows_by_number.values()]
-    return Catalog(url=url, rows=rows, output_prefix=prefix, has_background=any(r.background for r in rows),
-                   has_target=any(r.target for r in rows))
+    rows = [
+        CatalogRow(
+            id=r["id"],
+            composite=r["composite"],
+            mask=r["mask"],
+            output=r["output"],
+            background=r["background"],
+            reference_mask=r["reference_mask"],
+            target=r["target"],
+            output_refused=None if r["output_refused"] is None else f"output {redact(r['output'])} {r['output_refused']}",
+        )
+        for r in rows_by_number.values()
+    ]
+    return Catalog(
+        url=url,
+        rows=rows,
+        output_prefix=prefix,
+        has_background=any(r.background for r in rows),
+        has_target=any(r.target for r in rows),
+    )
 
 
 def read_catalog(url: str, output_prefix: str | None = None) -> Catalog:
@@ -329,12 +344,22 @@ def read_catalog(url: str, output_prefix: str | None = None) -> Catalog:
     """
     columns, cells = read_table(url)
     catalog = build_catalog(url, columns, cells, output_prefix)
-    logger.info("catalog %s: %d rows, outputs under %s%s", url, len(catalog), catalog.output_prefix,
-                ", with ground truth" if catalog.has_target else "")
+    logger.info(
+        "catalog %s: %d rows, outputs under %s%s",
+        url,
+        len(catalog),
+        catalog.output_prefix,
+        ", with ground truth" if catalog.has_target else "",
+    )
     refused = [row for row in catalog.rows if row.output_refused]
     if refused:
-        logger.warning("catalog %s: %d rows will fail as unsafe_output, e.g. id %r: %s", url, len(refused),
-                       refused[0].id, refused[0].output_refused)
+        logger.warning(
+            "catalog %s: %d rows will fail as unsafe_output, e.g. id %r: %s",
+            url,
+            len(refused),
+            refused[0].id,
+            refused[0].output_refused,
+        )
     return catalog
 
 

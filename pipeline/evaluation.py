@@ -64,6 +64,7 @@ def higher_is_better(metric: str) -> bool:
 
 # -- the fixed evaluation set -----------------------------------------------------------------------
 
+
 def downscaled(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """``image`` (H, W, 3) with its long side at most ``max_side`` (Lanczos, aspect kept); None: as it is."""
     if max_side is None or max(image.shape[:2]) <= max_side:
@@ -91,8 +92,9 @@ def selection_composites(photo_urls: Sequence[str], max_side: int | None = SELEC
             for level, (bucket, _, _) in enumerate(BUCKETS):
                 rng = np.random.default_rng([SELECT_SEED, index, repeat, level])
                 mask = blob_mask(*photo.shape[:2], rng)
-                items.append(graded_composite(f"{index}-{Path(url).stem}-{bucket}-{repeat}", photo, mask, bucket,
-                                              rng, family="lut"))
+                items.append(
+                    graded_composite(f"{index}-{Path(url).stem}-{bucket}-{repeat}", photo, mask, bucket, rng, family="lut")
+                )
     return items
 
 
@@ -101,8 +103,7 @@ def selection_score(model: torch.nn.Module, composites: Sequence[Composite]) -> 
     return evaluate_composites({"model": model_method(model)}, composites).score("model", "psnr")
 
 
-def fixed_evaluation_set(max_side: int | None = None, count: int | None = None,
-                         seed: int = EVAL_SEED) -> list[Composite]:
+def fixed_evaluation_set(max_side: int | None = None, count: int | None = None, seed: int = EVAL_SEED) -> list[Composite]:
     """The fixed evaluation set (same arguments -> same composites, so scores compare across models).
 
     Args:
@@ -115,13 +116,16 @@ def fixed_evaluation_set(max_side: int | None = None, count: int | None = None,
 
 def model_method(model: torch.nn.Module, size: int = NET_SIZE) -> Method:
     """A model as a method: full-resolution ``harmonize`` with the network at ``size``."""
+
     def run(composite: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
         return harmonize(composite, mask, model, background=background, size=size)
+
     return run
 
 
-def methods_for(models: Mapping[str, torch.nn.Module], baselines: Sequence[str] = tuple(BASELINES),
-                size: int = NET_SIZE) -> dict[str, Method]:
+def methods_for(
+    models: Mapping[str, torch.nn.Module], baselines: Sequence[str] = tuple(BASELINES), size: int = NET_SIZE
+) -> dict[str, Method]:
     """Named methods: the models (by label) then the chosen baselines (by name)."""
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
@@ -135,6 +139,7 @@ def methods_for(models: Mapping[str, torch.nn.Module], baselines: Sequence[str] 
 
 
 # -- results ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Evaluation:
@@ -175,9 +180,12 @@ class Evaluation:
         return float(np.mean(values))
 
 
-def evaluate_composites(methods: Mapping[str, Method], composites: Sequence[Composite],
-                        keep_outputs: bool = False,
-                        backgrounds: Sequence[np.ndarray | None] | None = None) -> Evaluation:
+def evaluate_composites(
+    methods: Mapping[str, Method],
+    composites: Sequence[Composite],
+    keep_outputs: bool = False,
+    backgrounds: Sequence[np.ndarray | None] | None = None,
+) -> Evaluation:
     """Score every method on every composite (against its ground truth, foreground = its mask).
 
     Args:
@@ -214,16 +222,22 @@ def _network_outputs(model: torch.nn.Module, content: np.ndarray, reference: np.
     model.eval()
     try:
         with torch.inference_mode():
-            output = model(images_to_tensor(content).to(parameter.device),
-                           images_to_tensor(reference).to(parameter.device))  # (B, 3, S, S) in [-1, 1]
+            output = model(
+                images_to_tensor(content).to(parameter.device), images_to_tensor(reference).to(parameter.device)
+            )  # (B, 3, S, S) in [-1, 1]
     finally:
         model.train(was_training)
     return tensor_to_images(output)
 
 
-def evaluate_triplets(models: Mapping[str, torch.nn.Module], source: str, split: str = "val",
-                      limit: int = 256, batch_size: int = 16,
-                      baselines: Sequence[str] = tuple(BASELINES)) -> Evaluation | None:
+def evaluate_triplets(
+    models: Mapping[str, torch.nn.Module],
+    source: str,
+    split: str = "val",
+    limit: int = 256,
+    batch_size: int = 16,
+    baselines: Sequence[str] = tuple(BASELINES),
+) -> Evaluation | None:
     """Score the models' harmonization pass and the baselines on up to ``limit`` triplets of ``split``.
 
     Returns None when the version has no triplets of that split (e.g. too few photos for a val split).
@@ -231,8 +245,9 @@ def evaluate_triplets(models: Mapping[str, torch.nn.Module], source: str, split:
     from ssh_model.dataset import TripletDataset
 
     try:
-        dataset = TripletDataset(source, split=split, batch_size=batch_size, shuffle=False, rank=0,
-                                 world_size=1, drop_last=False)
+        dataset = TripletDataset(
+            source, split=split, batch_size=batch_size, shuffle=False, rank=0, world_size=1, drop_last=False
+        )
     except (FileNotFoundError, ValueError) as err:
         logger.info("no %s triplets to evaluate under %s: %s", split, source, err)
         return None
@@ -248,17 +263,18 @@ def evaluate_triplets(models: Mapping[str, torch.nn.Module], source: str, split:
         for index in range(take):
             ident = batch["triplet_id"][index]
             for label, images in predictions.items():
-                result.rows.append({"method": label, "id": ident, "level": split,
-                                    **evaluate(images[index], target[index], mask)})
+                result.rows.append(
+                    {"method": label, "id": ident, "level": split, **evaluate(images[index], target[index], mask)}
+                )
             for name in baselines:
                 output = BASELINES[name](content[index], mask, reference[index])
-                result.rows.append({"method": name, "id": ident, "level": split,
-                                    **evaluate(output, target[index], mask)})
+                result.rows.append({"method": name, "id": ident, "level": split, **evaluate(output, target[index], mask)})
         seen += take
     return result if result.rows else None
 
 
 # -- presenting -------------------------------------------------------------------------------------
+
 
 def format_table(summary: Sequence[Mapping[str, Any]], metrics: Sequence[str] = TABLE_METRICS) -> str:
     """A Markdown table of summary rows (set, method, [level], items, metrics)."""
@@ -289,8 +305,9 @@ def metrics_for_logging(evaluation: Evaluation) -> dict[str, float]:
     return out
 
 
-def comparison_grid(composites: Sequence[Composite], outputs: Mapping[str, Sequence[np.ndarray]],
-                    side: int = 160, rows: int = 6) -> np.ndarray:
+def comparison_grid(
+    composites: Sequence[Composite], outputs: Mapping[str, Sequence[np.ndarray]], side: int = 160, rows: int = 6
+) -> np.ndarray:
     """A side-by-side grid, uint8: one row per composite (the first ``rows``); columns composite,
     ground truth, then each method's output, under a header with the column names."""
     columns = ["composite", "target", *outputs]
@@ -314,8 +331,20 @@ def comparison_grid(composites: Sequence[Composite], outputs: Mapping[str, Seque
 
 
 __all__ = [
-    "BENCHMARK_METRICS", "EVAL_SEED", "Evaluation", "Method", "comparison_grid", "evaluate_composites",
-    "evaluate_triplets", "fixed_evaluation_set", "format_table", "higher_is_better", "load_eval_photos",
-    "selection_composites", "selection_score",
-    "methods_for", "metrics_for_logging", "model_method",
+    "BENCHMARK_METRICS",
+    "EVAL_SEED",
+    "Evaluation",
+    "Method",
+    "comparison_grid",
+    "evaluate_composites",
+    "evaluate_triplets",
+    "fixed_evaluation_set",
+    "format_table",
+    "higher_is_better",
+    "load_eval_photos",
+    "selection_composites",
+    "selection_score",
+    "methods_for",
+    "metrics_for_logging",
+    "model_method",
 ]

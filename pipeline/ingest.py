@@ -51,22 +51,27 @@ from ssh_model.samples import BUILTIN_SAMPLES_URL, sample_photo_paths
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False, metadata={"doc": "sha256 hex of the photo's bytes"}),
-    pa.field("source_url", pa.string(), nullable=False, metadata={"doc": "where the photo was first found"}),
-    pa.field("width", pa.int32(), nullable=False),
-    pa.field("height", pa.int32(), nullable=False),
-    pa.field("format", pa.string(), nullable=False, metadata={"doc": "JPEG | PNG | WEBP"}),
-    pa.field("bytes", pa.int64(), nullable=False, metadata={"doc": "file size"}),
-    pa.field("split", pa.string(), nullable=False, metadata={"doc": "train | val | test, from the id"}),
-    pa.field("blob", pa.string(), nullable=False,
-             metadata={"doc": "the copy of the bytes, relative to the images/ folder"}),
-])
-REJECTS_SCHEMA = pa.schema([
-    pa.field("url", pa.string(), nullable=False),
-    pa.field("reason", pa.string(), nullable=False),
-    pa.field("detail", pa.string(), nullable=False),
-])
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False, metadata={"doc": "sha256 hex of the photo's bytes"}),
+        pa.field("source_url", pa.string(), nullable=False, metadata={"doc": "where the photo was first found"}),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("format", pa.string(), nullable=False, metadata={"doc": "JPEG | PNG | WEBP"}),
+        pa.field("bytes", pa.int64(), nullable=False, metadata={"doc": "file size"}),
+        pa.field("split", pa.string(), nullable=False, metadata={"doc": "train | val | test, from the id"}),
+        pa.field(
+            "blob", pa.string(), nullable=False, metadata={"doc": "the copy of the bytes, relative to the images/ folder"}
+        ),
+    ]
+)
+REJECTS_SCHEMA = pa.schema(
+    [
+        pa.field("url", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=False),
+    ]
+)
 FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 FORMAT_ALIASES = {"MPO": "JPEG"}  # multi-picture JPEGs (cameras, phones): the first picture is the photo
 GLOB_CHARACTERS = "*?["
@@ -92,13 +97,14 @@ def photo_urls(data_root: str, split: str, limit: int | None = None) -> list[str
 
 # -- listing ----------------------------------------------------------------------------------------
 
+
 def builtin_urls() -> list[str]:
     """``builtin://samples/<file>`` for each colour photo bundled with scikit-image and scikit-learn."""
     return [f"{BUILTIN_SAMPLES_URL}/{Path(path).name}" for path in sample_photo_paths()]
 
 
 def _builtin_path(url: str) -> str:
-    name = url[len(BUILTIN_SAMPLES_URL) + 1:]
+    name = url[len(BUILTIN_SAMPLES_URL) + 1 :]
     for path in sample_photo_paths():
         if Path(path).name == name:
             return path
@@ -144,6 +150,7 @@ def expand_sources(sources: Iterable[str]) -> tuple[list[str], list[dict[str, st
 
 # -- one photo --------------------------------------------------------------------------------------
 
+
 class Rejected(Exception):
     """A source URL that cannot be used, with its reason (see the module docstring)."""
 
@@ -180,9 +187,16 @@ def inspect_photo(url: str, data: bytes, max_pixels: int, min_side: int) -> dict
     if min(width, height) < min_side:
         raise Rejected("too_small", f"{width}x{height}, the shorter side is under {min_side} px")
     image_id = hashlib.sha256(data).hexdigest()
-    return {"id": image_id, "source_url": url, "width": int(width), "height": int(height),
-            "format": image_format, "bytes": len(data), "split": split_of(image_id),
-            "blob": f"blobs/{image_id}.{FORMATS[image_format]}"}
+    return {
+        "id": image_id,
+        "source_url": url,
+        "width": int(width),
+        "height": int(height),
+        "format": image_format,
+        "bytes": len(data),
+        "split": split_of(image_id),
+        "blob": f"blobs/{image_id}.{FORMATS[image_format]}",
+    }
 
 
 @dataclass
@@ -211,6 +225,7 @@ def ingest_one(url: str, data_root: str, max_pixels: int, min_side: int) -> Outc
 
 
 # -- the tables -------------------------------------------------------------------------------------
+
 
 def read_table(url: str, schema: pa.Schema) -> pa.Table:
     """The table at ``url`` (with ``schema``), or an empty one when it does not exist yet."""
@@ -253,21 +268,24 @@ class IngestSummary:
         return dict(self.__dict__)
 
 
-def merge_outcomes(manifest: pa.Table, rejects: pa.Table, outcomes: Sequence[Outcome],
-                   attempted: Iterable[str]) -> tuple[pa.Table, pa.Table]:
+def merge_outcomes(
+    manifest: pa.Table, rejects: pa.Table, outcomes: Sequence[Outcome], attempted: Iterable[str]
+) -> tuple[pa.Table, pa.Table]:
     """New manifest and rejects tables: known rows kept, new distinct photos added (first URL wins),
     rejects replaced for every URL read this run (a URL that now succeeds leaves the rejects)."""
     rows = {row["id"]: row for row in manifest.to_pylist()}
     new_rejects: dict[str, dict] = {}
     for outcome in outcomes:  # in listing order, so the first URL of a duplicated photo wins
         if outcome.row is None:
-            new_rejects[outcome.url] = {"url": outcome.url, "reason": outcome.reason,
-                                        "detail": outcome.detail}
+            new_rejects[outcome.url] = {"url": outcome.url, "reason": outcome.reason, "detail": outcome.detail}
         elif outcome.row["id"] in rows:
             kept = rows[outcome.row["id"]]
             if kept["source_url"] != outcome.url:
-                new_rejects[outcome.url] = {"url": outcome.url, "reason": "duplicate",
-                                            "detail": f"same bytes as {kept['id']} ({kept['source_url']})"}
+                new_rejects[outcome.url] = {
+                    "url": outcome.url,
+                    "reason": "duplicate",
+                    "detail": f"same bytes as {kept['id']} ({kept['source_url']})",
+                }
         else:
             rows[outcome.row["id"]] = outcome.row
     attempted = set(attempted) | set(new_rejects)
@@ -278,9 +296,15 @@ def merge_outcomes(manifest: pa.Table, rejects: pa.Table, outcomes: Sequence[Out
     return manifest_out, rejects_out
 
 
-def read_all(urls: Sequence[str], data_root: str, max_pixels: int, min_side: int, max_workers: int,
-             progress_every_s: float = 5.0,
-             log: logging.Logger | logging.LoggerAdapter = logger) -> list[Outcome]:
+def read_all(
+    urls: Sequence[str],
+    data_root: str,
+    max_pixels: int,
+    min_side: int,
+    max_workers: int,
+    progress_every_s: float = 5.0,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> list[Outcome]:
     """``ingest_one`` over ``urls`` in a pool of at most ``max_workers`` threads, with a progress line."""
     if not urls:
         return []
@@ -294,6 +318,10 @@ def read_all(urls: Sequence[str], data_root: str, max_pixels: int, min_side: int
             now = time.monotonic()
             if now - last >= progress_every_s or len(outcomes) == len(urls):
                 last = now
-                log.info("ingest: %s (%d ok, %d rejected)", progress_line(len(outcomes), len(urls), now - started,
-                                                                          "photos"), counts["ok"], counts["rejected"])
+                log.info(
+                    "ingest: %s (%d ok, %d rejected)",
+                    progress_line(len(outcomes), len(urls), now - started, "photos"),
+                    counts["ok"],
+                    counts["rejected"],
+                )
     return outcomes

@@ -42,8 +42,7 @@ class RunSummary:
         return self.done / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "done": self.done, "error_rate": self.error_rate,
-                "rows_per_s": self.rows_per_s}
+        return {**asdict(self), "done": self.done, "error_rate": self.error_rate, "rows_per_s": self.rows_per_s}
 
 
 class SummaryBuilder:
@@ -68,8 +67,13 @@ class SummaryBuilder:
 
     def build(self, total: int, seconds: float, model_version: str) -> RunSummary:
         return RunSummary(
-            total=total, ok=self.counts["ok"], skipped=self.counts["skipped"], error=self.counts["error"],
-            seconds=seconds, model_version=model_version, reasons=dict(self.reasons),
+            total=total,
+            ok=self.counts["ok"],
+            skipped=self.counts["skipped"],
+            error=self.counts["error"],
+            seconds=seconds,
+            model_version=model_version,
+            reasons=dict(self.reasons),
             mean_metrics={name: self.sums[name] / self.samples[name] for name in metric_columns(self.sums)},
         )
 
@@ -88,9 +92,14 @@ def _decode_thumb(data: bytes | None, is_mask: bool) -> np.ndarray | None:
     return image[..., 0].astype(np.float32) / 255.0 if is_mask else image
 
 
-def render_job_report(title: str, records: list[dict], thumbnails: dict[str, dict[str, bytes]],
-                      summary: RunSummary, extra: dict[str, object] | None = None,
-                      max_error_rows: int = 200) -> str:
+def render_job_report(
+    title: str,
+    records: list[dict],
+    thumbnails: dict[str, dict[str, bytes]],
+    summary: RunSummary,
+    extra: dict[str, object] | None = None,
+    max_error_rows: int = 200,
+) -> str:
     """The HTML report: rows with thumbnails first (catalog order), then up to ``max_error_rows`` errors."""
     rows = []
     shown = set()
@@ -102,17 +111,30 @@ def render_job_report(title: str, records: list[dict], thumbnails: dict[str, dic
         metrics = json.loads(record[METRICS_COLUMN]) if record.get(METRICS_COLUMN) else {}
         images = {name: _decode_thumb(data, name == "mask") for name, data in thumbs.items()}
         shown_metrics = {k: v for k, v in metrics.items() if k.rsplit("_", 1)[-1] in REPORTED_METRICS}
-        rows.append(ReportRow(id=record["id"], images=images, metrics=shown_metrics, status=record["status"],
-                              note=record.get("error") or ""))
+        rows.append(
+            ReportRow(
+                id=record["id"],
+                images=images,
+                metrics=shown_metrics,
+                status=record["status"],
+                note=record.get("error") or "",
+            )
+        )
     errors = [r for r in records if r["status"] == "error" and r["id"] not in shown][:max_error_rows]
-    rows += [ReportRow(id=r["id"], images={}, status="error", note=f"{r['reason']}: {r['error']}")
-             for r in errors]
+    rows += [ReportRow(id=r["id"], images={}, status="error", note=f"{r['reason']}: {r['error']}") for r in errors]
     facts: dict[str, object] = dict(extra or {})
-    facts.update({
-        "rows": summary.total, "ok": summary.ok, "skipped": summary.skipped, "errors": summary.error,
-        "error rate": f"{summary.error_rate:.1%}", "model version": summary.model_version,
-        "seconds": f"{summary.seconds:.1f}", "rows/s": f"{summary.rows_per_s:.2f}",
-    })
+    facts.update(
+        {
+            "rows": summary.total,
+            "ok": summary.ok,
+            "skipped": summary.skipped,
+            "errors": summary.error,
+            "error rate": f"{summary.error_rate:.1%}",
+            "model version": summary.model_version,
+            "seconds": f"{summary.seconds:.1f}",
+            "rows/s": f"{summary.rows_per_s:.2f}",
+        }
+    )
     if summary.reasons:
         facts["error reasons"] = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
     for name, value in summary.mean_metrics.items():

@@ -41,8 +41,15 @@ from ssh_model.storage import filesystem, join, read_bytes
 IHARMONY4_SUBSETS = ("HAdobe5k", "HCOCO", "HFlickr", "Hday2night")
 IHARMONY4_SPLITS = ("test", "train")
 # RealHM file-name suffixes -> role; "" (no suffix) is the composite unless a _composite file exists.
-REALHM_ROLES = {"_composite": "composite", "_mask": "mask", "_gt": "target", "_bg": "background",
-                "_background": "background", "_fore": "background", "_small": "ignored"}
+REALHM_ROLES = {
+    "_composite": "composite",
+    "_mask": "mask",
+    "_gt": "target",
+    "_bg": "background",
+    "_background": "background",
+    "_fore": "background",
+    "_small": "ignored",
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class PublicCatalog:
 def _root(url: str) -> str:
     """``url`` without a trailing slash; local paths made absolute (``file://`` stripped)."""
     if url.startswith("file://"):
-        url = url[len("file://"):]
+        url = url[len("file://") :]
     return url.rstrip("/") if "://" in url else os.path.abspath(url)
 
 
@@ -83,8 +90,9 @@ def _find(names: set[str], stem: str, extensions: tuple[str, ...]) -> str | None
     return None
 
 
-def _finish(root: str, rows: list[dict[str, str]], problems: list[str], incomplete: list[str],
-            skip_incomplete: bool) -> PublicCatalog:
+def _finish(
+    root: str, rows: list[dict[str, str]], problems: list[str], incomplete: list[str], skip_incomplete: bool
+) -> PublicCatalog:
     """Raise one CatalogError for layout problems (and incomplete samples unless they are skipped)."""
     if skip_incomplete:
         if problems:
@@ -101,8 +109,10 @@ def _finish(root: str, rows: list[dict[str, str]], problems: list[str], incomple
 
 # -- iHarmony4 --------------------------------------------------------------------------------------
 
-def iharmony4_rows(root: str, split: str = "test", subsets: list[str] | None = None,
-                   skip_incomplete: bool = False) -> PublicCatalog:
+
+def iharmony4_rows(
+    root: str, split: str = "test", subsets: list[str] | None = None, skip_incomplete: bool = False
+) -> PublicCatalog:
     """Catalog rows for the ``split`` lists of the iHarmony4 ``subsets`` under ``root``.
 
     Args:
@@ -141,8 +151,9 @@ def iharmony4_rows(root: str, split: str = "test", subsets: list[str] | None = N
             stem = posixpath.splitext(name)[0]
             parts = stem.split("_")
             if len(parts) < 3 or not _is_image(name):
-                problems.append(f"{subset}_{split}.txt line {number}: {line.strip()!r} is not a composite "
-                                "name like c100_1_1.jpg")
+                problems.append(
+                    f"{subset}_{split}.txt line {number}: {line.strip()!r} is not a composite name like c100_1_1.jpg"
+                )
                 continue
             mask = _find(found["masks"], "_".join(parts[:-1]), (".png", ".jpg", ".jpeg"))
             target = _find(found["real_images"], "_".join(parts[:-2]), (".jpg", ".jpeg", ".png"))
@@ -154,12 +165,19 @@ def iharmony4_rows(root: str, split: str = "test", subsets: list[str] | None = N
             if missing:
                 incomplete.append(f"{subset}/{stem}: missing {', '.join(missing)}")
                 continue
-            rows.append({"id": f"{subset}/{stem}", "composite": join(folder, "composite_images", name),
-                         "mask": join(folder, "masks", mask), "target": join(folder, "real_images", target)})
+            rows.append(
+                {
+                    "id": f"{subset}/{stem}",
+                    "composite": join(folder, "composite_images", name),
+                    "mask": join(folder, "masks", mask),
+                    "target": join(folder, "real_images", target),
+                }
+            )
     return _finish(root, rows, problems, incomplete, skip_incomplete)
 
 
 # -- RealHM -----------------------------------------------------------------------------------------
+
 
 def _role(stem: str) -> tuple[str, str]:
     """(sample name, role) of a RealHM file stem: ``x_mask`` -> ("x", "mask"), ``x`` -> ("x", "plain")."""
@@ -195,15 +213,22 @@ def realhm_rows(root: str, skip_incomplete: bool = False) -> PublicCatalog:
     for sample_id, roles in sorted(samples.items()):
         if set(roles) == {"ignored"}:
             continue
-        files = {"composite": roles["composite"] or roles["plain"], "mask": roles["mask"],
-                 "target": roles["target"], "background": roles["background"]}
+        files = {
+            "composite": roles["composite"] or roles["plain"],
+            "mask": roles["mask"],
+            "target": roles["target"],
+            "background": roles["background"],
+        }
         ambiguous = {role: names for role, names in files.items() if len(names) > 1}
         if ambiguous:
             problems.extend(f"{sample_id}: several {role} files: {', '.join(names)}" for role, names in ambiguous.items())
             continue
         name = posixpath.basename(sample_id)
-        expected = {"composite": f"composite {name}.jpg (or {name}_composite.jpg)", "mask": f"mask {name}_mask.jpg",
-                    "target": f"target {name}_gt.jpg"}
+        expected = {
+            "composite": f"composite {name}.jpg (or {name}_composite.jpg)",
+            "mask": f"mask {name}_mask.jpg",
+            "target": f"target {name}_gt.jpg",
+        }
         missing = [expected[role] for role in ("composite", "mask", "target") if not files[role]]
         if missing:
             incomplete.append(f"{sample_id}: missing {', '.join(missing)}")

@@ -56,8 +56,15 @@ def harmonize_row(row: pd.Series, label: str, model, size: int) -> bytes:
     mask = decode_mask(mask_bytes, f"{label} mask") if mask_bytes else alpha
     background = decode_image(background_bytes, f"{label} background") if background_bytes else None
     reference = decode_mask(reference_bytes, f"{label} reference_mask") if reference_bytes else None
-    result = harmonize_details(composite, mask, model, background, size, reference_mask=reference,
-                               names=(f"{label} composite", f"{label} mask", f"{label} reference_mask")).image
+    result = harmonize_details(
+        composite,
+        mask,
+        model,
+        background,
+        size,
+        reference_mask=reference,
+        names=(f"{label} composite", f"{label} mask", f"{label} reference_mask"),
+    ).image
     return encode_image(result, "PNG")
 
 
@@ -73,11 +80,15 @@ class SSHHarmonizerModel(PythonModel):
     def predict(self, context, model_input, params=None):
         size = (params or {}).get("size", DEFAULT_SIZE)
         if not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
-            raise MlflowException(f"params.size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {size!r}",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"params.size must be an integer in {MIN_SIZE}..{MAX_SIZE}, got {size!r}", error_code=INVALID_PARAMETER_VALUE
+            )
         if not isinstance(model_input, pd.DataFrame):
-            raise MlflowException(f"input must be a DataFrame with the columns {SIGNATURE.inputs.input_names()}, "
-                                  f"got {type(model_input).__name__}", error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"input must be a DataFrame with the columns {SIGNATURE.inputs.input_names()}, "
+                f"got {type(model_input).__name__}",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         outputs = []
         for index, row in model_input.iterrows():
             try:

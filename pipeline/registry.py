@@ -55,6 +55,7 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 # -- logging and registering ------------------------------------------------------------------------
 
+
 def log_model(weights_url: str, name: str = "model") -> Any:
     """Log ``weights_url`` (a ``save_model`` file) as a no-pickle pyfunc in the active run.
 
@@ -64,13 +65,19 @@ def log_model(weights_url: str, name: str = "model") -> Any:
         local = os.path.join(folder, WEIGHTS_FILE)
         with open(local, "wb") as handle:
             handle.write(storage.read_bytes(weights_url))
-        return mlflow.pyfunc.log_model(name=name, python_model=PYFUNC_CODE, artifacts={"weights": local},
-                                       pip_requirements=PIP_REQUIREMENTS, signature=SIGNATURE,
-                                       input_example=input_example())
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=PYFUNC_CODE,
+            artifacts={"weights": local},
+            pip_requirements=PIP_REQUIREMENTS,
+            signature=SIGNATURE,
+            input_example=input_example(),
+        )
 
 
-def register_candidate(model_uri: str, name: str = MODEL_NAME, tags: dict[str, str] | None = None,
-                       alias: str = CANDIDATE) -> ModelVersion:
+def register_candidate(
+    model_uri: str, name: str = MODEL_NAME, tags: dict[str, str] | None = None, alias: str = CANDIDATE
+) -> ModelVersion:
     """Register ``model_uri`` (from ``log_model``) as a new version of ``name`` with alias ``candidate``."""
     version = mlflow.register_model(model_uri, name, tags=tags)
     client = mlflow.MlflowClient()
@@ -89,18 +96,24 @@ def register_pretrained(name: str = MODEL_NAME, data_root: str | None = None) ->
     weights = file_version(path.read_bytes())
     configure(data_root)
     client = mlflow.MlflowClient()
-    found = [v for v in client.search_model_versions(f"name = '{name}'")
-             if v.tags.get("ssh.source") == PRETRAINED_URI and v.tags.get("ssh.weights") == weights]
+    found = [
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if v.tags.get("ssh.source") == PRETRAINED_URI and v.tags.get("ssh.weights") == weights
+    ]
     if found:
         version = str(found[0].version)
     else:
-        with tracked_run(f"{PRETRAINED_URI}-{weights}", data_root=data_root, kind=PRETRAINED_URI,
-                         tags={"ssh.weights": weights}):
+        with tracked_run(
+            f"{PRETRAINED_URI}-{weights}", data_root=data_root, kind=PRETRAINED_URI, tags={"ssh.weights": weights}
+        ):
             info = log_model(str(path))
             mlflow.log_artifact(str(MODEL_CARD))
-        version = str(register_candidate(info.model_uri, name, tags={"ssh.source": PRETRAINED_URI,
-                                                                     "ssh.weights": weights}, alias=PRETRAINED_URI
-                                         ).version)
+        version = str(
+            register_candidate(
+                info.model_uri, name, tags={"ssh.source": PRETRAINED_URI, "ssh.weights": weights}, alias=PRETRAINED_URI
+            ).version
+        )
         client.update_model_version(name, version, description=MODEL_CARD.read_text(encoding="utf-8"))
     try:
         client.get_model_version_by_alias(name, CHAMPION)
@@ -117,6 +130,7 @@ def versions_of_run(run_id: str, name: str = MODEL_NAME) -> list[ModelVersion]:
 
 
 # -- resolving and loading --------------------------------------------------------------------------
+
 
 def parse_models_uri(uri: str) -> tuple[str, str | None, str | None] | None:
     """``models:/name@alias`` -> (name, alias, None); ``models:/name/3`` -> (name, None, "3"); else None."""
@@ -145,8 +159,9 @@ def resolve_version(uri: str) -> ModelVersion:
     """
     parsed = parse_models_uri(uri)
     if parsed is None:
-        raise UnknownModelError("unknown_model", f"model {redact(uri)}: not a models:/name@alias or "
-                                                 "models:/name/version URI")
+        raise UnknownModelError(
+            "unknown_model", f"model {redact(uri)}: not a models:/name@alias or models:/name/version URI"
+        )
     name, alias, version = parsed
     client = mlflow.MlflowClient()
     try:
@@ -162,14 +177,14 @@ def resolve_version(uri: str) -> ModelVersion:
         where = redact(mlflow.get_registry_uri())
         if classify(err)[0] in ("unreachable", "timeout"):
             raise storage_error(err, where, f"model {uri}: the registry", ModelError) from err
-        raise UnknownModelError("unknown_model", f"model {uri}: cannot resolve it in the registry at {where} "
-                                                 f"({' '.join(err.message.split())})") from err
+        raise UnknownModelError(
+            "unknown_model", f"model {uri}: cannot resolve it in the registry at {where} ({' '.join(err.message.split())})"
+        ) from err
 
 
 def download_weights(version: ModelVersion, folder: str) -> str:
     """Download a version's model into ``folder``; returns the local path of its safetensors weights."""
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}",
-                                                dst_path=folder)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}", dst_path=folder)
     flavor = mlflow.models.Model.load(local).flavors.get("python_function", {})
     relative = flavor.get("artifacts", {}).get("weights", {}).get("path")
     if relative is None:
@@ -198,12 +213,16 @@ def model_bytes(uri: str) -> tuple[bytes, str, str]:
         return data, f"{PRETRAINED_URI}/{file_version(data)}", f"model {uri}"
     if uri.startswith("models:/"):
         if parse_models_uri(uri) is None:
-            raise UnknownModelError("unknown_model", f"model {redact(uri)}: not a models:/name@alias or "
-                                                     "models:/name/version URI")
+            raise UnknownModelError(
+                "unknown_model", f"model {redact(uri)}: not a models:/name@alias or models:/name/version URI"
+            )
         if not store_exists():
-            raise ModelError("no_registry", f"model {uri}: there is no model registry: MLFLOW_TRACKING_URI is not "
-                                            f"set and the data root {redact(get_settings().data_root)} has no MLflow "
-                                            "store (register a model first, or give a .safetensors file)")
+            raise ModelError(
+                "no_registry",
+                f"model {uri}: there is no model registry: MLFLOW_TRACKING_URI is not "
+                f"set and the data root {redact(get_settings().data_root)} has no MLflow "
+                "store (register a model first, or give a .safetensors file)",
+            )
         configure()
         version = resolve_version(uri)
         with tempfile.TemporaryDirectory() as folder, open(download_weights(version, folder), "rb") as handle:
@@ -263,15 +282,18 @@ def default_model_uri(name: str = MODEL_NAME) -> str:
 
 # -- serving ---------------------------------------------------------------------------------------
 
+
 def servable_problem(uri: str) -> str | None:
     """Why ``mlflow models serve`` cannot answer image requests for the ``models:/`` URI, or None when it
     can: a version logged without the serving signature gets base64 text instead of image bytes."""
     version = resolve_version(uri)
     info = mlflow.models.get_model_info(f"models:/{version.name}/{version.version}")
     if info.signature is None or info.signature.inputs != SIGNATURE.inputs:
-        return (f"model {uri} ({version_label(version)}) was registered without the serving signature, so the "
-                f"scoring server would pass it base64 text instead of images; register its weights again with "
-                f"`ssh-harmonize upgrade-model {uri}`")
+        return (
+            f"model {uri} ({version_label(version)}) was registered without the serving signature, so the "
+            f"scoring server would pass it base64 text instead of images; register its weights again with "
+            f"`ssh-harmonize upgrade-model {uri}`"
+        )
     return None
 
 
@@ -284,20 +306,26 @@ def upgrade_version(uri: str, name: str = MODEL_NAME) -> str:
     aliases = list(old.aliases)
     with tempfile.TemporaryDirectory() as folder:
         weights = download_weights(old, folder)
-        with tracked_run(f"upgrade-{old.name}-{old.version}", kind="upgrade",
-                         tags={"ssh.upgraded_from": version_label(old)}):
+        with tracked_run(
+            f"upgrade-{old.name}-{old.version}", kind="upgrade", tags={"ssh.upgraded_from": version_label(old)}
+        ):
             info = log_model(weights)
     new = mlflow.register_model(info.model_uri, old.name, tags={**old.tags, "ssh.upgraded_from": str(old.version)})
     if old.description:
         client.update_model_version(old.name, new.version, description=old.description)
     for alias in aliases:
         client.set_registered_model_alias(old.name, alias, new.version)
-    logger.info("re-registered %s as version %s with the serving signature (aliases %s moved)",
-                version_label(old), new.version, ", ".join(aliases) or "none")
+    logger.info(
+        "re-registered %s as version %s with the serving signature (aliases %s moved)",
+        version_label(old),
+        new.version,
+        ", ".join(aliases) or "none",
+    )
     return str(new.version)
 
 
 # -- the promotion gate -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class GateDecision:
@@ -328,9 +356,16 @@ def decide(candidate: float, champion: float | None, margin: float, higher_bette
     return False, f"gain {gain:.4f} is below the margin {margin}"
 
 
-def promotion_gate(candidate_version: str, *, name: str = MODEL_NAME, metric: str = "psnr",
-                   margin: float = 0.1, eval_max_side: int | None = None, eval_photos: int | None = None,
-                   size: int | None = None) -> GateDecision:
+def promotion_gate(
+    candidate_version: str,
+    *,
+    name: str = MODEL_NAME,
+    metric: str = "psnr",
+    margin: float = 0.1,
+    eval_max_side: int | None = None,
+    eval_photos: int | None = None,
+    size: int | None = None,
+) -> GateDecision:
     """Compare a candidate version with the champion on the fixed evaluation set; promote it or not.
 
     Both are evaluated now, on the same composites (``pipeline.evaluation.fixed_evaluation_set``), so a
@@ -359,35 +394,73 @@ def promotion_gate(candidate_version: str, *, name: str = MODEL_NAME, metric: st
     if champion is not None and not is_champion:
         models[version_label(champion)] = load_registered_model(f"models:/{name}/{champion.version}")[0]
     options = {} if size is None else {"size": size}
-    evaluation = evaluate_composites(methods_for(models, baselines=(), **options),
-                                     fixed_evaluation_set(eval_max_side, eval_photos))
+    evaluation = evaluate_composites(
+        methods_for(models, baselines=(), **options), fixed_evaluation_set(eval_max_side, eval_photos)
+    )
     candidate_score = evaluation.score(candidate_label, metric)
     champion_score = None
     if champion is not None:
         label = version_label(champion)
         champion_score = evaluation.score(label, metric) if label in models else candidate_score
     if is_champion:  # e.g. a re-run of the flow: keep the decision recorded when it was promoted
-        return GateDecision(promoted=True, reason="already the champion", metric=metric, margin=float(margin),
-                            candidate_version=str(candidate_version), candidate_score=candidate_score,
-                            champion_version=str(candidate_version), champion_score=champion_score)
+        return GateDecision(
+            promoted=True,
+            reason="already the champion",
+            metric=metric,
+            margin=float(margin),
+            candidate_version=str(candidate_version),
+            candidate_score=candidate_score,
+            champion_version=str(candidate_version),
+            champion_score=champion_score,
+        )
     promoted, reason = decide(candidate_score, champion_score, margin, higher_better)
-    decision = GateDecision(promoted=promoted, reason=reason, metric=metric, margin=float(margin),
-                            candidate_version=str(candidate_version), candidate_score=candidate_score,
-                            champion_version="" if champion is None else str(champion.version),
-                            champion_score=champion_score)
+    decision = GateDecision(
+        promoted=promoted,
+        reason=reason,
+        metric=metric,
+        margin=float(margin),
+        candidate_version=str(candidate_version),
+        candidate_score=candidate_score,
+        champion_version="" if champion is None else str(champion.version),
+        champion_score=champion_score,
+    )
     for key, value in decision.as_tags().items():
         client.set_model_version_tag(name, str(candidate_version), key, value)
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, str(candidate_version))
-    logger.info("promotion gate for %s: %s, %s (%s): candidate %.4f, champion %s", candidate_label,
-                "PROMOTED" if promoted else "refused", reason, metric, candidate_score,
-                "none" if champion_score is None else f"{champion_score:.4f}")
+    logger.info(
+        "promotion gate for %s: %s, %s (%s): candidate %.4f, champion %s",
+        candidate_label,
+        "PROMOTED" if promoted else "refused",
+        reason,
+        metric,
+        candidate_score,
+        "none" if champion_score is None else f"{champion_score:.4f}",
+    )
     return decision
 
 
 __all__ = [
-    "CANDIDATE", "CHAMPION", "MODEL_NAME", "GateDecision", "decide", "default_model_uri", "download_weights",
-    "expand_model_ref", "file_version", "load_registered_model", "log_model", "model_bytes", "model_of",
-    "parse_models_uri", "promotion_gate", "register_candidate", "register_pretrained", "resolve_version",
-    "servable_problem", "upgrade_version", "version_label", "versions_of_run",
+    "CANDIDATE",
+    "CHAMPION",
+    "MODEL_NAME",
+    "GateDecision",
+    "decide",
+    "default_model_uri",
+    "download_weights",
+    "expand_model_ref",
+    "file_version",
+    "load_registered_model",
+    "log_model",
+    "model_bytes",
+    "model_of",
+    "parse_models_uri",
+    "promotion_gate",
+    "register_candidate",
+    "register_pretrained",
+    "resolve_version",
+    "servable_problem",
+    "upgrade_version",
+    "version_label",
+    "versions_of_run",
 ]

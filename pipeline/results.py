@@ -44,32 +44,34 @@ STATUSES = ("ok", "skipped", "error")
 METRICS_COLUMN = "metrics"  # JSON {"model_psnr": ..., "identity_psnr": ...} in records and fragments
 REPORTED_METRICS = ("psnr", "mse", "fmse", "ssim")
 
-BASE_SCHEMA = pa.schema([
-    ("id", pa.string()),
-    ("status", pa.string()),
-    ("reason", pa.string()),
-    ("error", pa.string()),
-    ("output", pa.string()),
-    ("composite", pa.string()),
-    ("mask", pa.string()),
-    ("background", pa.string()),
-    ("reference_mask", pa.string()),
-    ("target", pa.string()),
-    ("composite_sha256", pa.string()),
-    ("mask_sha256", pa.string()),
-    ("background_sha256", pa.string()),
-    ("reference_mask_sha256", pa.string()),
-    ("target_sha256", pa.string()),
-    ("model_version", pa.string()),
-    ("jpeg_quality", pa.int32()),
-    ("width", pa.int32()),
-    ("height", pa.int32()),
-    ("seconds", pa.float64()),
-    ("finished_at", pa.timestamp("us", tz="UTC")),
-    ("run_id", pa.string()),
-    ("output_sha256", pa.string()),  # of the output's bytes as written (None in records of older versions)
-    ("output_size", pa.int64()),
-])
+BASE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("error", pa.string()),
+        ("output", pa.string()),
+        ("composite", pa.string()),
+        ("mask", pa.string()),
+        ("background", pa.string()),
+        ("reference_mask", pa.string()),
+        ("target", pa.string()),
+        ("composite_sha256", pa.string()),
+        ("mask_sha256", pa.string()),
+        ("background_sha256", pa.string()),
+        ("reference_mask_sha256", pa.string()),
+        ("target_sha256", pa.string()),
+        ("model_version", pa.string()),
+        ("jpeg_quality", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("seconds", pa.float64()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("run_id", pa.string()),
+        ("output_sha256", pa.string()),  # of the output's bytes as written (None in records of older versions)
+        ("output_size", pa.int64()),
+    ]
+)
 RECORD_SCHEMA = BASE_SCHEMA.append(pa.field(METRICS_COLUMN, pa.string()))
 HASH_COLUMNS = ("composite_sha256", "mask_sha256", "background_sha256", "reference_mask_sha256", "target_sha256")
 
@@ -97,17 +99,21 @@ def new_record(**values: object) -> dict:
     return record
 
 
-def is_up_to_date(previous: dict | None, *, output: str, hashes: dict[str, str | None], model_version: str,
-                  jpeg_quality: int) -> bool:
+def is_up_to_date(
+    previous: dict | None, *, output: str, hashes: dict[str, str | None], model_version: str, jpeg_quality: int
+) -> bool:
     """True when ``previous`` (a record) says ``output`` was made from these very inputs and model.
 
     The caller still has to check that the output object exists.
     """
     if previous is None or previous.get("status") not in ("ok", "skipped"):
         return False
-    return (previous.get("output") == output and previous.get("model_version") == model_version
-            and previous.get("jpeg_quality") == jpeg_quality
-            and all(previous.get(k) == hashes.get(k) for k in HASH_COLUMNS))
+    return (
+        previous.get("output") == output
+        and previous.get("model_version") == model_version
+        and previous.get("jpeg_quality") == jpeg_quality
+        and all(previous.get(k) == hashes.get(k) for k in HASH_COLUMNS)
+    )
 
 
 def output_matches(previous: dict, data: bytes) -> bool:
@@ -142,11 +148,9 @@ def metric_columns(names: Iterable[str]) -> list[str]:
 def flat_results_table(records: list[dict]) -> pa.Table:
     """Records as the published results table: base columns plus one float column per metric."""
     metrics = [json.loads(r[METRICS_COLUMN]) if r.get(METRICS_COLUMN) else {} for r in records]
-    base = pa.Table.from_pylist([{k: r.get(k) for k in BASE_SCHEMA.names} for r in records],
-                                schema=BASE_SCHEMA)
+    base = pa.Table.from_pylist([{k: r.get(k) for k in BASE_SCHEMA.names} for r in records], schema=BASE_SCHEMA)
     for name in metric_columns(k for m in metrics for k in m):
-        base = base.append_column(pa.field(name, pa.float64()), pa.array([m.get(name) for m in metrics],
-                                                                          type=pa.float64()))
+        base = base.append_column(pa.field(name, pa.float64()), pa.array([m.get(name) for m in metrics], type=pa.float64()))
     return base
 
 
@@ -285,8 +289,7 @@ class FragmentWriter:
                     self.flush()
                 except Exception:  # noqa: BLE001 - the records stay pending: retried in max_seconds, or by close()
                     self._since = time.monotonic()
-                    logger.warning("cannot write a records fragment under %s yet; retrying", self.results_dir,
-                                   exc_info=True)
+                    logger.warning("cannot write a records fragment under %s yet; retrying", self.results_dir, exc_info=True)
 
 
 def merge_results(results_dir: str) -> tuple[str, pa.Table]:

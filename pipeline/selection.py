@@ -57,8 +57,11 @@ class BestSoFar:
     def save(self, folder: str) -> None:
         """Write the best model into a checkpoint folder (nothing before the first score)."""
         if self.model is not None:
-            save_model(self.model, os.path.join(folder, BEST_FILE),
-                       metadata={"step": str(self.step), "select_psnr": f"{self.psnr:.4f}"})
+            save_model(
+                self.model,
+                os.path.join(folder, BEST_FILE),
+                metadata={"step": str(self.step), "select_psnr": f"{self.psnr:.4f}"},
+            )
 
     def restore(self, folder: str, extra: dict[str, Any]) -> None:
         """Take the best so far back from a checkpoint folder written by ``save`` (a resumed run)."""

@@ -20,8 +20,7 @@ from ssh_model.images import encode_image
 DEFAULT_SIZE = 256
 OPTIONAL_INPUTS = ("mask", "background", "reference_mask")
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("binary", "composite"),
-                   *[ColSpec("binary", name, required=False) for name in OPTIONAL_INPUTS]]),
+    inputs=Schema([ColSpec("binary", "composite"), *[ColSpec("binary", name, required=False) for name in OPTIONAL_INPUTS]]),
     outputs=Schema([ColSpec("binary", "harmonized")]),
     params=ParamSchema([ParamSpec("size", "long", DEFAULT_SIZE)]),
 )
@@ -32,7 +31,7 @@ def input_example(height: int = 24, width: int = 32) -> pd.DataFrame:
     yy, xx = np.mgrid[0:height, 0:width]
     composite = np.stack([xx * 6, yy * 8, 120 + 0 * xx], axis=2).astype(np.uint8)  # (H, W, 3)
     mask = np.zeros((height, width), np.uint8)
-    mask[height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 255
+    mask[height // 4 : 3 * height // 4, width // 4 : 3 * width // 4] = 255
     composite[mask > 0] = (200, 90, 60)
     return pd.DataFrame({"composite": [encode_image(composite, "PNG")], "mask": [encode_image(mask, "PNG")]})
 

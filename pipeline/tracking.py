@@ -49,7 +49,7 @@ def _local_root(data_root: str) -> str | None:
     """The local folder of a local data root (``file://`` stripped), else None."""
     if storage.protocol_of(data_root) != "file":
         return None
-    return os.path.abspath(data_root[len("file://"):] if data_root.startswith("file://") else data_root)
+    return os.path.abspath(data_root[len("file://") :] if data_root.startswith("file://") else data_root)
 
 
 def store_exists(data_root: str | None = None) -> bool:
@@ -71,8 +71,12 @@ def tracking_uri(data_root: str | None = None) -> str:
     local = _local_root(data_root)
     if local is None:
         folder = CACHE_DIR / "mlflow"
-        logger.info("data root %s is not a local folder: the MLflow store is the local SQLite file %s "
-                    "(set MLFLOW_TRACKING_URI to share one)", data_root, folder / "mlflow.db")
+        logger.info(
+            "data root %s is not a local folder: the MLflow store is the local SQLite file %s "
+            "(set MLFLOW_TRACKING_URI to share one)",
+            data_root,
+            folder / "mlflow.db",
+        )
     else:
         folder = Path(local) / "mlflow"
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,8 +122,11 @@ def find_run(run_name: str, experiment_id: str) -> Any | None:
     """The latest run of ``experiment_id`` tagged with ``run_name``, or None."""
     escaped = run_name.replace("'", "\\'")
     runs = mlflow.MlflowClient().search_runs(
-        [experiment_id], filter_string=f"tags.`{RUN_NAME_TAG}` = '{escaped}'",
-        order_by=["attributes.start_time DESC"], max_results=1)
+        [experiment_id],
+        filter_string=f"tags.`{RUN_NAME_TAG}` = '{escaped}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0] if runs else None
 
 
@@ -127,10 +134,17 @@ def git_commit(folder: str | None = None) -> str:
     """The git commit of the code (``+dirty`` when there are local changes), or "unknown"."""
     folder = folder or str(Path(__file__).resolve().parent)
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "") if commit else "unknown"
@@ -157,17 +171,23 @@ def log_params_once(run_id: str, params: Mapping[str, Any]) -> None:
     new = [Param(k, v) for k, v in flat.items() if k not in existing]
     changed = [RunTag(f"resumed.{k}", v) for k, v in flat.items() if k in existing and existing[k] != v]
     for start in range(0, len(new), 100):
-        client.log_batch(run_id, params=new[start:start + 100])
+        client.log_batch(run_id, params=new[start : start + 100])
     if changed:
         client.log_batch(run_id, tags=changed)
-        names = ", ".join(t.key[len("resumed."):] for t in changed)
+        names = ", ".join(t.key[len("resumed.") :] for t in changed)
         logger.info("run %s resumed with changed parameters: %s", run_id, names)
 
 
 @contextmanager
-def tracked_run(run_name: str, *, experiment: str = EXPERIMENT, data_root: str | None = None,
-                tags: Mapping[str, str] | None = None, resume: bool = True,
-                kind: str = "training") -> Iterator[Any]:
+def tracked_run(
+    run_name: str,
+    *,
+    experiment: str = EXPERIMENT,
+    data_root: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    resume: bool = True,
+    kind: str = "training",
+) -> Iterator[Any]:
     """Start (or resume, by name) an MLflow run; ends it FINISHED, or FAILED when the block raises.
 
     Args:
@@ -250,7 +270,19 @@ def log_rows(rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
 
 
 __all__ = [
-    "CACHE_DIR", "EXPERIMENT", "KIND_TAG", "RUN_NAME_TAG", "RunRecorder", "artifact_root", "configure",
-    "ensure_experiment", "find_run", "flatten_params", "git_commit", "log_params_once", "log_rows",
-    "tracked_run", "tracking_uri",
+    "CACHE_DIR",
+    "EXPERIMENT",
+    "KIND_TAG",
+    "RUN_NAME_TAG",
+    "RunRecorder",
+    "artifact_root",
+    "configure",
+    "ensure_experiment",
+    "find_run",
+    "flatten_params",
+    "git_commit",
+    "log_params_once",
+    "log_rows",
+    "tracked_run",
+    "tracking_uri",
 ]

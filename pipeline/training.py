@@ -122,8 +122,9 @@ class TrainingJob:
         values = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
         train_values = dict(values.get("train", {}))
         train_values["losses"] = LossConfig(**train_values.get("losses", {}))
-        return cls(**{**values, "train": TrainConfig(**train_values),
-                      "select_photos": tuple(values.get("select_photos", ()))})
+        return cls(
+            **{**values, "train": TrainConfig(**train_values), "select_photos": tuple(values.get("select_photos", ()))}
+        )
 
 
 @dataclass
@@ -144,6 +145,7 @@ class TrainingOutcome:
 
 
 # -- worker side ------------------------------------------------------------------------------------
+
 
 def _loader(dataset: Any, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
     options: dict[str, Any] = {"batch_size": None, "num_workers": workers, "pin_memory": pin_memory}
@@ -180,10 +182,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     # norm statistics stay per rank (no broadcast each forward; checkpoints keep rank 0's): on CPUs
     # every collective is compute the workers do not do.
     model = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"gradient_as_bucket_view": True, "broadcast_buffers": False})
+        model, parallel_strategy_kwargs={"gradient_as_bucket_view": True, "broadcast_buffers": False}
+    )
     optimizer = make_optimizer(model, cfg)
-    best = BestSoFar(selection_composites(job.select_photos, job.select_max_side)) if (
-        rank == 0 and job.select_photos) else None
+    best = (
+        BestSoFar(selection_composites(job.select_photos, job.select_max_side))
+        if (rank == 0 and job.select_photos)
+        else None
+    )
     start_step = 0
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -194,12 +200,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
     if best is not None and start_step == 0:
         events.send("select", step=0, select_psnr=best.score(model, 0))
     scheduler = make_scheduler(optimizer, cfg, start_step)
-    dataset = TripletDataset(job.data, split=job.split, batch_size=cfg.batch_size, shuffle=True,
-                             seed=cfg.seed, rank=rank, world_size=world, drop_last=True,
-                             shuffle_buffer=job.shuffle_buffer)
+    dataset = TripletDataset(
+        job.data,
+        split=job.split,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world,
+        drop_last=True,
+        shuffle_buffer=job.shuffle_buffer,
+    )
     per_epoch = len(dataset)
-    events.send("start", step=start_step, steps=cfg.steps, world_size=world, device=str(device),
-                batches_per_epoch=per_epoch, triplets=dataset.total_rows)
+    events.send(
+        "start",
+        step=start_step,
+        steps=cfg.steps,
+        world_size=world,
+        device=str(device),
+        batches_per_epoch=per_epoch,
+        triplets=dataset.total_rows,
+    )
     last_checkpoint = start_step
 
     def save_checkpoint(step: int) -> None:
@@ -217,12 +238,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
                     best.save(folder)
                 with open(os.path.join(folder, JOB_FILE), "w") as handle:
                     json.dump(job.as_dict(), handle, indent=1)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder),
-                                 checkpoint_dir_name=f"step-{step:08d}")
+                ray.train.report(
+                    metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=f"step-{step:08d}"
+                )
             # The controller registers reports when it next polls the workers; wait for that, or a
             # crash in the next seconds would lose this checkpoint and restart from the one before.
             ray.train.get_all_reported_checkpoints(
-                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=COMMIT_TIMEOUT_S)
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=COMMIT_TIMEOUT_S
+            )
             events.send("checkpoint", step=step)
         else:
             ray.train.report(metrics)  # every rank reports the same number of times (a barrier)
@@ -248,23 +271,46 @@ def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
             epoch, left = epoch + 1, per_epoch
 
     def on_step(event: StepEvent) -> None:
-        events.send("progress", step=event.step, steps=event.steps, losses=event.losses, lr=event.lr,
-                    samples_per_s=event.samples_per_s * world, eta_s=event.eta_s, grid=event.grid,
-                    cpu_s=time.process_time())  # rank 0's CPU seconds so far (utilisation = d cpu / d time)
+        events.send(
+            "progress",
+            step=event.step,
+            steps=event.steps,
+            losses=event.losses,
+            lr=event.lr,
+            samples_per_s=event.samples_per_s * world,
+            eta_s=event.eta_s,
+            grid=event.grid,
+            cpu_s=time.process_time(),
+        )  # rank 0's CPU seconds so far (utilisation = d cpu / d time)
 
     started = time.perf_counter()
-    result = train(model, batches(), cfg, device=device, callback=on_step, optimizer=optimizer,
-                   scheduler=scheduler, start_step=start_step)
+    result = train(
+        model,
+        batches(),
+        cfg,
+        device=device,
+        callback=on_step,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        start_step=start_step,
+    )
     if result.steps > last_checkpoint:
         save_checkpoint(result.steps)
     seconds = time.perf_counter() - started
     trained = (result.steps - start_step) * cfg.batch_size * world
-    return {"steps": result.steps, "start_step": start_step, "seconds": seconds, "triplets": trained,
-            "samples_per_s": trained / seconds if seconds > 0 else 0.0, "world_size": world,
-            "device": str(device)}
+    return {
+        "steps": result.steps,
+        "start_step": start_step,
+        "seconds": seconds,
+        "triplets": trained,
+        "samples_per_s": trained / seconds if seconds > 0 else 0.0,
+        "world_size": world,
+        "device": str(device),
+    }
 
 
 # -- driver side ------------------------------------------------------------------------------------
+
 
 def worker_resources(use_gpu: bool, threads: int, loader_workers: int) -> dict[str, float]:
     """CPUs (and a GPU) each training worker reserves: its torch threads plus its loader processes."""
@@ -287,7 +333,8 @@ def wait_for_resources(needed: dict[str, float], timeout_s: float) -> None:
                 f"training needs {needed} free but after {timeout_s:.0f}s only "
                 f"{ {k: free.get(k, 0.0) for k in needed} } of { {k: total.get(k, 0.0) for k in needed} } "
                 f"are: something else holds them (a Ray Data job still running, another training?). "
-                f"Use fewer workers, free the resources, or raise resource_wait_s.")
+                f"Use fewer workers, free the resources, or raise resource_wait_s."
+            )
         time.sleep(0.25)
 
 
@@ -351,17 +398,25 @@ def run_training(
         train_loop_per_worker,
         train_loop_config={"job": job, "events": events},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                               resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=run_name, storage_path=storage_path, storage_filesystem=storage_fs,
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=2),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             worker_runtime_env={"env_vars": forwarded_env()},
         ),
     )
-    log.info("training %s on %d %s worker(s) (%s each), run %s under %s", job.model, num_workers,
-             "GPU" if use_gpu else "CPU", resources, run_name, storage_root)
+    log.info(
+        "training %s on %d %s worker(s) (%s each), run %s under %s",
+        job.model,
+        num_workers,
+        "GPU" if use_gpu else "CPU",
+        resources,
+        run_name,
+        storage_root,
+    )
     stop = threading.Event()
     drainer = threading.Thread(target=drain_events, args=(events, handle, stop), name="train-events", daemon=True)
     drainer.start()
@@ -382,19 +437,37 @@ def run_training(
     selected_step = selected_psnr = None
     if selected is not None:
         model, selected_step, selected_psnr = selected
-        log.info("selected the model of step %d of %d: mean PSNR %.2f dB on %d held-out photo(s)' composites",
-                 selected_step, steps, selected_psnr, len(job.select_photos))
+        log.info(
+            "selected the model of step %d of %d: mean PSNR %.2f dB on %d held-out photo(s)' composites",
+            selected_step,
+            steps,
+            selected_psnr,
+            len(job.select_photos),
+        )
     summary = dict(result.return_value or {})
     trained = float(summary.get("triplets", 0))
     samples_per_s = trained / summary["seconds"] if summary.get("seconds") else 0.0
     checkpoint_url = _url_of(result.checkpoint.path, storage_root)
-    log.info("training done: step %d in %.1fs (%.1f samples/s over the run); final checkpoint %s",
-             steps, seconds, samples_per_s, checkpoint_url)
-    return TrainingOutcome(model=model.eval(), steps=steps, start_steps=start_steps,
-                           checkpoint_path=checkpoint_url, storage_path=storage.join(storage_root, run_name),
-                           seconds=seconds, samples_per_s=samples_per_s, progress=progress, summary=summary,
-                           selected_step=selected_step, selected_psnr=selected_psnr)
-
+    log.info(
+        "training done: step %d in %.1fs (%.1f samples/s over the run); final checkpoint %s",
+        steps,
+        seconds,
+        samples_per_s,
+        checkpoint_url,
+    )
+    return TrainingOutcome(
+        model=model.eval(),
+        steps=steps,
+        start_steps=start_steps,
+        checkpoint_path=checkpoint_url,
+        storage_path=storage.join(storage_root, run_name),
+        seconds=seconds,
+        samples_per_s=samples_per_s,
+        progress=progress,
+        summary=summary,
+        selected_step=selected_step,
+        selected_psnr=selected_psnr,
+    )
 
 
 def default_job(data: str, preset: str, steps: int, batch_size: int, **train_options: Any) -> TrainingJob:
@@ -406,7 +479,15 @@ def default_job(data: str, preset: str, steps: int, batch_size: int, **train_opt
 
 
 __all__ = [
-    "JOB_FILE", "STATE_FILE", "InsufficientResources", "TrainingJob", "TrainingOutcome", "default_job",
-    "resume_position", "run_training", "train_loop_per_worker",
-    "wait_for_resources", "worker_resources",
+    "JOB_FILE",
+    "STATE_FILE",
+    "InsufficientResources",
+    "TrainingJob",
+    "TrainingOutcome",
+    "default_job",
+    "resume_position",
+    "run_training",
+    "train_loop_per_worker",
+    "wait_for_resources",
+    "worker_resources",
 ]

@@ -66,15 +66,19 @@ def progress_line(event: dict[str, Any]) -> str:
     """One human line for a worker event."""
     if event["kind"] == "progress":
         losses = event["losses"]
-        return (f"step {event['step']}/{event['steps']} loss {losses['total']:.4f} "
-                f"(recon {losses['recon']:.4f} harm {losses['harm']:.4f}) lr {event['lr']:.2e} "
-                f"{event['samples_per_s']:.1f} samples/s "
-                f"eta {format_duration(event['eta_s'])}")
+        return (
+            f"step {event['step']}/{event['steps']} loss {losses['total']:.4f} "
+            f"(recon {losses['recon']:.4f} harm {losses['harm']:.4f}) lr {event['lr']:.2e} "
+            f"{event['samples_per_s']:.1f} samples/s "
+            f"eta {format_duration(event['eta_s'])}"
+        )
     if event["kind"] == "start":
         verb = "resuming from step" if event["step"] else "starting at step"
-        return (f"{event['world_size']} worker(s) on {event['device']}: {verb} {event['step']} of "
-                f"{event['steps']}; {event['triplets']} triplets, "
-                f"{event['batches_per_epoch']} batches/epoch/worker")
+        return (
+            f"{event['world_size']} worker(s) on {event['device']}: {verb} {event['step']} of "
+            f"{event['steps']}; {event['triplets']} triplets, "
+            f"{event['batches_per_epoch']} batches/epoch/worker"
+        )
     if event["kind"] == "checkpoint":
         return f"checkpoint at step {event['step']}"
     if event["kind"] == "select":

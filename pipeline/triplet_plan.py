@@ -30,6 +30,7 @@ OUTLINE_SIDE = 160  # object masks are kept at most this size: they shape 2 x cr
 
 # -- LUT bank ---------------------------------------------------------------------------------------
 
+
 def default_lut_spec(seed: int | None = None) -> str:
     return f"{GENERATOR_PREFIX}{get_settings().seed if seed is None else seed}"
 
@@ -39,7 +40,7 @@ def load_lut_bank(spec: str, lut_size: int) -> list[LUT]:
     drawn from STRENGTHS: full (the default), mixed or mild; ``lut_bank``) or a .cube folder URL."""
     if spec.startswith(GENERATOR_PREFIX):
         expected = f"expected generator:SEED[:COUNT[:STRENGTHS]] with STRENGTHS one of {STRENGTH_DISTRIBUTIONS}"
-        parts = spec[len(GENERATOR_PREFIX):].split(":")
+        parts = spec[len(GENERATOR_PREFIX) :].split(":")
         try:
             seed = int(parts[0])
             count = int(parts[1]) if len(parts) > 1 else DEFAULT_LUT_COUNT
@@ -88,6 +89,7 @@ def lut_bank_digest(bank: Sequence[LUT]) -> str:
 
 # -- plans ------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ShardPlan:
     """One shard to build: its photos (sorted by id) and where it goes inside the version."""
@@ -102,8 +104,7 @@ class ShardPlan:
         return f"{self.split}/part-{self.index:05d}.parquet"
 
     def as_item(self) -> dict[str, Any]:
-        return {"split": self.split, "index": self.index, "image_ids": list(self.image_ids),
-                "blobs": list(self.blobs)}
+        return {"split": self.split, "index": self.index, "image_ids": list(self.image_ids), "blobs": list(self.blobs)}
 
 
 def plan_shards(manifest: pa.Table, images_per_shard: int) -> list[ShardPlan]:
@@ -115,7 +116,7 @@ def plan_shards(manifest: pa.Table, images_per_shard: int) -> list[ShardPlan]:
     for split in sorted({r["split"] for r in rows}):
         chosen = [r for r in rows if r["split"] == split]
         for index, start in enumerate(range(0, len(chosen), images_per_shard)):
-            part = chosen[start:start + images_per_shard]
+            part = chosen[start : start + images_per_shard]
             ids, blobs = tuple(r["id"] for r in part), tuple(r["blob"] for r in part)
             plans.append(ShardPlan(split, index, ids, blobs))
     return plans
@@ -162,8 +163,16 @@ def image_manifest(data_root: str) -> tuple[pa.Table, str]:
     return read_table(url, MANIFEST_SCHEMA), hashlib.sha256(data).hexdigest()
 
 
-def check_build_arguments(per_image: int, crop_size: int, seed: int, encoding: str, rows_per_group: int,
-                          triplets_per_shard: int, region_fraction: float = 0.0, natural_fraction: float = 0.0) -> None:
+def check_build_arguments(
+    per_image: int,
+    crop_size: int,
+    seed: int,
+    encoding: str,
+    rows_per_group: int,
+    triplets_per_shard: int,
+    region_fraction: float = 0.0,
+    natural_fraction: float = 0.0,
+) -> None:
     problems = []
     for name, value in (("region_fraction", region_fraction), ("natural_fraction", natural_fraction)):
         if not 0.0 <= value <= 1.0:

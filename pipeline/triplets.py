@@ -65,8 +65,15 @@ class VersionConflict(RuntimeError):
     """A complete version exists with other parameters (pick a new version, or overwrite)."""
 
 
-def build_shard(plan: ShardPlan, bank: Sequence[LUT], params: BuildParams, data_root: str,
-                version_root: str, max_pixels: int, outlines: Sequence[np.ndarray] = ()) -> dict[str, Any]:
+def build_shard(
+    plan: ShardPlan,
+    bank: Sequence[LUT],
+    params: BuildParams,
+    data_root: str,
+    version_root: str,
+    max_pixels: int,
+    outlines: Sequence[np.ndarray] = (),
+) -> dict[str, Any]:
     """Make ``per_image`` triplets for each photo of ``plan`` and write its shard; returns the file entry."""
     started, cpu_started = time.monotonic(), time.process_time()
     url = storage.join(version_root, plan.path)
@@ -78,20 +85,28 @@ def build_shard(plan: ShardPlan, bank: Sequence[LUT], params: BuildParams, data_
                 lut_a, lut_b = draw_luts(rng, bank, params.natural_fraction)
                 layout = draw_layout(rng, params.region_fraction)
                 outline = outlines[int(rng.integers(len(outlines)))] if layout == "region" and outlines else None
-                triplet = make_triplet(image, lut_a, lut_b, rng, crop_size=params.crop_size, layout=layout,
-                                       outline=outline)
-                writer.write(triplet_row(triplet, image_id=image_id, split=plan.split, k=k, seed=params.seed,
-                                         encoding=params.encoding))
-    return shard_entry(plan, writer.info, seconds=time.monotonic() - started,
-                       cpu_seconds=time.process_time() - cpu_started)
+                triplet = make_triplet(image, lut_a, lut_b, rng, crop_size=params.crop_size, layout=layout, outline=outline)
+                writer.write(
+                    triplet_row(
+                        triplet, image_id=image_id, split=plan.split, k=k, seed=params.seed, encoding=params.encoding
+                    )
+                )
+    return shard_entry(plan, writer.info, seconds=time.monotonic() - started, cpu_seconds=time.process_time() - cpu_started)
 
 
 def shard_entry(plan: ShardPlan, info: Any, seconds: float = 0.0, cpu_seconds: float = 0.0) -> dict[str, Any]:
     """A shard's entry in the build (and, less the timings, in the version's manifest): what ``plan`` made,
     as its file's footer (``ssh_model.shards.shard_info``) or its writer says."""
-    return {"path": plan.path, "split": plan.split, "images": len(plan.image_ids), "rows": int(info.rows),
-            "row_groups": [int(n) for n in info.row_groups], "bytes": int(info.bytes),
-            "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3)}
+    return {
+        "path": plan.path,
+        "split": plan.split,
+        "images": len(plan.image_ids),
+        "rows": int(info.rows),
+        "row_groups": [int(n) for n in info.row_groups],
+        "bytes": int(info.bytes),
+        "seconds": round(seconds, 3),
+        "cpu_seconds": round(cpu_seconds, 3),
+    }
 
 
 class ShardBuilder:
@@ -113,21 +128,29 @@ class ShardBuilder:
     def __call__(self, batch: pa.Table) -> pa.Table:
         entries = []
         for item in batch.to_pylist():
-            plan = ShardPlan(item["split"], int(item["index"]), tuple(item["image_ids"]),
-                             tuple(item["blobs"]))
-            entries.append(build_shard(plan, self.bank, self.params, self.data_root, self.version_root,
-                                       self.max_pixels, self.outlines))
+            plan = ShardPlan(item["split"], int(item["index"]), tuple(item["image_ids"]), tuple(item["blobs"]))
+            entries.append(
+                build_shard(plan, self.bank, self.params, self.data_root, self.version_root, self.max_pixels, self.outlines)
+            )
         return pa.Table.from_pylist(entries, schema=SHARD_ENTRY_SCHEMA)
 
 
-SHARD_ENTRY_SCHEMA = pa.schema([
-    ("path", pa.string()), ("split", pa.string()), ("images", pa.int64()), ("rows", pa.int64()),
-    ("row_groups", pa.list_(pa.int64())), ("bytes", pa.int64()), ("seconds", pa.float64()),
-    ("cpu_seconds", pa.float64()),
-])
+SHARD_ENTRY_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("split", pa.string()),
+        ("images", pa.int64()),
+        ("rows", pa.int64()),
+        ("row_groups", pa.list_(pa.int64())),
+        ("bytes", pa.int64()),
+        ("seconds", pa.float64()),
+        ("cpu_seconds", pa.float64()),
+    ]
+)
 
 
 # -- the version ------------------------------------------------------------------------------------
+
 
 def version_root_of(data_root: str, version: str) -> str:
     if not version or "/" in version or version.startswith((".", "_")):
@@ -157,7 +180,7 @@ def _files_under(url: str) -> list[str]:
     if not fs.exists(path):
         return []
     root = path.rstrip("/") + "/"
-    return sorted(p[len(root):] for p in fs.find(path) if p.startswith(root))
+    return sorted(p[len(root) :] for p in fs.find(path) if p.startswith(root))
 
 
 @dataclass
@@ -175,8 +198,13 @@ def expected_groups(plan: ShardPlan, params: BuildParams) -> list[int]:
     return [params.rows_per_group] * full + ([rest] if rest else [])
 
 
-def prepare_version(version_root: str, params: BuildParams, plans: Sequence[ShardPlan],
-                    overwrite: bool, log: logging.Logger | logging.LoggerAdapter | None = None) -> Preparation:
+def prepare_version(
+    version_root: str,
+    params: BuildParams,
+    plans: Sequence[ShardPlan],
+    overwrite: bool,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> Preparation:
     """Decide what to build: nothing (complete), or the missing shards after cleaning up leftovers."""
     log = log or logger
     marker = read_json(storage.join(version_root, BUILD_MARKER))
@@ -185,8 +213,10 @@ def prepare_version(version_root: str, params: BuildParams, plans: Sequence[Shar
             return Preparation(complete=marker)
         if not overwrite:
             changed = sorted(k for k, v in params.as_dict().items() if marker.get("params", {}).get(k) != v)
-            raise VersionConflict(f"{version_root} is complete with other parameters ({', '.join(changed)} "
-                                  f"differ); choose a new version or pass overwrite=True")
+            raise VersionConflict(
+                f"{version_root} is complete with other parameters ({', '.join(changed)} "
+                f"differ); choose a new version or pass overwrite=True"
+            )
         log.info("overwrite: removing the complete version %s", version_root)
         fs, path = storage.filesystem(storage.join(version_root, BUILD_MARKER))
         fs.rm(path)  # first: an interrupted rebuild must never look complete
@@ -194,8 +224,7 @@ def prepare_version(version_root: str, params: BuildParams, plans: Sequence[Shar
     files = _files_under(version_root)
     if overwrite or previous != params.as_dict():
         if files:
-            log.info("removing %d files of an earlier or interrupted build under %s", len(files),
-                     version_root)
+            log.info("removing %d files of an earlier or interrupted build under %s", len(files), version_root)
             remove_tree(version_root)
         write_json(storage.join(version_root, BUILD_PARAMS), params.as_dict())
         return Preparation(todo=list(plans))
@@ -222,9 +251,14 @@ def prepare_version(version_root: str, params: BuildParams, plans: Sequence[Shar
     return prepared
 
 
-def run_shard_builders(plans: Sequence[ShardPlan], params: BuildParams, data_root: str, version_root: str,
-                       num_cpus: int | None = None,
-                       log: logging.Logger | logging.LoggerAdapter | None = None) -> list[dict[str, Any]]:
+def run_shard_builders(
+    plans: Sequence[ShardPlan],
+    params: BuildParams,
+    data_root: str,
+    version_root: str,
+    num_cpus: int | None = None,
+    log: logging.Logger | logging.LoggerAdapter | None = None,
+) -> list[dict[str, Any]]:
     """Build ``plans`` on Ray Data (one actor per CPU, at most one per shard); returns their file entries."""
     import ray
 
@@ -238,34 +272,55 @@ def run_shard_builders(plans: Sequence[ShardPlan], params: BuildParams, data_roo
     context.enable_progress_bars = True
     dataset = ray.data.from_items([plan.as_item() for plan in plans], override_num_blocks=len(plans))
     dataset = dataset.map_batches(
-        ShardBuilder, batch_size=1, batch_format="pyarrow", num_cpus=1,
+        ShardBuilder,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
-        fn_constructor_kwargs={"params": params.as_dict(), "data_root": data_root,
-                               "version_root": version_root, "max_pixels": get_settings().max_image_pixels},
+        fn_constructor_kwargs={
+            "params": params.as_dict(),
+            "data_root": data_root,
+            "version_root": version_root,
+            "max_pixels": get_settings().max_image_pixels,
+        },
         runtime_env={"env_vars": forwarded_env()},
     )
     started = time.monotonic()
     entries: list[dict[str, Any]] = []
     rows = 0
     for row in dataset.iter_rows():
-        entry = {"path": str(row["path"]), "split": str(row["split"]), "images": int(row["images"]),
-                 "rows": int(row["rows"]), "row_groups": [int(n) for n in row["row_groups"]],
-                 "bytes": int(row["bytes"]), "seconds": float(row["seconds"]),
-                 "cpu_seconds": float(row["cpu_seconds"])}
+        entry = {
+            "path": str(row["path"]),
+            "split": str(row["split"]),
+            "images": int(row["images"]),
+            "rows": int(row["rows"]),
+            "row_groups": [int(n) for n in row["row_groups"]],
+            "bytes": int(row["bytes"]),
+            "seconds": float(row["seconds"]),
+            "cpu_seconds": float(row["cpu_seconds"]),
+        }
         elapsed = time.monotonic() - started
         entry["finished_s"] = round(elapsed, 3)  # since the job started (for throughput measurements)
         entries.append(entry)
         rows += int(entry["rows"])
-        log.info("shard %s: %d triplets in %.1fs; %s, %d triplets (%.1f triplets/s)", entry["path"], entry["rows"],
-                 entry["seconds"], progress_line(len(entries), len(plans), elapsed, "shards"), rows,
-                 rows / max(elapsed, 1e-6))
+        log.info(
+            "shard %s: %d triplets in %.1fs; %s, %d triplets (%.1f triplets/s)",
+            entry["path"],
+            entry["rows"],
+            entry["seconds"],
+            progress_line(len(entries), len(plans), elapsed, "shards"),
+            rows,
+            rows / max(elapsed, 1e-6),
+        )
     return entries
 
 
 def marker_payload(version: str, params: BuildParams, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The completion marker: parameters, counts per split, every file, the schema."""
-    files = sorted(({k: e[k] for k in ("path", "split", "images", "rows", "row_groups", "bytes")}
-                    for e in entries), key=lambda e: e["path"])
+    files = sorted(
+        ({k: e[k] for k in ("path", "split", "images", "rows", "row_groups", "bytes")} for e in entries),
+        key=lambda e: e["path"],
+    )
     counts: dict[str, dict[str, int]] = {}
     for entry in files:
         split = counts.setdefault(entry["split"], {"files": 0, "images": 0, "triplets": 0, "bytes": 0})
@@ -275,7 +330,14 @@ def marker_payload(version: str, params: BuildParams, entries: Sequence[dict[str
         split["bytes"] += entry["bytes"]
     triplets = sum(c["triplets"] for c in counts.values())
     total_bytes = sum(c["bytes"] for c in counts.values())
-    return {"kind": "ssh-triplets", "version": version, "params": params.as_dict(), "counts": counts,
-            "triplets": triplets, "bytes": total_bytes,
-            "bytes_per_triplet": math.ceil(total_bytes / triplets) if triplets else 0,
-            "files": files, "schema": schema_doc()}
+    return {
+        "kind": "ssh-triplets",
+        "version": version,
+        "params": params.as_dict(),
+        "counts": counts,
+        "triplets": triplets,
+        "bytes": total_bytes,
+        "bytes_per_triplet": math.ceil(total_bytes / triplets) if triplets else 0,
+        "files": files,
+        "schema": schema_doc(),
+    }

@@ -35,7 +35,8 @@ def corpus_root(root: str | os.PathLike | None = None) -> Path:
     if not (path / "train").is_dir() or not (path / "holdout").is_dir():
         raise CorpusMissing(
             f"the photo corpus is not at {path} (no train/ and holdout/ folders): this needs the research "
-            f"photos (see the README); set {ENV_VAR} to their folder")
+            f"photos (see the README); set {ENV_VAR} to their folder"
+        )
     return path
 
 

@@ -86,8 +86,10 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         counted = re.search(r"(\d+) pixels", str(err))
         pixels = int(counted.group(1)) if counted else None
         if pixels is not None and pixels <= limit:  # only when our limit is set above Pillow's
-            raise ImageError("too_large", f"{name}: {pixels} pixels is over Pillow's decompression-bomb limit "
-                                          f"({err}); the pixel limit is {limit}") from err
+            raise ImageError(
+                "too_large",
+                f"{name}: {pixels} pixels is over Pillow's decompression-bomb limit ({err}); the pixel limit is {limit}",
+            ) from err
         size = f"{pixels} pixels" if pixels is not None else "the image"
         raise ImageError("too_large", f"{name}: {size} is over the limit of {limit} pixels") from err
     except UnidentifiedImageError as err:
@@ -97,8 +99,7 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         raise ImageError(reason, f"{name}: cannot read header: {err.__class__.__name__}: {err}") from err
     width, height = image.size
     if width * height > limit:
-        raise ImageError("too_large", f"{name}: {width}x{height} = {width * height} pixels is over the "
-                                      f"limit of {limit}")
+        raise ImageError("too_large", f"{name}: {width}x{height} = {width * height} pixels is over the limit of {limit}")
     if width < 1 or height < 1:
         raise ImageError("unreadable", f"{name}: header says {width}x{height}")
     return image
@@ -176,8 +177,7 @@ def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None,
-                 require_rgb: bool = False) -> np.ndarray:
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None, require_rgb: bool = False) -> np.ndarray:
     """Decode encoded bytes (JPEG, PNG, WebP, TIFF, ...) to uint8 RGB (H, W, 3), EXIF-rotated.
 
     Conversions: RGBA/LA/PA drop the alpha (no compositing: the colour under the alpha is the
@@ -200,8 +200,9 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
     return _to_rgb_array(image, name)
 
 
-def decode_image_and_alpha(data: bytes, name: str = "<bytes>",
-                           max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def decode_image_and_alpha(
+    data: bytes, name: str = "<bytes>", max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``decode_image`` and the image's alpha as float32 (H, W) in [0, 1]; the alpha is None when the
     image has none (or a palette without transparency) or when it is opaque everywhere."""
     image = _load(_open(data, name, max_pixels), name)
@@ -313,7 +314,18 @@ def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> b
 
 
 __all__ = [
-    "FORMATS_BY_EXTENSION", "IMAGE_EXTENSIONS", "REASONS", "ImageError", "ImageInfo", "decode_image",
-    "decode_image_and_alpha", "decode_mask", "encode_image", "output_format", "probe_image", "read_image",
-    "read_image_and_alpha", "read_mask",
+    "FORMATS_BY_EXTENSION",
+    "IMAGE_EXTENSIONS",
+    "REASONS",
+    "ImageError",
+    "ImageInfo",
+    "decode_image",
+    "decode_image_and_alpha",
+    "decode_mask",
+    "encode_image",
+    "output_format",
+    "probe_image",
+    "read_image",
+    "read_image_and_alpha",
+    "read_mask",
 ]

@@ -17,8 +17,10 @@ def progress_line(done: int, total: int, elapsed_s: float, unit: str = "rows") -
     """``"12/40 rows (30%), 2.00 rows/s, elapsed 0:00:06, eta 0:00:14"``."""
     rate = done / elapsed_s if elapsed_s > 0 else 0.0
     eta = (total - done) / rate if rate > 0 else math.inf
-    return (f"{done}/{total} {unit} ({done / max(1, total):.0%}), {rate:.2f} {unit}/s, "
-            f"elapsed {format_duration(elapsed_s)}, eta {format_duration(eta)}")
+    return (
+        f"{done}/{total} {unit} ({done / max(1, total):.0%}), {rate:.2f} {unit}/s, "
+        f"elapsed {format_duration(elapsed_s)}, eta {format_duration(eta)}"
+    )
 
 
 __all__ = ["format_duration", "progress_line"]

@@ -21,10 +21,15 @@ from tasks.common import run_logger
 
 
 @task(name="evaluate-models", cache_policy=NO_CACHE)
-def evaluate_models(models: Mapping[str, torch.nn.Module], triplets: str | None = None,
-                    baselines: Sequence[str] = tuple(BASELINES), eval_max_side: int | None = None,
-                    eval_photos: int | None = None, val_limit: int = 256,
-                    keep_outputs: bool = False) -> dict[str, Evaluation]:
+def evaluate_models(
+    models: Mapping[str, torch.nn.Module],
+    triplets: str | None = None,
+    baselines: Sequence[str] = tuple(BASELINES),
+    eval_max_side: int | None = None,
+    eval_photos: int | None = None,
+    val_limit: int = 256,
+    keep_outputs: bool = False,
+) -> dict[str, Evaluation]:
     """Evaluate ``models`` (label -> network) and the baselines on the fixed set and on the val triplets.
 
     Returns ``{"fixed": Evaluation, "val": Evaluation}`` ("val" only when ``triplets`` has a val split).
@@ -37,6 +42,5 @@ def evaluate_models(models: Mapping[str, torch.nn.Module], triplets: str | None 
         if val is not None:
             results["val"] = val
     for name, evaluation in results.items():
-        log.info("evaluation on the %s set (%d rows):\n%s", name, len(evaluation.rows),
-                 format_table(evaluation.summary()))
+        log.info("evaluation on the %s set (%d rows):\n%s", name, len(evaluation.rows), format_table(evaluation.summary()))
     return results

@@ -51,8 +51,12 @@ def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient_io_error(getattr(state, "data", None)) and seconds_since_first_try(task_run) < IO_RETRY_BUDGET_S
 
 
-_io_task = {"retries": IO_RETRIES, "retry_delay_seconds": IO_RETRY_DELAYS, "retry_condition_fn": retry_on_io,
-            "cache_policy": NO_CACHE}
+_io_task = {
+    "retries": IO_RETRIES,
+    "retry_delay_seconds": IO_RETRY_DELAYS,
+    "retry_condition_fn": retry_on_io,
+    "cache_policy": NO_CACHE,
+}
 
 
 @task(name="load-catalog", **_io_task)
@@ -63,8 +67,9 @@ def load_catalog(url: str, output_prefix: str | None) -> Catalog:
     (``pipeline.catalog.default_output_prefix``). Rows with unsafe outputs fail alone later (unsafe_output).
     """
     catalog = read_catalog(url, output_prefix)
-    get_run_logger().info("catalog %s: %d rows; outputs under %s; results in %s", url, len(catalog),
-                          catalog.output_prefix, catalog.results_dir)
+    get_run_logger().info(
+        "catalog %s: %d rows; outputs under %s; results in %s", url, len(catalog), catalog.output_prefix, catalog.results_dir
+    )
     return catalog
 
 
@@ -85,8 +90,7 @@ def load_previous_results(results_dir: str) -> dict[str, dict]:
 
 
 @task(name="harmonize-rows", cache_policy=NO_CACHE)
-def harmonize_rows(catalog: Catalog, options: JobOptions, model: ModelPayload,
-                   previous: dict[str, dict]) -> JobOutcome:
+def harmonize_rows(catalog: Catalog, options: JobOptions, model: ModelPayload, previous: dict[str, dict]) -> JobOutcome:
     """The Ray Data job; not retried (a re-run of the flow resumes where this one stopped)."""
     log = get_run_logger()
     started_ray = ray_init()
@@ -111,8 +115,12 @@ def publish_results(results_dir: str) -> str:
 def write_report(catalog: Catalog, outcome: JobOutcome, model_uri: str) -> str:
     """Render the HTML report next to the results table; returns its URL."""
     url = report_url(catalog.results_dir)
-    html = render_job_report(f"harmonize-batch: {catalog.url}", outcome.records, outcome.thumbnails,
-                             outcome.summary, extra={"catalog": catalog.url, "model": model_uri,
-                                                     "run": outcome.run_id})
+    html = render_job_report(
+        f"harmonize-batch: {catalog.url}",
+        outcome.records,
+        outcome.thumbnails,
+        outcome.summary,
+        extra={"catalog": catalog.url, "model": model_uri, "run": outcome.run_id},
+    )
     write_bytes_atomic(url, html.encode("utf-8"))
     return url

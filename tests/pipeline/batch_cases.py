@@ -29,10 +29,19 @@ def encode(array: np.ndarray, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def write_case(root: str, name: str, rng: np.random.Generator, size: tuple[int, int] = (64, 80),
-               fmt: str = "JPEG", mask_size: tuple[int, int] | None = None, empty_mask: bool = False,
-               target: bool = True, background: bool = False, rgba: bool = False,
-               reference_mask: str | None = None) -> dict[str, str]:
+def write_case(
+    root: str,
+    name: str,
+    rng: np.random.Generator,
+    size: tuple[int, int] = (64, 80),
+    fmt: str = "JPEG",
+    mask_size: tuple[int, int] | None = None,
+    empty_mask: bool = False,
+    target: bool = True,
+    background: bool = False,
+    rgba: bool = False,
+    reference_mask: str | None = None,
+) -> dict[str, str]:
     """Write a composite (foreground colour-shifted), its mask and ground truth; returns its catalog row.
 
     ``rgba``: the composite is a PNG whose alpha is the mask, and the row has no mask.

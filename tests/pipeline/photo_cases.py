@@ -35,15 +35,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def huge_png_header(width: int = 20000, height: int = 20000) -> bytes:
     """A tiny PNG whose header claims ``width`` x ``height`` RGB pixels (nothing that big is allocated)."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
-            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def corrupt_png(photo: np.ndarray) -> bytes:
     """A PNG whose compressed pixel data is scrambled (the header still reads fine)."""
     data = bytearray(encode(photo, "PNG"))
     start = data.index(b"IDAT") + 4
-    data[start + 16:start + 216] = bytes(reversed(data[start + 16:start + 216]))
+    data[start + 16 : start + 216] = bytes(reversed(data[start + 16 : start + 216]))
     return bytes(data)
 
 

@@ -45,21 +45,43 @@ def job(tmp_path_factory, tiny_model_url, ray_local):
     write_bytes_atomic(rows[6]["composite"], jpeg[: len(jpeg) // 2])
     catalog_url = f"{root}/catalog.csv"
     write_catalog(rows, catalog_url)
-    inputs = [row[k] for row in rows for k in ("composite", "mask", "target", "background")
-              if k in row and os.path.exists(row[k])]
+    inputs = [
+        row[k] for row in rows for k in ("composite", "mask", "target", "background") if k in row and os.path.exists(row[k])
+    ]
     hashes_before = {path: sha(path) for path in inputs}
     catalog = read_catalog(catalog_url, output_prefix=f"{root}/out")
 
-    outcome = run_catalog(catalog, JobOptions(model_uri=tiny_model_url, concurrency=2, max_pixels=MAX_PIXELS,
-                                              jpeg_quality=90, progress_every_s=0.0, fragment_rows=2))
+    outcome = run_catalog(
+        catalog,
+        JobOptions(
+            model_uri=tiny_model_url,
+            concurrency=2,
+            max_pixels=MAX_PIXELS,
+            jpeg_quality=90,
+            progress_every_s=0.0,
+            fragment_rows=2,
+        ),
+    )
 
-    return {"root": root, "rows": {r["id"]: r for r in rows}, "catalog": catalog, "outcome": outcome,
-            "records": {r["id"]: r for r in outcome.records}, "inputs": hashes_before}
+    return {
+        "root": root,
+        "rows": {r["id"]: r for r in rows},
+        "catalog": catalog,
+        "outcome": outcome,
+        "records": {r["id"]: r for r in outcome.records},
+        "inputs": hashes_before,
+    }
 
 
 GOOD = ["good-a", "good-b", "good-png", "with-bg", "no-target"]
-BAD = {"corrupt": "unreadable", "truncated": "truncated", "missing": "missing", "mask-size": "mask_size",
-       "empty-mask": "empty_mask", "too-large": "too_large"}
+BAD = {
+    "corrupt": "unreadable",
+    "truncated": "truncated",
+    "missing": "missing",
+    "mask-size": "mask_size",
+    "empty-mask": "empty_mask",
+    "too-large": "too_large",
+}
 
 
 def test_given_good_and_bad_rows_when_run_then_each_bad_row_fails_alone_with_its_reason(job):
@@ -119,5 +141,3 @@ def test_given_a_run_then_report_thumbnails_exist_for_the_first_good_rows(job):
     assert set(thumbs["good-a"]) == {"composite", "mask", "harmonized", "target"}
     assert "target" not in thumbs["no-target"]
     assert max(decode_image(thumbs["good-a"]["harmonized"]).shape[:2]) <= 224
-
-

@@ -15,8 +15,7 @@ from ssh_model.storage import write_bytes_atomic
 
 
 def rows(count=3, **extra):
-    return [{"id": f"img-{i}", "composite": f"s3://in/c{i}.jpg", "mask": f"s3://in/m{i}.png", **extra}
-            for i in range(count)]
+    return [{"id": f"img-{i}", "composite": f"s3://in/c{i}.jpg", "mask": f"s3://in/m{i}.png", **extra} for i in range(count)]
 
 
 @pytest.mark.parametrize("name", ["catalog.parquet", "catalog.csv", "catalog.jsonl"])
@@ -35,8 +34,9 @@ def test_given_each_format_when_read_then_rows_and_derived_outputs_keep_the_inpu
 
 def test_given_a_memory_url_with_integer_ids_and_targets_when_read_then_ids_are_strings():
     url = "memory://catalog-test/ints.parquet"
-    table = pa.table({"id": [7, 8], "composite": ["a.png", "b.png"], "mask": ["ma.png", "mb.png"],
-                      "target": ["ta.png", None]})
+    table = pa.table(
+        {"id": [7, 8], "composite": ["a.png", "b.png"], "mask": ["ma.png", "mb.png"], "target": ["ta.png", None]}
+    )
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     write_bytes_atomic(url, sink.getvalue().to_pybytes())
@@ -51,7 +51,8 @@ def test_given_a_memory_url_with_integer_ids_and_targets_when_read_then_ids_are_
 
 
 def test_given_relative_paths_when_read_then_inputs_resolve_against_the_catalog_and_outputs_against_the_prefix(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("SSH_DATA_ROOT", str(tmp_path / "data"))
     (tmp_path / "cat").mkdir()
     url = str(tmp_path / "cat" / "c.csv")
@@ -108,9 +109,13 @@ def test_given_many_bad_rows_when_read_then_one_error_lists_every_offending_row(
 def test_given_rows_without_a_mask_and_with_a_reference_mask_when_read_then_both_are_kept(tmp_path):
     # given: an RGBA cut-out row (no mask: its alpha is the mask) and a row matching a chosen region
     url = str(tmp_path / "c.csv")
-    write_catalog([{"id": "cutout", "composite": "in/cut.png", "mask": "", "reference_mask": ""},
-                   {"id": "wall", "composite": "in/w.png", "mask": "in/wm.png", "reference_mask": "in/wall.png"}],
-                  url)
+    write_catalog(
+        [
+            {"id": "cutout", "composite": "in/cut.png", "mask": "", "reference_mask": ""},
+            {"id": "wall", "composite": "in/w.png", "mask": "in/wm.png", "reference_mask": "in/wall.png"},
+        ],
+        url,
+    )
 
     # when
     catalog = read_catalog(url, output_prefix=str(tmp_path / "out"))
@@ -121,8 +126,7 @@ def test_given_rows_without_a_mask_and_with_a_reference_mask_when_read_then_both
     assert wall.reference_mask == str(tmp_path / "in" / "wall.png")
 
 
-def test_given_no_output_anywhere_and_no_prefix_when_read_then_outputs_go_under_the_default_prefix(
-        tmp_path, monkeypatch):
+def test_given_no_output_anywhere_and_no_prefix_when_read_then_outputs_go_under_the_default_prefix(tmp_path, monkeypatch):
     monkeypatch.setenv("SSH_DATA_ROOT", "s3://lake/root")
     url = str(tmp_path / "monday.csv")
     write_catalog(rows(2), url)
@@ -163,13 +167,13 @@ def test_given_an_unreachable_or_unsupported_catalog_url_when_read_then_one_line
     assert (unsupported.value.reason, unsupported.value.transient) == ("unsupported_url", False)
 
 
-def test_given_unwritable_formats_when_read_then_derived_outputs_are_png_and_explicit_ones_rejected(
-        tmp_path):
+def test_given_unwritable_formats_when_read_then_derived_outputs_are_png_and_explicit_ones_rejected(tmp_path):
     url = str(tmp_path / "c.csv")
     write_catalog([{"id": "scan", "composite": "s3://in/scan.tif", "mask": "s3://in/m.png"}], url)
     assert read_catalog(url, output_prefix="s3://out").rows[0].output == "s3://out/scan.png"
 
-    write_catalog([{"id": "scan", "composite": "s3://in/scan.png", "mask": "s3://in/m.png",
-                    "output": "s3://out/scan.tif"}], url)
+    write_catalog(
+        [{"id": "scan", "composite": "s3://in/scan.png", "mask": "s3://in/m.png", "output": "s3://out/scan.tif"}], url
+    )
     refused = read_catalog(url, output_prefix="s3://out").rows[0].output_refused
     assert refused == "output s3://out/scan.tif has extension '.tif'; outputs end in .jpg, .jpeg, .png, .webp"

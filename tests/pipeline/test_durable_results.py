@@ -103,8 +103,11 @@ def sha(data: bytes) -> str:
 
 def visible_outputs(out: Path) -> dict[str, tuple[float, bytes]]:
     """name -> (mtime, bytes) of the outputs (not ``_results``, nor hidden temporary files)."""
-    return {p.name: (p.stat().st_mtime, p.read_bytes()) for p in out.iterdir()
-            if p.name != "_results" and not p.name.startswith(".")}
+    return {
+        p.name: (p.stat().st_mtime, p.read_bytes())
+        for p in out.iterdir()
+        if p.name != "_results" and not p.name.startswith(".")
+    }
 
 
 def all_files(out: Path) -> list[str]:
@@ -115,8 +118,14 @@ def start_job(catalog_url: str, out: Path, model_url: str, ray_address: str, log
     """The job in its own process (and session), a driver on the test's local Ray; its output goes to ``log``."""
     env = {**os.environ, "RAY_ADDRESS": ray_address, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     with log.open("wb") as sink:
-        return subprocess.Popen([sys.executable, "-c", JOB, catalog_url, str(out), model_url], cwd=REPO, env=env,
-                                stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-c", JOB, catalog_url, str(out), model_url],
+            cwd=REPO,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def kill_when_mid_job(job: subprocess.Popen, out: Path, log: Path) -> float:
@@ -125,8 +134,10 @@ def kill_when_mid_job(job: subprocess.Popen, out: Path, log: Path) -> float:
     deadline = time.monotonic() + START_LIMIT_S
     while time.monotonic() < deadline:
         if job.poll() is not None:
-            pytest.fail(f"the job ended (status {job.returncode}) before it could be killed:\n"
-                        f"{log.read_text(errors='replace')[-3000:]}")
+            pytest.fail(
+                f"the job ended (status {job.returncode}) before it could be killed:\n"
+                f"{log.read_text(errors='replace')[-3000:]}"
+            )
         outputs = visible_outputs(out) if out.is_dir() else {}
         if sum(time.time() - mtime > DURABLE_WITHIN_S + 1 for mtime, _ in outputs.values()) >= OLD_OUTPUTS_AT_KILL:
             os.kill(job.pid, signal.SIGKILL)
@@ -141,7 +152,8 @@ def kill_when_mid_job(job: subprocess.Popen, out: Path, log: Path) -> float:
 
 
 def test_given_a_driver_killed_with_sigkill_mid_job_when_re_run_then_records_were_durable_and_each_row_is_done_once(
-        tmp_path, tiny_model_url, ray_local, paced_http):
+    tmp_path, tiny_model_url, ray_local, paced_http
+):
     rng = np.random.default_rng(21)
     catalog_url, out = str(tmp_path / "catalog.jsonl"), tmp_path / "out"
     rows = []
@@ -182,8 +194,7 @@ def test_given_a_driver_killed_with_sigkill_mid_job_when_re_run_then_records_wer
     assert again.summary.error == 0 and list_fragments(catalog.results_dir) == []
     after = visible_outputs(out)
     assert sorted(after) == [f"r{i:02d}.jpg" for i in range(ROWS)]
-    assert {f"{i}.jpg": after[f"{i}.jpg"][1] for i in persisted} == {f"{i}.jpg": outputs[f"{i}.jpg"][1]
-                                                                     for i in persisted}
+    assert {f"{i}.jpg": after[f"{i}.jpg"][1] for i in persisted} == {f"{i}.jpg": outputs[f"{i}.jpg"][1] for i in persisted}
     for row_id, record in table.items():  # every output is whole: the bytes its record names
         data = after[f"{row_id}.jpg"][1]
         assert (record["output_sha256"], record["output_size"]) == (sha(data), len(data))
@@ -219,15 +230,15 @@ def test_given_outputs_damaged_or_replaced_when_re_run_then_exactly_those_rows_a
     second = {r["id"]: r for r in run_catalog(catalog, options(tiny_model_url)).records}
 
     assert {i: r["status"] for i, r in first.items()} == dict.fromkeys(first, "ok")
-    assert {i: r["status"] for i, r in second.items()} == {"v0": "ok", "v1": "ok", "v2": "ok", "v3": "ok",
-                                                           "v4": "skipped"}
+    assert {i: r["status"] for i, r in second.items()} == {"v0": "ok", "v1": "ok", "v2": "ok", "v3": "ok", "v4": "skipped"}
     assert {i: read_bytes(r["output"]) for i, r in second.items()} == made  # made again, the same bytes
     assert all(r["output_sha256"] == sha(made[i]) and r["output_size"] == len(made[i]) for i, r in second.items())
 
 
 @pytest.mark.usefixtures("ray_local")
 def test_given_results_of_an_older_version_without_output_hashes_when_re_run_then_existing_outputs_are_kept_and_hashed(
-        tmp_path, tiny_model_url):
+    tmp_path, tiny_model_url
+):
     catalog = small_catalog(str(tmp_path), 3, seed=32)
     first = {r["id"]: r for r in run_catalog(catalog, options(tiny_model_url)).records}
     url = results_url(catalog.results_dir)

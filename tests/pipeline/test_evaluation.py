@@ -54,18 +54,17 @@ def test_given_a_model_and_the_baselines_when_evaluated_then_every_method_scores
     assert all(len(outputs) == len(composites) for outputs in result.outputs.values())
     assert result.outputs["model"][0].shape == composites[0].composite.shape
     by_level = result.summary(by_level=True)
-    assert {(row["method"], row["level"]) for row in by_level} == {
-        (m, c.level) for m in result.methods for c in composites}
+    assert {(row["method"], row["level"]) for row in by_level} == {(m, c.level) for m in result.methods for c in composites}
     logged = metrics_for_logging(result)
     assert logged["fixed/identity/psnr"] == pytest.approx(summary["identity"]["psnr"])
     table = format_table(result.summary())
     assert all(f"| fixed | {method} |" in table for method in result.methods)
 
 
-def test_given_val_triplets_when_evaluated_then_the_model_and_baselines_are_scored_against_the_pseudo_gt(
-        tmp_path, model):
-    root = write_triplet_version(str(tmp_path / "v1"), np.random.default_rng(3), {"train": 1, "val": 2},
-                                 crop_size=32, per_image=3)
+def test_given_val_triplets_when_evaluated_then_the_model_and_baselines_are_scored_against_the_pseudo_gt(tmp_path, model):
+    root = write_triplet_version(
+        str(tmp_path / "v1"), np.random.default_rng(3), {"train": 1, "val": 2}, crop_size=32, per_image=3
+    )
     result = evaluate_triplets({"model": model}, root, limit=5, batch_size=2)
     batch = next(iter(TripletDataset(root, split="val", batch_size=6, shuffle=False, drop_last=False)))
     identity_rows = [row for row in result.rows if row["method"] == "identity"]

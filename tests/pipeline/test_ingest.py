@@ -40,17 +40,24 @@ def test_split_is_a_fixed_function_of_the_hash_with_about_90_5_5_percent():
 def test_sources_expand_folders_globs_and_the_bundled_samples(tmp_path):
     write_files(str(tmp_path / "a"), good_files(np.random.default_rng(0), 3))
     write_files(str(tmp_path / "a" / "deep"), {"x.JPG": b"1", ".hidden.jpg": b"2", "readme.txt": b"3"})
-    urls, rejects = expand_sources([str(tmp_path / "a"), str(tmp_path / "a" / "*.png"), "builtin://samples",
-                                    str(tmp_path / "missing.jpg"), str(tmp_path / "none-*.jpg")])
+    urls, rejects = expand_sources(
+        [
+            str(tmp_path / "a"),
+            str(tmp_path / "a" / "*.png"),
+            "builtin://samples",
+            str(tmp_path / "missing.jpg"),
+            str(tmp_path / "none-*.jpg"),
+        ]
+    )
     names = [os.path.basename(u) for u in urls]
     # the folder's images (recursive, sorted), then the glob's (already listed: not repeated), ...
     assert names[:4] == ["x.JPG", "photo-000.jpg", "photo-001.png", "photo-002.webp"]
     assert names.count("photo-001.png") == 1 and "readme.txt" not in names and ".hidden.jpg" not in names
     assert [u for u in urls if u.startswith("builtin://")] == [
-        f"builtin://samples/{os.path.basename(p)}" for p in sample_photo_paths()]
+        f"builtin://samples/{os.path.basename(p)}" for p in sample_photo_paths()
+    ]
     assert urls[-1] == str(tmp_path / "missing.jpg")
-    assert rejects == [{"url": str(tmp_path / "none-*.jpg"), "reason": "missing",
-                        "detail": "the source matched no files"}]
+    assert rejects == [{"url": str(tmp_path / "none-*.jpg"), "reason": "missing", "detail": "the source matched no files"}]
 
 
 def test_given_each_kind_of_bad_file_when_ingested_then_it_is_rejected_with_its_reason(tmp_path):
@@ -138,8 +145,7 @@ def test_given_a_multi_picture_jpeg_from_a_camera_then_it_is_ingested_as_a_jpeg(
 
 
 @pytest.mark.parametrize("max_workers", [1, 3])
-def test_given_s3_sources_and_data_root_when_ingested_then_tables_and_blobs_land_on_s3(s3_prefix,
-                                                                                      max_workers):
+def test_given_s3_sources_and_data_root_when_ingested_then_tables_and_blobs_land_on_s3(s3_prefix, max_workers):
     rng = np.random.default_rng(5)
     source, root = f"{s3_prefix}/photos", f"{s3_prefix}/data"
     write_files(source, good_files(rng, 3) | {"zero.jpg": b"", "gray.jpg": fault_files(rng)["gray.jpg"][0]})
@@ -154,8 +160,9 @@ def test_given_the_bundled_photos_when_ingested_then_photo_urls_lists_each_split
     # given the bundled photos ingested (one of them, motorcycle_right, hashes into the val split)
     root = str(tmp_path / "data")
     run_ingest(["builtin://samples"], root)
-    manifest = sorted(read_table(images_url(root, "manifest.parquet"), MANIFEST_SCHEMA).to_pylist(),
-                      key=lambda row: row["id"])
+    manifest = sorted(
+        read_table(images_url(root, "manifest.parquet"), MANIFEST_SCHEMA).to_pylist(), key=lambda row: row["id"]
+    )
     # when the photos of a split are asked for
     val, train = photo_urls(root, "val"), photo_urls(root, "train")
     # then each split's stored copies come back in id order, the limit cuts, and an empty root has none

@@ -11,14 +11,18 @@ from ssh_model.storage import join, write_bytes_atomic
 
 # iHarmony4 samples per subset: (composite name, its mask, its ground truth); no image is decoded here.
 IHARMONY4_TREE = {
-    "HCOCO": [("c100_1_1.jpg", "c100_1.png", "c100.jpg"), ("c100_1_2.jpg", "c100_1.png", "c100.jpg"),
-              ("c7_2_1.jpg", "c7_2.png", "c7.jpg")],
+    "HCOCO": [
+        ("c100_1_1.jpg", "c100_1.png", "c100.jpg"),
+        ("c100_1_2.jpg", "c100_1.png", "c100.jpg"),
+        ("c7_2_1.jpg", "c7_2.png", "c7.jpg"),
+    ],
     "HFlickr": [("f5_1_1.jpg", "f5_1.png", "f5.jpg")],
 }
 
 
-def write_iharmony4(root: str, tree: dict = IHARMONY4_TREE, split: str = "test", prefix_first: bool = True,
-                    skip: tuple[str, ...] = ()) -> None:
+def write_iharmony4(
+    root: str, tree: dict = IHARMONY4_TREE, split: str = "test", prefix_first: bool = True, skip: tuple[str, ...] = ()
+) -> None:
     """A tiny iHarmony4 tree; file names in ``skip`` (subset/folder/name) are not written."""
     for subset, samples in tree.items():
         lines = []
@@ -62,8 +66,10 @@ def test_given_samples_missing_files_when_listed_then_one_error_lists_every_one(
     write_iharmony4(str(tmp_path), skip=("HCOCO/masks/c7_2.png", "HFlickr/real_images/f5.jpg"))
     with pytest.raises(CatalogError) as caught:
         iharmony4_rows(str(tmp_path))
-    assert caught.value.problems == ["HCOCO/c7_2_1: missing mask masks/c7_2.png",
-                                     "HFlickr/f5_1_1: missing target real_images/f5.jpg"]
+    assert caught.value.problems == [
+        "HCOCO/c7_2_1: missing mask masks/c7_2.png",
+        "HFlickr/f5_1_1: missing target real_images/f5.jpg",
+    ]
 
     found = iharmony4_rows(str(tmp_path), skip_incomplete=True)
     assert [row["id"] for row in found.rows] == ["HCOCO/c100_1_1", "HCOCO/c100_1_2"]
@@ -94,22 +100,38 @@ def write_files(root: str, names: list[str]) -> None:
 
 
 def test_given_a_realhm_folder_when_listed_then_each_sample_has_composite_mask_ground_truth_and_background(tmp_path):
-    write_files(str(tmp_path), [
-        "vendor_testing_1/a.jpg", "vendor_testing_1/a_mask.jpg", "vendor_testing_1/a_gt.jpg",
-        "vendor_testing_1/a_fore.jpg", "vendor_testing_1/a_small.jpg",
-        "vendor_testing_2/b.png", "vendor_testing_2/b_composite.jpg", "vendor_testing_2/b_mask.png",
-        "vendor_testing_2/b_gt.PNG", "vendor_testing_2/b_background.png",
-        "c.jpg", "c_mask.jpg", "c_gt.jpg", "c_bg.jpg", "notes.txt", "d_small.jpg",
-    ])
+    write_files(
+        str(tmp_path),
+        [
+            "vendor_testing_1/a.jpg",
+            "vendor_testing_1/a_mask.jpg",
+            "vendor_testing_1/a_gt.jpg",
+            "vendor_testing_1/a_fore.jpg",
+            "vendor_testing_1/a_small.jpg",
+            "vendor_testing_2/b.png",
+            "vendor_testing_2/b_composite.jpg",
+            "vendor_testing_2/b_mask.png",
+            "vendor_testing_2/b_gt.PNG",
+            "vendor_testing_2/b_background.png",
+            "c.jpg",
+            "c_mask.jpg",
+            "c_gt.jpg",
+            "c_bg.jpg",
+            "notes.txt",
+            "d_small.jpg",
+        ],
+    )
     found = realhm_rows(str(tmp_path))
 
     rows = {row["id"]: row for row in found.rows}
     assert list(rows) == ["c", "vendor_testing_1/a", "vendor_testing_2/b"]
     assert rows["vendor_testing_1/a"] == {
-        "id": "vendor_testing_1/a", "composite": str(tmp_path / "vendor_testing_1" / "a.jpg"),
+        "id": "vendor_testing_1/a",
+        "composite": str(tmp_path / "vendor_testing_1" / "a.jpg"),
         "mask": str(tmp_path / "vendor_testing_1" / "a_mask.jpg"),
         "target": str(tmp_path / "vendor_testing_1" / "a_gt.jpg"),
-        "background": str(tmp_path / "vendor_testing_1" / "a_fore.jpg")}
+        "background": str(tmp_path / "vendor_testing_1" / "a_fore.jpg"),
+    }
     assert rows["vendor_testing_2/b"]["composite"].endswith("b_composite.jpg")  # preferred over b.png
     assert rows["vendor_testing_2/b"]["target"].endswith("b_gt.PNG")
     assert rows["vendor_testing_2/b"]["background"].endswith("b_background.png")
@@ -120,8 +142,10 @@ def test_given_a_realhm_sample_without_ground_truth_when_listed_then_it_is_named
     write_files(str(tmp_path), ["a.jpg", "a_mask.jpg", "a_gt.jpg", "b.jpg", "b_mask.jpg", "c_gt.jpg"])
     with pytest.raises(CatalogError) as caught:
         realhm_rows(str(tmp_path))
-    assert caught.value.problems == ["b: missing target b_gt.jpg",
-                                     "c: missing composite c.jpg (or c_composite.jpg), mask c_mask.jpg"]
+    assert caught.value.problems == [
+        "b: missing target b_gt.jpg",
+        "c: missing composite c.jpg (or c_composite.jpg), mask c_mask.jpg",
+    ]
 
     found = realhm_rows(str(tmp_path), skip_incomplete=True)
     assert [row["id"] for row in found.rows] == ["a"] and len(found.skipped) == 2

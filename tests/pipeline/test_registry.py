@@ -76,8 +76,9 @@ def test_given_a_champion_when_loaded_through_pyfunc_with_pickle_disabled_then_i
     Image.fromarray(mask_8bit).save(mask_png, format="PNG")
     frame = pd.DataFrame({"composite": [encode_image(composite, "PNG")], "mask": [mask_png.getvalue()]})
     served_frame = served.predict(frame)  # encoded images in, PNG bytes out (what a serving endpoint sends)
-    np.testing.assert_array_equal(decode_image(served_frame["harmonized"][0]),
-                                  harmonize(composite, mask_8bit, load_model(url)))
+    np.testing.assert_array_equal(
+        decode_image(served_frame["harmonized"][0]), harmonize(composite, mask_8bit, load_model(url))
+    )
     assert served.metadata.signature is not None  # what lets `mlflow models serve` decode base64 images
     with pytest.raises(mlflow.exceptions.MlflowException):
         served.predict({"composite": composite, "mask": mask_8bit})  # arrays are for the library, not the pyfunc
@@ -170,8 +171,7 @@ def test_given_a_champion_when_a_better_then_a_worse_candidate_come_then_it_prom
     assert client.get_model_version(name, second).tags["gate.decision"] == "promoted"
 
 
-def test_given_no_registry_when_the_default_model_is_asked_then_the_shipped_weights_and_no_store_is_created(
-        tmp_path):
+def test_given_no_registry_when_the_default_model_is_asked_then_the_shipped_weights_and_no_store_is_created(tmp_path):
     env = {"SSH_DATA_ROOT": str(tmp_path / "data"), "SSH_MODEL_URI": "", "MLFLOW_TRACKING_URI": ""}
     with patch.dict(os.environ, env):
         assert default_model_uri() == PRETRAINED_URI
@@ -182,8 +182,7 @@ def test_given_no_registry_when_the_default_model_is_asked_then_the_shipped_weig
         assert default_model_uri() == "models:/other@x"  # the setting wins
 
 
-def test_given_a_fresh_registry_when_the_shipped_model_is_registered_then_it_is_version_one_champion_once(
-        tmp_path):
+def test_given_a_fresh_registry_when_the_shipped_model_is_registered_then_it_is_version_one_champion_once(tmp_path):
     with mlflow_store(str(tmp_path)):
         name = "shipped-test"
         with patch.dict(os.environ, {"SSH_MODEL_URI": ""}):
@@ -197,5 +196,6 @@ def test_given_a_fresh_registry_when_the_shipped_model_is_registered_then_it_is_
         model, label = load_registered_model(f"models:/{name}@{CHAMPION}")
         shipped, _ = load_registered_model(PRETRAINED_URI)
         assert label == f"{name}/1"
-        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values(),
-                                                       strict=True))
+        assert all(
+            torch.equal(a, b) for a, b in zip(model.state_dict().values(), shipped.state_dict().values(), strict=True)
+        )

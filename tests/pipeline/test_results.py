@@ -29,9 +29,17 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def record(row_id, status="ok", at=0, metrics=None, **extra):
-    return new_record(id=row_id, status=status, output=f"memory://o/{row_id}.jpg", model_version="v1",
-                      jpeg_quality=95, finished_at=T0 + timedelta(seconds=at),
-                      metrics=json.dumps(metrics) if metrics else None, **HASHES, **extra)
+    return new_record(
+        id=row_id,
+        status=status,
+        output=f"memory://o/{row_id}.jpg",
+        model_version="v1",
+        jpeg_quality=95,
+        finished_at=T0 + timedelta(seconds=at),
+        metrics=json.dumps(metrics) if metrics else None,
+        **HASHES,
+        **extra,
+    )
 
 
 def test_given_a_record_when_inputs_model_or_quality_differ_then_not_up_to_date():
@@ -131,10 +139,13 @@ def test_given_a_record_with_its_output_hash_when_checked_then_only_the_same_byt
 
 
 def test_given_records_when_summarized_then_counts_reasons_and_means_exclude_errors():
-    records = [record("a", metrics={"model_psnr": 30.0}),
-               record("b", "skipped", metrics={"model_psnr": 20.0}),
-               record("c", "error", reason="missing", metrics={"model_psnr": 1.0}),
-               record("d", "error", reason="missing"), record("e", "error", reason="empty_mask")]
+    records = [
+        record("a", metrics={"model_psnr": 30.0}),
+        record("b", "skipped", metrics={"model_psnr": 20.0}),
+        record("c", "error", reason="missing", metrics={"model_psnr": 1.0}),
+        record("d", "error", reason="missing"),
+        record("e", "error", reason="empty_mask"),
+    ]
 
     summary = summarize(records, total=5, seconds=2.0, model_version="v1")
 
@@ -146,10 +157,14 @@ def test_given_records_when_summarized_then_counts_reasons_and_means_exclude_err
 
 def test_given_thumbnails_and_errors_when_reported_then_html_shows_images_counts_and_reasons():
     rng = np.random.default_rng(3)
-    thumbs = {"composite": encode_image(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), "JPEG"),
-              "mask": encode_image(np.full((24, 32, 3), 255, np.uint8), "JPEG")}
-    records = [record("shown", metrics={"model_psnr": 31.25}),
-               record("bad", "error", reason="mask_size", error="mask 3x3 vs 4x4")]
+    thumbs = {
+        "composite": encode_image(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), "JPEG"),
+        "mask": encode_image(np.full((24, 32, 3), 255, np.uint8), "JPEG"),
+    }
+    records = [
+        record("shown", metrics={"model_psnr": 31.25}),
+        record("bad", "error", reason="mask_size", error="mask 3x3 vs 4x4"),
+    ]
     summary = summarize(records, total=2, seconds=1.0, model_version="v1")
 
     html = render_job_report("job", records, {"shown": thumbs}, summary, extra={"catalog": "memory://c.csv"})

@@ -78,10 +78,14 @@ def job(tmp_path_factory, tiny_model_url, ray_local, s3_bucket, failing_http_ser
     rng = np.random.default_rng(15)
     prefix = f"{root}/data/harmonized/rows"
     other_bucket_url = f"s3://{s3_bucket}/other-{uuid.uuid4().hex[:8]}/x.jpg"
-    good = [write_case(root, "good-derived", rng), {**write_case(root, "good-relative", rng), "output": "sub/r.png"},
-            {**write_case(root, "good-absolute", rng), "output": f"{prefix}/abs.jpg"},
-            write_case(root, "good-bg", rng, background=True), write_case(root, "good-rgba", rng, rgba=True),
-            write_case(root, "good-reference", rng, reference_mask="left")]
+    good = [
+        write_case(root, "good-derived", rng),
+        {**write_case(root, "good-relative", rng), "output": "sub/r.png"},
+        {**write_case(root, "good-absolute", rng), "output": f"{prefix}/abs.jpg"},
+        write_case(root, "good-bg", rng, background=True),
+        write_case(root, "good-rgba", rng, rgba=True),
+        write_case(root, "good-reference", rng, reference_mask="left"),
+    ]
     bad = bad_rows(root, failing_http_server.url, other_bucket_url, rng)
     write_bytes_atomic(f"{root}/home/.bashrc", b"export PATH=$PATH\n")
     catalog_url = f"{root}/rows.jsonl"
@@ -91,12 +95,28 @@ def job(tmp_path_factory, tiny_model_url, ray_local, s3_bucket, failing_http_ser
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SSH_DATA_ROOT", f"{root}/data")  # the driver places outputs; no output_prefix is given
         catalog = read_catalog(catalog_url)
-        outcome = run_catalog(catalog, JobOptions(model_uri=tiny_model_url, concurrency=1, max_pixels=MAX_PIXELS,
-                                                  fetch_timeout_s=FETCH_TIMEOUT_S, progress_every_s=0.0))
+        outcome = run_catalog(
+            catalog,
+            JobOptions(
+                model_uri=tiny_model_url,
+                concurrency=1,
+                max_pixels=MAX_PIXELS,
+                fetch_timeout_s=FETCH_TIMEOUT_S,
+                progress_every_s=0.0,
+            ),
+        )
 
-    return {"root": root, "prefix": prefix, "catalog": catalog, "outcome": outcome, "before": before,
-            "after": tree_hashes(root, skip=prefix), "expected": {k: reason for k, (_, reason) in bad.items()},
-            "records": {r["id"]: r for r in outcome.records}, "other_bucket_url": other_bucket_url}
+    return {
+        "root": root,
+        "prefix": prefix,
+        "catalog": catalog,
+        "outcome": outcome,
+        "before": before,
+        "after": tree_hashes(root, skip=prefix),
+        "expected": {k: reason for k, (_, reason) in bad.items()},
+        "records": {r["id"]: r for r in outcome.records},
+        "other_bucket_url": other_bucket_url,
+    }
 
 
 def test_given_one_bad_row_of_each_kind_when_run_then_good_rows_are_ok_and_each_bad_row_has_its_reason(job):
@@ -117,8 +137,15 @@ def test_given_a_run_then_every_row_is_recorded_in_the_results_table_under_the_d
     assert set(results) == set(GOOD) | set(job["expected"])
     assert {k: results[k]["status"] for k in GOOD} == dict.fromkeys(GOOD, "ok")
     assert {k: results[k]["reason"] for k in job["expected"]} == job["expected"]
-    assert sorted(os.listdir(prefix)) == ["_results", "abs.jpg", "good-bg.jpg", "good-derived.jpg",
-                                          "good-reference.jpg", "good-rgba.png", "sub"]
+    assert sorted(os.listdir(prefix)) == [
+        "_results",
+        "abs.jpg",
+        "good-bg.jpg",
+        "good-derived.jpg",
+        "good-reference.jpg",
+        "good-rgba.png",
+        "sub",
+    ]
     assert os.listdir(f"{prefix}/sub") == ["r.png"]
 
 

@@ -81,8 +81,9 @@ def register_tiny(store_folder: str, name: str, seed: int, signature: bool = Tru
         if signature:
             info = log_model(url)
         else:  # what versions registered before the serving signature look like
-            info = mlflow.pyfunc.log_model(name="model", python_model=PYFUNC_CODE, artifacts={"weights": url},
-                                           pip_requirements=PIP_REQUIREMENTS)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=PYFUNC_CODE, artifacts={"weights": url}, pip_requirements=PIP_REQUIREMENTS
+            )
     return register_candidate(info.model_uri, name, alias=CHAMPION).version, url
 
 
@@ -93,8 +94,21 @@ def test_given_a_registered_champion_when_served_then_a_dataframe_split_request_
     port = free_port()
     scripts = os.path.dirname(sys.executable)  # the server execs `uvicorn` from the environment's bin folder
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/served@{CHAMPION}",
-               "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        f"models:/served@{CHAMPION}",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -105,17 +119,38 @@ def test_given_a_registered_champion_when_served_then_a_dataframe_split_request_
         empty = np.zeros_like(mask)
 
         # when: one good row, then a row whose mask selects nothing
-        status, answer = post(f"{url}/invocations", {"dataframe_split": {
-            "columns": ["composite", "mask"],
-            "data": [[b64(encode_image(composite, "PNG")), b64(encode_image(mask, "PNG"))]]}})
-        bad_status, bad = post(f"{url}/invocations", {"dataframe_split": {
-            "columns": ["composite", "mask"],
-            "data": [[b64(encode_image(composite, "PNG")), b64(encode_image(empty, "PNG"))]]}})
-        no_mask_status, no_mask = post(f"{url}/invocations", {"dataframe_split": {
-            "columns": ["composite"], "data": [[b64(encode_image(composite, "JPEG"))]]}})
-        size_status, size = post(f"{url}/invocations", {"params": {"size": 1}, "dataframe_split": {
-            "columns": ["composite", "mask"],
-            "data": [[b64(encode_image(composite, "PNG")), b64(encode_image(mask, "PNG"))]]}})
+        status, answer = post(
+            f"{url}/invocations",
+            {
+                "dataframe_split": {
+                    "columns": ["composite", "mask"],
+                    "data": [[b64(encode_image(composite, "PNG")), b64(encode_image(mask, "PNG"))]],
+                }
+            },
+        )
+        bad_status, bad = post(
+            f"{url}/invocations",
+            {
+                "dataframe_split": {
+                    "columns": ["composite", "mask"],
+                    "data": [[b64(encode_image(composite, "PNG")), b64(encode_image(empty, "PNG"))]],
+                }
+            },
+        )
+        no_mask_status, no_mask = post(
+            f"{url}/invocations",
+            {"dataframe_split": {"columns": ["composite"], "data": [[b64(encode_image(composite, "JPEG"))]]}},
+        )
+        size_status, size = post(
+            f"{url}/invocations",
+            {
+                "params": {"size": 1},
+                "dataframe_split": {
+                    "columns": ["composite", "mask"],
+                    "data": [[b64(encode_image(composite, "PNG")), b64(encode_image(mask, "PNG"))]],
+                },
+            },
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -142,7 +177,8 @@ def test_given_a_version_without_the_signature_then_serve_refuses_in_one_line_an
     error = capsys.readouterr().err
     assert "Traceback" not in error
     assert [line for line in error.splitlines() if line.startswith("ssh-harmonize")] == [
-        f"ssh-harmonize serve: error: {servable_problem(uri)}"]
+        f"ssh-harmonize serve: error: {servable_problem(uri)}"
+    ]
 
     # when: upgraded, the champion is a new version with the signature
     new = upgrade_version(uri)

@@ -40,8 +40,7 @@ def test_given_no_tracking_uri_when_the_data_root_is_local_then_sqlite_is_under_
     assert tracking_uri(str(tmp_path / "data")) == "http://127.0.0.1:5000"
 
 
-def test_given_an_s3_data_root_when_no_uri_is_set_then_a_local_cache_store_is_used_and_said(
-        tmp_path, monkeypatch, caplog):
+def test_given_an_s3_data_root_when_no_uri_is_set_then_a_local_cache_store_is_used_and_said(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setattr(tracking, "CACHE_DIR", tmp_path / "cache")
     with caplog.at_level(logging.INFO, logger="pipeline.tracking"):
@@ -95,10 +94,18 @@ def test_given_training_events_when_recorded_then_curves_throughput_and_sample_g
         recorder = RunRecorder(run.info.run_id)
         recorder.record({"kind": "start", "step": 0})
         for step in (1, 2):
-            recorder.record({"kind": "progress", "step": step, "steps": 2, "lr": 1e-3,
-                             "samples_per_s": 10.0 * step, "eta_s": 2.0 - step,
-                             "losses": {"total": 1.0 / step, "recon": 0.4, "harm": 0.6},
-                             "grid": grid if step == 2 else None})
+            recorder.record(
+                {
+                    "kind": "progress",
+                    "step": step,
+                    "steps": 2,
+                    "lr": 1e-3,
+                    "samples_per_s": 10.0 * step,
+                    "eta_s": 2.0 - step,
+                    "losses": {"total": 1.0 / step, "recon": 0.4, "harm": 0.6},
+                    "grid": grid if step == 2 else None,
+                }
+            )
         recorder.record({"kind": "checkpoint", "step": 2})
         rows = [{"method": "model", "psnr": 30.0}, {"method": "identity", "psnr": 28.0}]
         log_rows(rows, "evaluation/summary")

@@ -26,15 +26,19 @@ def tiny_job(data: str, steps: int, **options) -> TrainingJob:
 
 
 @pytest.mark.timeout(300)  # a Ray Data / Ray Train starvation hang fails here instead of stalling the suite
-def test_given_a_ray_data_build_when_two_workers_train_then_they_finish_and_log_to_mlflow(tmp_path,
-                                                                                           ray_local):
+def test_given_a_ray_data_build_when_two_workers_train_then_they_finish_and_log_to_mlflow(tmp_path, ray_local):
     data_root = str(tmp_path / "data")
     root = build_version_with_ray(data_root, np.random.default_rng(1), photos=4)  # Ray Data, same session
     with mlflow_store(data_root), tracked_run("two-workers") as run:
         recorder = RunRecorder(run.info.run_id)
-        outcome = run_training(tiny_job(root, steps=4), run_name="two-workers",
-                               storage_root=f"{data_root}/training", num_workers=2, resource_wait_s=60,
-                               on_event=recorder.record)
+        outcome = run_training(
+            tiny_job(root, steps=4),
+            run_name="two-workers",
+            storage_root=f"{data_root}/training",
+            num_workers=2,
+            resource_wait_s=60,
+            on_event=recorder.record,
+        )
         client = mlflow.MlflowClient()
         losses = client.get_metric_history(run.info.run_id, "loss/total")
         throughput = client.get_metric_history(run.info.run_id, "samples_per_s")
@@ -55,7 +59,8 @@ def test_given_a_ray_data_build_when_two_workers_train_then_they_finish_and_log_
 
 @pytest.mark.timeout(300)
 def test_given_a_worker_killed_at_step_3_when_training_on_s3_then_it_resumes_from_the_step_2_checkpoint(
-        tmp_path, ray_local, s3_prefix):
+    tmp_path, ray_local, s3_prefix
+):
     # given a version on S3, a held-out photo for checkpoint selection, and rank 0 set to die at step 3
     rng = np.random.default_rng(2)
     root = write_triplet_version(f"{s3_prefix}/triplets/v1", rng, {"train": 2})
@@ -72,14 +77,21 @@ def test_given_a_worker_killed_at_step_3_when_training_on_s3_then_it_resumes_fro
     job = tiny_job(root, steps=4, step_hook=exit_once_at_step_3, select_photos=(held_out,))
     events: list[dict] = []
     # when it trains with one failure allowed
-    outcome = run_training(job, run_name="killed", storage_root=f"{s3_prefix}/training", num_workers=2,
-                           max_failures=1, resource_wait_s=60, on_event=events.append)
+    outcome = run_training(
+        job,
+        run_name="killed",
+        storage_root=f"{s3_prefix}/training",
+        num_workers=2,
+        max_failures=1,
+        resource_wait_s=60,
+        on_event=events.append,
+    )
 
     # then it resumed from the step-2 checkpoint and finished
     steps = [p["step"] for p in outcome.progress]
     assert os.path.exists(marker)  # the worker really exited at step 3 on the first attempt
     assert outcome.start_steps == [0, 2] and outcome.steps == 4
-    assert steps[steps.index(3) + 1:] == [3, 4]  # after the restart the count goes on from 2, not from 0
+    assert steps[steps.index(3) + 1 :] == [3, 4]  # after the restart the count goes on from 2, not from 0
     assert outcome.checkpoint_path == f"{s3_prefix}/training/killed/step-00000004"
     step, extra = load_training_state(storage.join(outcome.checkpoint_path, STATE_FILE), ssh_tiny())
     assert step == 4
@@ -93,8 +105,7 @@ def test_given_a_worker_killed_at_step_3_when_training_on_s3_then_it_resumes_fro
 
 
 @pytest.mark.timeout(120)
-def test_given_the_cpus_are_taken_when_training_starts_then_it_refuses_instead_of_waiting_forever(tmp_path,
-                                                                                                   ray_local):
+def test_given_the_cpus_are_taken_when_training_starts_then_it_refuses_instead_of_waiting_forever(tmp_path, ray_local):
     root = write_triplet_version(str(tmp_path / "v1"), np.random.default_rng(3), {"train": 1})
 
     @ray.remote(num_cpus=2)
@@ -106,8 +117,13 @@ def test_given_the_cpus_are_taken_when_training_starts_then_it_refuses_instead_o
     ray.get(hog.ready.remote())
     try:
         with pytest.raises(InsufficientResources, match="only .* are: something else holds them"):
-            run_training(tiny_job(root, steps=2), run_name="starved", storage_root=str(tmp_path / "training"),
-                         num_workers=2, resource_wait_s=2)
+            run_training(
+                tiny_job(root, steps=2),
+                run_name="starved",
+                storage_root=str(tmp_path / "training"),
+                num_workers=2,
+                resource_wait_s=2,
+            )
     finally:
         ray.kill(hog)
 

@@ -47,9 +47,18 @@ def make_data_root(root: str, rng: np.random.Generator, count: int) -> tuple[pa.
         data = encode(photo, "PNG")
         image_id = hashlib.sha256(data).hexdigest()
         storage.write_bytes_atomic(images_url(root, f"blobs/{image_id}.png"), data)
-        rows.append({"id": image_id, "source_url": f"mem://{image_id}", "width": 120, "height": 96,
-                     "format": "PNG", "bytes": len(data), "split": split_of(image_id),
-                     "blob": f"blobs/{image_id}.png"})
+        rows.append(
+            {
+                "id": image_id,
+                "source_url": f"mem://{image_id}",
+                "width": 120,
+                "height": 96,
+                "format": "PNG",
+                "bytes": len(data),
+                "split": split_of(image_id),
+                "blob": f"blobs/{image_id}.png",
+            }
+        )
         photos[image_id] = photo
     table = pa.Table.from_pylist(sorted(rows, key=lambda r: r["id"]), schema=MANIFEST_SCHEMA)
     return table, photos
@@ -61,9 +70,18 @@ def whole_manifest_plan(manifest: pa.Table) -> ShardPlan:
 
 
 def params_for(bank, **changes) -> BuildParams:
-    values = {"luts": "generator:5:6", "lut_size": 9, "lut_bank_sha256": lut_bank_digest(bank),
-              "image_manifest_sha256": "0" * 64, "per_image": 3, "crop_size": 32, "seed": 9,
-              "encoding": "webp", "rows_per_group": 4, "images_per_shard": 2}
+    values = {
+        "luts": "generator:5:6",
+        "lut_size": 9,
+        "lut_bank_sha256": lut_bank_digest(bank),
+        "image_manifest_sha256": "0" * 64,
+        "per_image": 3,
+        "crop_size": 32,
+        "seed": 9,
+        "encoding": "webp",
+        "rows_per_group": 4,
+        "images_per_shard": 2,
+    }
     return BuildParams(**(values | changes))
 
 
@@ -91,13 +109,18 @@ def test_lut_specs_name_the_generator_or_a_folder_of_cube_files(tmp_path, bank):
 
 
 def test_plans_cut_each_split_by_sorted_id_into_fixed_size_shards():
-    rows = [{"id": hashlib.sha256(str(i).encode()).hexdigest(), "split": s, "blob": f"b{i}"}
-            for i, s in enumerate(["train"] * 5 + ["val"] * 2)]
+    rows = [
+        {"id": hashlib.sha256(str(i).encode()).hexdigest(), "split": s, "blob": f"b{i}"}
+        for i, s in enumerate(["train"] * 5 + ["val"] * 2)
+    ]
     table = pa.Table.from_pylist(rows)
     plans = plan_shards(table, images_per_shard=2)
     assert [(p.path, len(p.image_ids)) for p in plans] == [
-        ("train/part-00000.parquet", 2), ("train/part-00001.parquet", 2), ("train/part-00002.parquet", 1),
-        ("val/part-00000.parquet", 2)]
+        ("train/part-00000.parquet", 2),
+        ("train/part-00001.parquet", 2),
+        ("train/part-00002.parquet", 1),
+        ("val/part-00000.parquet", 2),
+    ]
     train_ids = [i for p in plans if p.split == "train" for i in p.image_ids]
     assert train_ids == sorted(r["id"] for r in rows if r["split"] == "train")
     assert plan_shards(table.take([6, 5, 4, 3, 2, 1, 0]), 2) == plans  # row order is irrelevant
@@ -110,8 +133,7 @@ def test_a_triplet_rng_depends_only_on_seed_image_and_index():
     assert triplet_rng(1, image_id, 2).random() != triplet_rng(2, image_id, 2).random()
 
 
-def test_given_a_shard_plan_when_built_twice_then_the_bytes_match_and_triplets_follow_their_luts(
-        tmp_path, bank):
+def test_given_a_shard_plan_when_built_twice_then_the_bytes_match_and_triplets_follow_their_luts(tmp_path, bank):
     root = str(tmp_path / "data")
     manifest, photos = make_data_root(root, np.random.default_rng(50), 3)
     plan = whole_manifest_plan(manifest)
@@ -135,8 +157,7 @@ def test_given_a_shard_plan_when_built_twice_then_the_bytes_match_and_triplets_f
         assert batch["content_a"][row].shape == (32, 32, 3)
 
 
-def test_given_an_interrupted_build_when_prepared_again_then_good_shards_are_kept_and_the_rest_removed(
-        tmp_path, bank):
+def test_given_an_interrupted_build_when_prepared_again_then_good_shards_are_kept_and_the_rest_removed(tmp_path, bank):
     root = str(tmp_path / "data")
     manifest, _ = make_data_root(root, np.random.default_rng(51), 5)
     params = params_for(bank)
@@ -152,7 +173,7 @@ def test_given_an_interrupted_build_when_prepared_again_then_good_shards_are_kep
     assert [e["path"] for e in resumed.kept] == [plans[0].path] and resumed.kept[0]["rows"] == kept["rows"]
     assert resumed.todo == plans[1:]
     fs, path = storage.filesystem(version)
-    assert sorted(p[len(path) + 1:] for p in fs.find(path)) == sorted([BUILD_PARAMS, plans[0].path])
+    assert sorted(p[len(path) + 1 :] for p in fs.find(path)) == sorted([BUILD_PARAMS, plans[0].path])
 
     other = params_for(bank, seed=10)
     assert prepare_version(version, other, plans, overwrite=False).todo == plans  # other params: start over
@@ -210,8 +231,7 @@ def test_given_a_folder_of_object_masks_when_loaded_then_hard_shrunk_outlines_in
         load_outlines(str(tmp_path / "empty"))
 
 
-def test_given_outlines_and_a_natural_fraction_when_a_shard_is_built_then_regions_and_identity_grades_appear(
-        tmp_path, bank):
+def test_given_outlines_and_a_natural_fraction_when_a_shard_is_built_then_regions_and_identity_grades_appear(tmp_path, bank):
     root = str(tmp_path / "data")
     manifest, photos = make_data_root(root, np.random.default_rng(51), 2)
     plan = whole_manifest_plan(manifest)

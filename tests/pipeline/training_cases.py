@@ -42,14 +42,28 @@ def _params(crop_size: int, per_image: int, rows_per_group: int, photos_per_shar
     from pipeline.triplet_plan import BuildParams, load_lut_bank, lut_bank_digest
 
     bank = load_lut_bank(LUTS, LUT_SIZE)
-    return bank, BuildParams(luts=LUTS, lut_size=LUT_SIZE, lut_bank_sha256=lut_bank_digest(bank),
-                             image_manifest_sha256="0" * 64, per_image=per_image, crop_size=crop_size,
-                             seed=1, encoding="webp", rows_per_group=rows_per_group,
-                             images_per_shard=photos_per_shard)
+    return bank, BuildParams(
+        luts=LUTS,
+        lut_size=LUT_SIZE,
+        lut_bank_sha256=lut_bank_digest(bank),
+        image_manifest_sha256="0" * 64,
+        per_image=per_image,
+        crop_size=crop_size,
+        seed=1,
+        encoding="webp",
+        rows_per_group=rows_per_group,
+        images_per_shard=photos_per_shard,
+    )
 
 
-def write_triplet_version(root: str, rng: np.random.Generator, splits: dict[str, int], crop_size: int = 32,
-                          per_image: int = 4, rows_per_group: int = 4) -> str:
+def write_triplet_version(
+    root: str,
+    rng: np.random.Generator,
+    splits: dict[str, int],
+    crop_size: int = 32,
+    per_image: int = 4,
+    rows_per_group: int = 4,
+) -> str:
     """A complete version at ``root``: ``{split}/part-00000.parquet`` with ``splits[split]`` photos x
     ``per_image`` triplets each, and the completion marker. Returns ``root``."""
     from pipeline.triplets import BUILD_MARKER, marker_payload, write_json
@@ -67,14 +81,23 @@ def write_triplet_version(root: str, rng: np.random.Generator, splits: dict[str,
                     triplet = make_triplet(photo, bank[first], bank[second], rng, crop_size=crop_size)
                     writer.write(triplet_row(triplet, image_id=image_id, split=split, k=k, seed=params.seed))
         info = writer.info
-        entries.append({"path": path, "split": split, "images": photos, "rows": info.rows,
-                        "row_groups": info.row_groups, "bytes": info.bytes})
+        entries.append(
+            {
+                "path": path,
+                "split": split,
+                "images": photos,
+                "rows": info.rows,
+                "row_groups": info.row_groups,
+                "bytes": info.bytes,
+            }
+        )
     write_json(storage.join(root, BUILD_MARKER), marker_payload(root.rsplit("/", 1)[-1], params, entries))
     return root
 
 
-def build_version_with_ray(data_root: str, rng: np.random.Generator, photos: int, version: str = "v1",
-                           crop_size: int = 32, per_image: int = 4) -> str:
+def build_version_with_ray(
+    data_root: str, rng: np.random.Generator, photos: int, version: str = "v1", crop_size: int = 32, per_image: int = 4
+) -> str:
     """Ingest-like photos + a manifest under ``data_root``, then build-triplets' Ray Data shard builders
     and its completion marker. Returns the version root."""
     from pipeline.ingest import MANIFEST_SCHEMA, images_url, split_of
@@ -95,9 +118,18 @@ def build_version_with_ray(data_root: str, rng: np.random.Generator, photos: int
         data = buffer.getvalue()
         image_id = hashlib.sha256(data).hexdigest()
         storage.write_bytes_atomic(images_url(data_root, f"blobs/{image_id}.png"), data)
-        rows.append({"id": image_id, "source_url": f"gen://{image_id}", "width": 128, "height": 96,
-                     "format": "PNG", "bytes": len(data), "split": split_of(image_id),
-                     "blob": f"blobs/{image_id}.png"})
+        rows.append(
+            {
+                "id": image_id,
+                "source_url": f"gen://{image_id}",
+                "width": 128,
+                "height": 96,
+                "format": "PNG",
+                "bytes": len(data),
+                "split": split_of(image_id),
+                "blob": f"blobs/{image_id}.png",
+            }
+        )
     manifest = pa.Table.from_pylist(sorted(rows, key=lambda r: r["id"]), schema=MANIFEST_SCHEMA)
     _, params = _params(crop_size, per_image, 4, 2)
     root = version_root_of(data_root, version)

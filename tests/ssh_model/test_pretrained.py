@@ -31,13 +31,11 @@ def test_given_the_installed_package_when_the_weights_are_read_then_they_are_sma
     metadata = load_model_metadata(str(PRETRAINED_FILE))
     assert metadata["format"].startswith("ssh-harmonizer/")
     card = MODEL_CARD.read_text(encoding="utf-8")
-    for needed in ("Model card", "BSDS500", "ImageNet", "non-commercial", "python -m flows.retrain",
-                   "quality-table:start"):
+    for needed in ("Model card", "BSDS500", "ImageNet", "non-commercial", "python -m flows.retrain", "quality-table:start"):
         assert needed in card
 
 
-def test_given_strongly_regraded_composites_when_harmonized_by_the_shipped_model_then_the_foreground_error_falls(
-        model):
+def test_given_strongly_regraded_composites_when_harmonized_by_the_shipped_model_then_the_foreground_error_falls(model):
     # given: photos the model never trained on, a foreground re-graded by a photographic edit of the strong bucket
     before, after = [], []
     for index, name in enumerate(PHOTOS):
