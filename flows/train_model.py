@@ -15,9 +15,12 @@
    (``pipeline.selection``: early stopping).
 4. Save that model to ``{data_root}/models/{run_name}/model.safetensors``.
 5. Evaluate it and the identity / Reinhard / histogram baselines on the validation triplets and
-   on the fixed evaluation set: metrics and table artifacts, a side-by-side grid.
+   on the fixed evaluation set, and record that: metrics and table artifacts, a side-by-side grid.
 6. Register it as a version of ``ssh-harmonizer`` with alias ``candidate``; the promotion gate
    moves ``champion`` to it when it beats the champion by ``gate_margin`` on the fixed set.
+
+Each step is its own Prefect task (train-ssh-model, save-model, evaluate-models, record-evaluations,
+register-model, promotion-gate), so the UI shows the stages; only save and register retry (storage I/O).
 
 Presets: ``full`` (the released 15.2 M-parameter network) on GPUs, ``small`` on CPUs (``auto``).
 ``model_family="colour"`` trains ``ColourNet`` instead (``ssh_model.colour_net``: a network that
@@ -37,20 +40,19 @@ import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pipeline.evaluation import comparison_grid, format_table, metrics_for_logging
 from pipeline.ingest import photo_urls
 from pipeline.ray_runtime import ray_init
-from pipeline.registry import MODEL_NAME, log_model, promotion_gate, register_candidate, versions_of_run
-from pipeline.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, log_rows, tracked_run
+from pipeline.registry import MODEL_NAME
+from pipeline.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, tracked_run
 from pipeline.training import TrainingJob, default_job
 from pipeline.triplets import BUILD_MARKER, version_root_of
 from ssh_model import storage
-from ssh_model.checkpoints import save_model
 from ssh_model.network import preset_name
 from ssh_model.settings import get_settings
 from tasks.common import run_logger
 from tasks.evaluation import evaluate_models
-from tasks.training import train_model_task
+from tasks.registry import promotion_gate_task, register_model_task
+from tasks.training import record_evaluations, save_model_task, train_model_task
 
 # Defaults per kind of worker: (preset, steps, batch per worker, loader workers per worker).
 GPU_DEFAULTS = ("full", 20_000, 32, 8)
@@ -232,21 +234,12 @@ def train_model(
             mlflow.set_tags(
                 {"model.selected_step": str(outcome.selected_step), "model.select_psnr": f"{outcome.selected_psnr:.3f}"}
             )
-        model_url = storage.join(data_root, "models", run_name, "model.safetensors")
-        save_model(
+        metadata = {"run_id": run_id, "run_name": run_name, "steps": str(outcome.steps), "model_step": str(model_step)}
+        model_url = save_model_task(
             outcome.model,
-            model_url,
-            metadata={
-                "run_id": run_id,
-                "run_name": run_name,
-                "steps": str(outcome.steps),
-                "model_step": str(model_step),
-                "data_version": data_tag,
-                "git_commit": commit,
-            },
+            storage.join(data_root, "models", run_name, "model.safetensors"),
+            {**metadata, "data_version": data_tag, "git_commit": commit},
         )
-        mlflow.set_tag("model.url", model_url)
-
         evaluations = evaluate_models(
             {"model": outcome.model},
             triplets=root,
@@ -255,16 +248,7 @@ def train_model(
             val_limit=val_limit,
             keep_outputs=True,
         )
-        tables = {}
-        for name, evaluation in evaluations.items():
-            recorder.metrics(metrics_for_logging(evaluation), outcome.steps)
-            log_rows(evaluation.summary(), f"evaluation/{name}_summary")
-            log_rows(evaluation.rows, f"evaluation/{name}_items")
-            tables[name] = format_table(evaluation.summary(by_level=name == "fixed"))
-        fixed = evaluations["fixed"]
-        mlflow.log_image(comparison_grid(fixed.items, fixed.outputs), "evaluation/fixed_grid.png")
-        mlflow.log_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()), "evaluation/tables.md")
-
+        tables = record_evaluations(recorder, evaluations, outcome.steps)
         result: dict[str, Any] = {
             "run_name": run_name,
             "run_id": run_id,
@@ -278,30 +262,14 @@ def train_model(
             "evaluation": {k: v.summary() for k, v in evaluations.items()},
         }
         if register_model:
-            existing = [v for v in versions_of_run(run_id, model_name) if v.tags.get("ssh.steps") == str(outcome.steps)]
-            if existing:
-                version_number = existing[0].version
-                log.info(
-                    "run %s at step %d is already registered as %s version %s",
-                    run_name,
-                    outcome.steps,
-                    model_name,
-                    version_number,
-                )
-            else:
-                info = log_model(model_url)
-                registered = register_candidate(
-                    info.model_uri,
-                    model_name,
-                    tags={
-                        "ssh.run_name": run_name,
-                        "ssh.steps": str(outcome.steps),
-                        "data.version": data_tag,
-                        "git.commit": commit,
-                    },
-                )
-                version_number = registered.version
-            decision = promotion_gate(
+            tags = {
+                "ssh.run_name": run_name,
+                "ssh.steps": str(outcome.steps),
+                "data.version": data_tag,
+                "git.commit": commit,
+            }
+            version_number = register_model_task(model_url, run_id, model_name, tags)
+            decision = promotion_gate_task(
                 version_number,
                 name=model_name,
                 metric=gate_metric,
@@ -316,12 +284,6 @@ def train_model(
                 }
             )
             result.update(registered_version=f"{model_name}/{version_number}", gate=asdict(decision))
-            log.info(
-                "gate: %s %s (%s)",
-                f"{model_name}/{version_number}",
-                "promoted to champion" if decision.promoted else "not promoted",
-                decision.reason,
-            )
     create_markdown_artifact(
         summary_markdown(result, tables), key="train-model-summary", description="train-model run summary"
     )

@@ -19,7 +19,8 @@ from pipeline.catalog import CatalogError, write_catalog
 from ssh_model.errors import HarmonizeInputError
 from ssh_model.images import ImageError
 from ssh_model.storage import read_bytes
-from tasks.harmonize_tasks import is_transient_io_error, load_catalog
+from tasks.common import is_transient_io_error
+from tasks.harmonize_tasks import load_catalog
 from tests.pipeline.http_cases import FLAKY_FAILURES
 
 PLANTED_SECRET = "planted-secret-4f1c9e"
