@@ -118,8 +118,11 @@ def write_inputs(prefix: str, size: tuple[int, int], count: int, seed: int) -> l
         photo = smooth_photo(rng, height, width)
         shifted = np.clip(photo.astype(np.int16) + rng.integers(-50, 50, size=3), 0, 255).astype(np.uint8)
         composite = np.where(inside[..., None], shifted, photo)
-        row = {"id": f"img-{i:03d}", "composite": join(prefix, f"img-{i:03d}.jpg"),
-               "mask": join(prefix, f"img-{i:03d}-mask.png")}
+        row = {
+            "id": f"img-{i:03d}",
+            "composite": join(prefix, f"img-{i:03d}.jpg"),
+            "mask": join(prefix, f"img-{i:03d}-mask.png"),
+        }
         write_bytes_atomic(row["composite"], encode_image(composite, "JPEG", quality=90))
         write_bytes_atomic(row["mask"], mask_bytes)
         rows.append(row)
@@ -130,10 +133,10 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
     """The bare loop: what one actor does per row, with nothing around it, on one torch thread."""
     import torch
 
+    from pipeline.batch_stages import load_model_payload, model_from_payload
     from ssh_model.images import decode_image, decode_mask, encode_image
     from ssh_model.inference import harmonize
     from ssh_model.storage import join, read_bytes, write_bytes_atomic
-    from tasks.batch_stages import load_model_payload, model_from_payload
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -153,15 +156,17 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
 
 
 def job(catalog_url: str, out_prefix: str, model_uri: str, actors: int, jpeg_quality: int) -> dict:
-    from tasks.batch_inference import JobOptions, run_catalog
-    from tasks.catalog import read_catalog
+    from pipeline.batch_inference import JobOptions, run_catalog
+    from pipeline.catalog import read_catalog
 
     catalog = read_catalog(catalog_url, output_prefix=out_prefix)
-    options = JobOptions(model_uri=model_uri, concurrency=actors, num_cpus=1.0, jpeg_quality=jpeg_quality,
-                         progress_every_s=1e9)
+    options = JobOptions(
+        model_uri=model_uri, concurrency=actors, num_cpus=1.0, jpeg_quality=jpeg_quality, progress_every_s=1e9
+    )
     arrivals: list[tuple[float, int]] = []  # (seconds since start, rows) per block of records
     with ActorMemory() as memory:
         started = time.perf_counter()
+
         def arrived(rows: list[dict]) -> None:
             arrivals.append((time.perf_counter() - started, len(rows)))
 
@@ -174,7 +179,8 @@ def job(catalog_url: str, out_prefix: str, model_uri: str, actors: int, jpeg_qua
     last_at = arrivals[-1][0]
     steady = (len(catalog) - first_rows) / (last_at - first_at) if last_at > first_at else None
     return {
-        "seconds": round(seconds, 3), "images_per_s": round(len(catalog) / seconds, 4),
+        "seconds": round(seconds, 3),
+        "images_per_s": round(len(catalog) / seconds, 4),
         "first_records_after_s": round(first_at, 3),
         "steady_images_per_s": round(steady, 4) if steady else None,  # after the first block of records
         "median_row_seconds": round(float(np.median([r["seconds"] for r in outcome.records])), 3),
@@ -195,15 +201,19 @@ def main(argv: list[str] | None = None) -> dict:
     import ray
     import torch
 
+    from pipeline.catalog import write_catalog
+    from pipeline.ray_runtime import ray_init
     from ssh_model.checkpoints import save_model
     from ssh_model.network import PRESETS
-    from tasks.catalog import write_catalog
-    from tasks.common import ray_init
 
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-               "ray": ray.__version__, "gpu": torch.cuda.is_available()}
-    report: dict = {"machine": machine,
-                    "preset": args.preset, "jpeg_quality": args.jpeg_quality, "cases": {}}
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "gpu": torch.cuda.is_available(),
+    }
+    report: dict = {"machine": machine, "preset": args.preset, "jpeg_quality": args.jpeg_quality, "cases": {}}
     with local_s3() as bucket:
         root = f"s3://{bucket}/bench-batch-{uuid.uuid4().hex[:8]}"
         ray_init()
@@ -218,13 +228,16 @@ def main(argv: list[str] | None = None) -> dict:
             catalog_url = f"{root}/{name}/catalog.parquet"
             write_catalog(rows, catalog_url)
             case = {"size": list(SIZES[name]), "count": count}
-            case["sequential"] = {"load_avg_1m_before": os.getloadavg()[0],
-                                  **sequential(rows, model_uri, f"{root}/{name}/seq", args.jpeg_quality)}
+            case["sequential"] = {
+                "load_avg_1m_before": os.getloadavg()[0],
+                **sequential(rows, model_uri, f"{root}/{name}/seq", args.jpeg_quality),
+            }
             print(name, "sequential", case["sequential"], flush=True)
             for actors in (1, 2):
-                case[f"job_{actors}_actor"] = {"load_avg_1m_before": os.getloadavg()[0],
-                                               **job(catalog_url, f"{root}/{name}/job{actors}", model_uri,
-                                                     actors, args.jpeg_quality)}
+                case[f"job_{actors}_actor"] = {
+                    "load_avg_1m_before": os.getloadavg()[0],
+                    **job(catalog_url, f"{root}/{name}/job{actors}", model_uri, actors, args.jpeg_quality),
+                }
                 print(name, f"job {actors} actor(s)", case[f"job_{actors}_actor"], flush=True)
             one, two, seq = (case[k]["images_per_s"] for k in ("job_1_actor", "job_2_actor", "sequential"))
             one_steady = case["job_1_actor"]["steady_images_per_s"] or one
@@ -234,7 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
             case["steady_speedup_2_vs_1_actor"] = round(two_steady / one_steady, 3)
             case["steady_overhead_1_actor_vs_sequential"] = round(seq / one_steady - 1.0, 3)
             case["targets_met"] = {
-                "wall: 2 actors >= 1.8x": two / one >= 1.8, "wall: overhead <= 20%": seq / one - 1 <= 0.2,
+                "wall: 2 actors >= 1.8x": two / one >= 1.8,
+                "wall: overhead <= 20%": seq / one - 1 <= 0.2,
                 "steady: 2 actors >= 1.8x": two_steady / one_steady >= 1.8,
                 "steady: overhead <= 20%": seq / one_steady - 1 <= 0.2,
             }

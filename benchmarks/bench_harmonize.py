@@ -117,10 +117,18 @@ def run_case(size: str, preset: str, repeats: int, threads: int) -> dict:
         if pillow is not None:
             pillow_times.append(timed(pillow))
     result = {
-        "size": size, "height": height, "width": width, "megapixels": round(height * width / 1e6, 2),
-        "preset": preset, "params": count_parameters(model), "threads": threads, "repeats": repeats,
-        "median_s": round(float(np.median(times)), 4), "min_s": round(float(np.min(times)), 4),
-        "first_call_s": round(first_s, 4), "peak_extra_mb": round(extra_mb, 1),
+        "size": size,
+        "height": height,
+        "width": width,
+        "megapixels": round(height * width / 1e6, 2),
+        "preset": preset,
+        "params": count_parameters(model),
+        "threads": threads,
+        "repeats": repeats,
+        "median_s": round(float(np.median(times)), 4),
+        "min_s": round(float(np.min(times)), 4),
+        "first_call_s": round(first_s, 4),
+        "peak_extra_mb": round(extra_mb, 1),
         "foreground_fraction": round(float((mask > 0).mean()), 3),
     }
     if pillow_times:
@@ -145,29 +153,40 @@ def main(argv: list[str] | None = None) -> dict:
     cases = []
     for size in SIZES:
         for preset in args.presets.split(","):
-            command = [sys.executable, "-m", "benchmarks.bench_harmonize", "--case", f"{size}:{preset}",
-                       "--threads", str(args.threads), "--repeats", str(args.repeats)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True,
-                                  cwd=Path(__file__).resolve().parent.parent)
+            command = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_harmonize",
+                "--case",
+                f"{size}:{preset}",
+                "--threads",
+                str(args.threads),
+                "--repeats",
+                str(args.repeats),
+            ]
+            done = subprocess.run(
+                command, capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent
+            )
             case = json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps(case))
             cases.append(case)
-    summary = {"benchmark": "harmonize", "machine": platform.platform(), "python": platform.python_version(),
-               "cases": cases}
+    summary = {"benchmark": "harmonize", "machine": platform.platform(), "python": platform.python_version(), "cases": cases}
     summary.update({"target_ratio": TARGET_RATIO, "target_extra_mb": TARGET_EXTRA_MB})
     for preset in TIMED_AGAINST_PILLOW:  # the targets: 4K with SSHNet() and with the shipped model
         case = next((c for c in cases if c["size"] == "4k" and c["preset"] == preset), None)
         if case is None:
             continue
         ratio = case["median_s"] / case["pillow_lut_s"]
-        summary.update({
-            f"pillow_color3dlut_4k_s_{preset}_run": case["pillow_lut_s"],
-            f"ratio_4k_{preset}_to_pillow_lut": round(ratio, 2),
-            f"ratio_4k_{preset}_to_pillow_lut_min": round(case["min_s"] / case["pillow_lut_min_s"], 2),
-            f"meets_ratio_{preset}": ratio <= TARGET_RATIO,
-            f"peak_extra_mb_4k_{preset}": case["peak_extra_mb"],
-            f"meets_memory_{preset}": case["peak_extra_mb"] < TARGET_EXTRA_MB,
-        })
+        summary.update(
+            {
+                f"pillow_color3dlut_4k_s_{preset}_run": case["pillow_lut_s"],
+                f"ratio_4k_{preset}_to_pillow_lut": round(ratio, 2),
+                f"ratio_4k_{preset}_to_pillow_lut_min": round(case["min_s"] / case["pillow_lut_min_s"], 2),
+                f"meets_ratio_{preset}": ratio <= TARGET_RATIO,
+                f"peak_extra_mb_4k_{preset}": case["peak_extra_mb"],
+                f"meets_memory_{preset}": case["peak_extra_mb"] < TARGET_EXTRA_MB,
+            }
+        )
     write_results(Path(args.results), summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "cases"}, indent=2))
     return summary

@@ -44,8 +44,7 @@ def timed(run: Callable[[], object], repeats: int) -> dict:
         start = time.perf_counter()
         run()
         times.append((time.perf_counter() - start) * 1e3)
-    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2),
-            "max_ms": round(max(times), 2)}
+    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2), "max_ms": round(max(times), 2)}
 
 
 def with_rate(result: dict, pixels: int) -> dict:
@@ -98,7 +97,8 @@ def main(argv: list[str] | None = None) -> dict:
     tables = luts_to_tensor([lut])  # (1, N, N, N, 3)
     with torch.no_grad():
         cases["apply_lut_torch"] = with_rate(
-            timed(lambda: apply_lut_torch(tensor, tables), max(3, args.repeats // 2)), pixels)
+            timed(lambda: apply_lut_torch(tensor, tables), max(3, args.repeats // 2)), pixels
+        )
         graded_torch = apply_lut_torch(tensor, tables)[0].permute(1, 2, 0).numpy().astype(np.float64)
     cases["apply_lut_torch"]["threads"] = torch.get_num_threads()
     print("apply_lut_torch", cases["apply_lut_torch"], flush=True)
@@ -128,13 +128,30 @@ def main(argv: list[str] | None = None) -> dict:
         "target_speedup": TARGET_SPEEDUP,
         "meets_target": speedup >= TARGET_SPEEDUP,
         "max_abs_diff_levels": agreement,
-        "machine": {"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2),
-                    "python": platform.python_version(), "pillow": PIL.__version__,
-                    "torch": torch.__version__, "numpy": np.__version__},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "python": platform.python_version(),
+            "pillow": PIL.__version__,
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
     }
-    print(json.dumps({k: report[k] for k in ("speedup_apply_lut_vs_pillow_plain",
-                                             "speedup_apply_lut_vs_pillow_filter_only", "meets_target",
-                                             "max_abs_diff_levels")}, indent=1), flush=True)
+    print(
+        json.dumps(
+            {
+                k: report[k]
+                for k in (
+                    "speedup_apply_lut_vs_pillow_plain",
+                    "speedup_apply_lut_vs_pillow_filter_only",
+                    "meets_target",
+                    "max_abs_diff_levels",
+                )
+            },
+            indent=1,
+        ),
+        flush=True,
+    )
     write_results(args.output, report)
     return report
 

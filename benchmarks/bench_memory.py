@@ -6,7 +6,7 @@
    composite and its mask, harmonize at full resolution, encode the result as PNG (what the CLI and
    a batch actor do), at 4K (3840 x 2160) and at 79 MP (8900 x 8900, just under the default 80 MP
    limit). The process's peak resident memory (VmHWM, reset after the warm-up) gives bytes per pixel;
-   ``tasks.batch_inference.actor_memory`` (what an actor reserves) must cover the whole peak.
+   ``pipeline.batch_inference.actor_memory`` (what an actor reserves) must cover the whole peak.
 2. The batch job (``run_catalog``) with default options on ``--rows`` 79 MP composites on local
    Ray: the actor plan it chose (memory reserved per actor), the peak VmHWM of each model actor, and
    the machine's lowest MemAvailable during the run. Target: completes with every row ok, and no
@@ -79,20 +79,35 @@ def measure_one(composite: str, mask: str) -> dict:
     started = time.perf_counter()
     result = harmonize_files(composite, mask, model)
     data = encode_image(result, "PNG")
-    return {"base_rss_mb": round(base / MB, 1), "peak_rss_mb": round(_status("VmHWM:") / MB, 1),
-            "seconds": round(time.perf_counter() - started, 2), "output_bytes": len(data)}
+    return {
+        "base_rss_mb": round(base / MB, 1),
+        "peak_rss_mb": round(_status("VmHWM:") / MB, 1),
+        "seconds": round(time.perf_counter() - started, 2),
+        "output_bytes": len(data),
+    }
 
 
 def per_image(folder: str, name: str, size: tuple[int, int]) -> dict:
     height, width = size
     paths = write_case(folder, name, height, width)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", "--one", paths["composite"], paths["mask"]],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_memory", "--one", paths["composite"], paths["mask"]],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     measured = json.loads(out.stdout.strip().splitlines()[-1])
     extra = (measured["peak_rss_mb"] - measured["base_rss_mb"]) * MB
-    return {"size": name, "height": height, "width": width, "megapixels": round(height * width / 1e6, 1),
-            **measured, "extra_mb": round(extra / MB, 1), "bytes_per_pixel": round(extra / (height * width), 1),
-            "input_bytes": os.path.getsize(paths["composite"])}
+    return {
+        "size": name,
+        "height": height,
+        "width": width,
+        "megapixels": round(height * width / 1e6, 1),
+        **measured,
+        "extra_mb": round(extra / MB, 1),
+        "bytes_per_pixel": round(extra / (height * width), 1),
+        "input_bytes": os.path.getsize(paths["composite"]),
+    }
 
 
 class MemAvailable:
@@ -128,9 +143,9 @@ def batch_job(folder: str, rows: int) -> dict:
     """The batch job with default options on ``rows`` 79 MP composites."""
     import ray
 
+    from pipeline.batch_inference import JobOptions, actor_resources, run_catalog
+    from pipeline.catalog import read_catalog, write_catalog
     from ssh_model.settings import get_settings
-    from tasks.batch_inference import JobOptions, actor_resources, run_catalog
-    from tasks.catalog import read_catalog, write_catalog
 
     height, width = SIZES["79mp"]
     first = write_case(folder, "big-000", height, width)
@@ -151,10 +166,14 @@ def batch_job(folder: str, rows: int) -> dict:
     resources = ray.cluster_resources()
     peaks = sorted(actors.peaks.values())
     return {
-        "rows": rows, "megapixels": round(height * width / 1e6, 1), "seconds": round(seconds, 1),
-        "ok": outcome.summary.ok, "errors": outcome.summary.error,
+        "rows": rows,
+        "megapixels": round(height * width / 1e6, 1),
+        "seconds": round(seconds, 1),
+        "ok": outcome.summary.ok,
+        "errors": outcome.summary.error,
         "ray_memory_gb": round(resources.get("memory", 0) / 2**30, 2),
-        "actors": plan.actors, "reserved_per_actor_gb": round(plan.memory / 2**30, 2),
+        "actors": plan.actors,
+        "reserved_per_actor_gb": round(plan.memory / 2**30, 2),
         "actor_peak_rss_gb": [round(p / 2**30, 2) for p in peaks],
         "machine_memory_used_peak_gb": round((memory.start - memory.lowest) / 2**30, 2),
         "within_reservation": bool(peaks) and max(peaks) <= plan.memory,
@@ -175,18 +194,24 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         job = batch_job(folder, args.rows)
         print(json.dumps(job), flush=True)
-    from tasks.batch_inference import ACTOR_BASE_BYTES, PEAK_BYTES_PER_PIXEL, actor_memory
+    from pipeline.batch_inference import ACTOR_BASE_BYTES, PEAK_BYTES_PER_PIXEL, actor_memory
 
     for row in images:
         row["actor_memory_mb"] = round(actor_memory(row["height"] * row["width"]) / MB, 1)
     results = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
-        "images": images, "batch": job,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
+        "images": images,
+        "batch": job,
         "constants": {"peak_bytes_per_pixel": PEAK_BYTES_PER_PIXEL, "actor_base_mb": ACTOR_BASE_BYTES / MB},
-        "targets": {"actor_memory_covers_measured": all(r["peak_rss_mb"] <= r["actor_memory_mb"] for r in images),
-                    "batch_completes": job["ok"] == job["rows"] and job["errors"] == 0,
-                    "actors_within_reservation": job["within_reservation"]},
+        "targets": {
+            "actor_memory_covers_measured": all(r["peak_rss_mb"] <= r["actor_memory_mb"] for r in images),
+            "batch_completes": job["ok"] == job["rows"] and job["errors"] == 0,
+            "actors_within_reservation": job["within_reservation"],
+        },
     }
     print(f"wrote {write_results(RESULTS, results)}")
 

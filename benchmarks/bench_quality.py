@@ -89,8 +89,15 @@ def cross_cases(root: Path, count: int, seed: int = SEED) -> list:
         background = holdout[int(rng.integers(len(holdout)))]
         while background.stem == stem:
             background = holdout[int(rng.integers(len(holdout)))]
-        cases.append(pasted_composite(f"{stem}->{background.stem}", read_image(str(by_stem[stem])),
-                                      read_mask(str(mask_path)) > 0.5, read_image(str(background)), rng))
+        cases.append(
+            pasted_composite(
+                f"{stem}->{background.stem}",
+                read_image(str(by_stem[stem])),
+                read_mask(str(mask_path)) > 0.5,
+                read_image(str(background)),
+                rng,
+            )
+        )
     return cases
 
 
@@ -122,12 +129,18 @@ def score_graded(methods: dict[str, Any], cases: list) -> dict[str, Any]:
             seconds.append(time.perf_counter() - started)
             rows.append({"bucket": case.level, **evaluate(output, case.target, case.mask)})
         groups = {"overall": rows, **{b: [r for r in rows if r["bucket"] == b] for b, _, _ in BUCKETS}}
-        scores[name] = {group: {"cases": len(members), **{m: round(float(np.mean([r[m] for r in members])), 3)
-                                                          for m in METRICS}}
-                        for group, members in groups.items()}
+        scores[name] = {
+            group: {"cases": len(members), **{m: round(float(np.mean([r[m] for r in members])), 3) for m in METRICS}}
+            for group, members in groups.items()
+        }
         scores[name]["latency_ms"] = round(1000 * float(np.mean(seconds)), 1)
-        logger.info("%s: overall PSNR %.2f fMSE %.1f, %.0f ms/image", name, scores[name]["overall"]["psnr"],
-                    scores[name]["overall"]["fmse"], scores[name]["latency_ms"])
+        logger.info(
+            "%s: overall PSNR %.2f fMSE %.1f, %.0f ms/image",
+            name,
+            scores[name]["overall"]["psnr"],
+            scores[name]["overall"]["fmse"],
+            scores[name]["latency_ms"],
+        )
     return scores
 
 
@@ -141,8 +154,7 @@ def score_cross(methods: dict[str, Any], cases: list) -> tuple[dict[str, Any], d
         outputs[name] = [method(c.composite, c.mask) for c in cases]
         after = [lab_stats_distance(o, c.mask) for o, c in zip(outputs[name], cases, strict=True)]
         change = [(a - b) / b for a, b in zip(after, before, strict=True) if b > 1e-6]
-        scores[name] = {"distance": round(float(np.mean(after)), 3),
-                        "mean_change": round(float(np.mean(change)), 4)}
+        scores[name] = {"distance": round(float(np.mean(after)), 3), "mean_change": round(float(np.mean(change)), 4)}
     return {"cases": len(cases), "distance_before": round(float(np.mean(before)), 3), "methods": scores}, outputs
 
 
@@ -184,8 +196,12 @@ def check_targets(graded: dict[str, Any], cross: dict[str, Any], model: str) -> 
         "cross_distance_change": (cross["methods"][model]["mean_change"], "<= -0.30", lambda v: v <= -0.30),
     }
     out = {name: {"value": round(v, 4), "target": t, "met": bool(ok(v))} for name, (v, t, ok) in checks.items()}
-    beaten = all(me[b][m] > graded[base][b][m] if m == "psnr" else me[b][m] < graded[base][b][m]
-                 for base in ("reinhard", "histogram") for b in ("mild", "medium", "strong") for m in ("psnr", "fmse"))
+    beaten = all(
+        me[b][m] > graded[base][b][m] if m == "psnr" else me[b][m] < graded[base][b][m]
+        for base in ("reinhard", "histogram")
+        for b in ("mild", "medium", "strong")
+        for m in ("psnr", "fmse")
+    )
     out["beats_reinhard_and_histogram_every_bucket"] = {"value": beaten, "target": "true", "met": beaten}
     return out
 
@@ -193,23 +209,30 @@ def check_targets(graded: dict[str, Any], cross: dict[str, Any], model: str) -> 
 def markdown(result: dict[str, Any]) -> str:
     """The README's quality table: one row per method, overall and per bucket, and the cross-photo distance."""
     graded, cross = result["graded"], result["cross"]
-    lines = ["| method | PSNR | fMSE | PSNR 256 | fMSE 256 | PSNR mild / medium / strong | fMSE mild / medium / strong "
-             "| cross fg-bg distance | ms / image |",
-             "|---|---:|---:|---:|---:|---|---|---:|---:|"]
+    lines = [
+        "| method | PSNR | fMSE | PSNR 256 | fMSE 256 | PSNR mild / medium / strong | fMSE mild / medium / strong "
+        "| cross fg-bg distance | ms / image |",
+        "|---|---:|---:|---:|---:|---|---|---:|---:|",
+    ]
     for name, s in graded.items():
         buckets = " / ".join(f"{s[b]['psnr']:.2f}" for b in ("mild", "medium", "strong"))
         fmses = " / ".join(f"{s[b]['fmse']:.0f}" for b in ("mild", "medium", "strong"))
         c = cross["methods"][name]
-        lines.append(f"| {name} | {s['overall']['psnr']:.2f} | {s['overall']['fmse']:.1f} | "
-                     f"{s['overall']['psnr_256']:.2f} | {s['overall']['fmse_256']:.1f} | {buckets} | {fmses} | "
-                     f"{c['distance']:.2f} ({100 * c['mean_change']:+.0f}%) | {s['latency_ms']:.0f} |")
+        lines.append(
+            f"| {name} | {s['overall']['psnr']:.2f} | {s['overall']['fmse']:.1f} | "
+            f"{s['overall']['psnr_256']:.2f} | {s['overall']['fmse_256']:.1f} | {buckets} | {fmses} | "
+            f"{c['distance']:.2f} ({100 * c['mean_change']:+.0f}%) | {s['latency_ms']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_quality", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="pretrained",
-                        help="comma-separated [label=]URI of models ('pretrained' = the shipped weights; '' = none)")
+    parser.add_argument(
+        "--models",
+        default="pretrained",
+        help="comma-separated [label=]URI of models ('pretrained' = the shipped weights; '' = none)",
+    )
     parser.add_argument("--photos", default=None, help="the corpus folder (default: $SSH_PHOTO_CORPUS or ../shared/photos)")
     parser.add_argument("--per-photo", type=int, default=2, help="graded composites per holdout photo")
     parser.add_argument("--cross", type=int, default=60, help="cross-photo composites")
@@ -227,24 +250,32 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     started = time.perf_counter()
-    from tasks.evaluation import methods_for
+    from pipeline.evaluation import methods_for
 
     models = load_models([s for s in args.models.split(",") if s.strip()])
     methods = methods_for(models)
     cases = graded_cases(root, args.per_photo)
     crosses = cross_cases(root, args.cross)
-    logger.info("%d graded and %d cross-photo composites in %.0f s", len(cases), len(crosses),
-                time.perf_counter() - started)
+    logger.info("%d graded and %d cross-photo composites in %.0f s", len(cases), len(crosses), time.perf_counter() - started)
     graded = score_graded(methods, cases)
     cross, outputs = score_cross(methods, crosses)
     results_path = Path(args.results)
     sheet = contact_sheet(crosses, outputs, [*models, "reinhard"], results_path.with_name(SHEET.name))
     result: dict[str, Any] = {
-        "setup": {"seed": SEED, "graded_cases": len(cases), "per_photo": args.per_photo,
-                  "cases_per_bucket": {b: graded["identity"][b]["cases"] for b in ("mild", "medium", "strong")},
-                  "cross_cases": len(crosses), "models": args.models, "torch_threads": torch.get_num_threads(),
-                  "cpus": os.cpu_count(), "wall_s": round(time.perf_counter() - started, 1), "sheet": sheet.name},
-        "graded": graded, "cross": cross,
+        "setup": {
+            "seed": SEED,
+            "graded_cases": len(cases),
+            "per_photo": args.per_photo,
+            "cases_per_bucket": {b: graded["identity"][b]["cases"] for b in ("mild", "medium", "strong")},
+            "cross_cases": len(crosses),
+            "models": args.models,
+            "torch_threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "wall_s": round(time.perf_counter() - started, 1),
+            "sheet": sheet.name,
+        },
+        "graded": graded,
+        "cross": cross,
     }
     if models:
         first = next(iter(models))

@@ -22,7 +22,7 @@ strength 1; "mixed": strength uniform in [0.1, 1]; "mild": strength u^2, mostly 
 pairs of near-identical grades teach when to leave colours alone; ``lut_bank``'s distributions),
 the share of triplets in the "region" layout (``ssh_model.triplets``), and checkpoint selection
 (``select``: one training photo, ``val_photo``, is held out and the model is picked among evenly
-spaced checkpoints by its composites, ``tasks.evaluation.selection_composites``, as train-model
+spaced checkpoints by its composites, ``pipeline.evaluation.selection_composites``, as train-model
 does with the val split). Writes ``benchmarks/results/recipe.json`` and prints a markdown table.
 """
 
@@ -104,21 +104,27 @@ RECIPES: dict[str, Recipe] = {
     "ssh-small-mild-lr3e-4-region0.5": Recipe("small", strengths="mild", lr=3e-4, region=0.5),
     # Round 5: early stopping. One training photo (china) is held out, and its composites pick the checkpoint.
     "colour-grid-small-mild-lr3e-4-valchina": Recipe("colour-grid-small", strengths="mild", lr=3e-4, val_photo="china"),
-    "colour-grid-small-mild-lr3e-4-select": Recipe("colour-grid-small", strengths="mild", lr=3e-4, val_photo="china",
-                                                   select=12),
+    "colour-grid-small-mild-lr3e-4-select": Recipe(
+        "colour-grid-small", strengths="mild", lr=3e-4, val_photo="china", select=12
+    ),
     "ssh-small-mild-lr3e-4-select": Recipe("small", strengths="mild", lr=3e-4, val_photo="china", select=12),
     "colour-small-mild-select": Recipe("colour-small", strengths="mild", val_photo="china", select=12),
-    "colour-grid-small-mild-lr3e-4-select-seed1": Recipe("colour-grid-small", strengths="mild", lr=3e-4,
-                                                         val_photo="china", select=12, seed=1),
-    "colour-grid-small-mild-lr3e-4-select-seed2": Recipe("colour-grid-small", strengths="mild", lr=3e-4,
-                                                         val_photo="china", select=12, seed=2),
-    "colour-grid-small-mild-lr1e-4-select": Recipe("colour-grid-small", strengths="mild", lr=1e-4, val_photo="china",
-                                                   select=12),
+    "colour-grid-small-mild-lr3e-4-select-seed1": Recipe(
+        "colour-grid-small", strengths="mild", lr=3e-4, val_photo="china", select=12, seed=1
+    ),
+    "colour-grid-small-mild-lr3e-4-select-seed2": Recipe(
+        "colour-grid-small", strengths="mild", lr=3e-4, val_photo="china", select=12, seed=2
+    ),
+    "colour-grid-small-mild-lr1e-4-select": Recipe(
+        "colour-grid-small", strengths="mild", lr=1e-4, val_photo="china", select=12
+    ),
     "ssh-small-mixed-select": Recipe("small", strengths="mixed", val_photo="china", select=12),
-    "colour-grid-small-mild-lr1e-4-select-seed1": Recipe("colour-grid-small", strengths="mild", lr=1e-4,
-                                                         val_photo="china", select=12, seed=1),
-    "colour-grid-small-mild-lr1e-4-select-seed2": Recipe("colour-grid-small", strengths="mild", lr=1e-4,
-                                                         val_photo="china", select=12, seed=2),
+    "colour-grid-small-mild-lr1e-4-select-seed1": Recipe(
+        "colour-grid-small", strengths="mild", lr=1e-4, val_photo="china", select=12, seed=1
+    ),
+    "colour-grid-small-mild-lr1e-4-select-seed2": Recipe(
+        "colour-grid-small", strengths="mild", lr=1e-4, val_photo="china", select=12, seed=2
+    ),
 }
 
 
@@ -129,8 +135,9 @@ def make_bank(seed: int, distribution: str, count: int = 100) -> list:
     return lut_bank(seed, count=count, size=17, distribution=distribution)
 
 
-def make_triplets(photos: list[np.ndarray], bank: list, per_image: int, crop: int, seed: int,
-                  region: float = 0.0) -> dict[str, np.ndarray]:
+def make_triplets(
+    photos: list[np.ndarray], bank: list, per_image: int, crop: int, seed: int, region: float = 0.0
+) -> dict[str, np.ndarray]:
     """uint8 (N, S, S, 3) arrays under ``TRIPLET_KEYS`` from ``per_image`` triplets of every photo, a share
     ``region`` of them in the "region" layout."""
     from ssh_model.train import TRIPLET_KEYS
@@ -141,8 +148,9 @@ def make_triplets(photos: list[np.ndarray], bank: list, per_image: int, crop: in
     for photo in photos:
         for _ in range(per_image):
             first, second = (int(i) for i in rng.choice(len(bank), size=2, replace=False))
-            triplets.append(make_triplet(photo, bank[first], bank[second], rng, crop_size=crop,
-                                         layout=draw_layout(rng, region)))
+            triplets.append(
+                make_triplet(photo, bank[first], bank[second], rng, crop_size=crop, layout=draw_layout(rng, region))
+            )
     return {key: np.stack([getattr(t, key) for t in triplets]) for key in TRIPLET_KEYS}
 
 
@@ -165,8 +173,11 @@ def heldout_composites(names: list[str]) -> list:
     from ssh_model.composites import evaluation_set
 
     photos = dict(zip(names, photos_of(names), strict=True))
-    return [dataclasses.replace(item, id=f"{item.id}-s{seed}")
-            for seed in HELDOUT_SEEDS for item in evaluation_set(photos, seed=seed)]
+    return [
+        dataclasses.replace(item, id=f"{item.id}-s{seed}")
+        for seed in HELDOUT_SEEDS
+        for item in evaluation_set(photos, seed=seed)
+    ]
 
 
 def batches(data: dict[str, np.ndarray], batch: int, seed: int):
@@ -178,16 +189,18 @@ def batches(data: dict[str, np.ndarray], batch: int, seed: int):
         yield {key: values[index] for key, values in data.items()}
 
 
-def calibrated_steps(preset: str, data: dict[str, np.ndarray], batch: int, lr: float, losses: Any,
-                     cpu_seconds: float) -> int:
+def calibrated_steps(
+    preset: str, data: dict[str, np.ndarray], batch: int, lr: float, losses: Any, cpu_seconds: float
+) -> int:
     """How many steps of ``preset`` fit ``cpu_seconds`` of this process's CPU time: a throw-away model is
     timed on ``CALIBRATION_STEPS`` steps after ``WARMUP_STEPS`` untimed ones (allocations, kernel choices)."""
     from ssh_model.network import build_model
     from ssh_model.train import TrainConfig, train
 
     probe = build_model(preset)
-    probe_cfg = TrainConfig(steps=WARMUP_STEPS, batch_size=batch, lr=lr, warmup_steps=1, log_every=10**6,
-                            sample_every=0, losses=losses)
+    probe_cfg = TrainConfig(
+        steps=WARMUP_STEPS, batch_size=batch, lr=lr, warmup_steps=1, log_every=10**6, sample_every=0, losses=losses
+    )
     train(probe, batches(data, batch, 1), probe_cfg)
     started = time.process_time()
     train(probe, batches(data, batch, 1), dataclasses.replace(probe_cfg, steps=CALIBRATION_STEPS))
@@ -195,7 +208,7 @@ def calibrated_steps(preset: str, data: dict[str, np.ndarray], batch: int, lr: f
 
 
 class TimedScoring:
-    """Scores ``model`` into ``best`` (a ``tasks.selection.BestSoFar``) and adds up the CPU time it takes
+    """Scores ``model`` into ``best`` (a ``pipeline.selection.BestSoFar``) and adds up the CPU time it takes
     after step 0 (scoring during training), which a training budget does not count."""
 
     def __init__(self, best: Any, model: Any) -> None:
@@ -217,19 +230,27 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
     """
     import torch
 
+    from pipeline.evaluation import selection_composites
+    from pipeline.selection import BestSoFar
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
     from ssh_model.samples import sample_photo
     from ssh_model.train import TrainConfig, train
-    from tasks.evaluation import selection_composites
-    from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon, harm=recipe.harm, style=recipe.style)
     steps = calibrated_steps(recipe.model, data, recipe.batch, recipe.lr, losses, cpu_seconds)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model)
-    cfg = TrainConfig(steps=steps, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=max(1, steps // 20),
-                      log_every=max(1, steps // 5), sample_every=0, losses=losses, seed=recipe.seed)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=recipe.batch,
+        lr=recipe.lr,
+        warmup_steps=max(1, steps // 20),
+        log_every=max(1, steps // 5),
+        sample_every=0,
+        losses=losses,
+        seed=recipe.seed,
+    )
     callback, best, score = None, None, None
     if recipe.select:
         best = BestSoFar(selection_composites([sample_photo(recipe.val_photo)], max_side=None))
@@ -240,13 +261,19 @@ def train_on_budget(recipe: Recipe, data: dict[str, np.ndarray], cpu_seconds: fl
         callback = lambda event: score(event.step)  # noqa: E731
     started = time.process_time()
     result = train(model, batches(data, recipe.batch, 2 + 100 * recipe.seed), cfg, callback=callback)
-    history = result.history[-max(1, steps // 10):]
-    facts = {"steps": steps, "final_loss": round(float(np.mean([h["total"] for h in history])), 4),
-             "cpu_s": round(time.process_time() - started, 1)}
+    history = result.history[-max(1, steps // 10) :]
+    facts = {
+        "steps": steps,
+        "final_loss": round(float(np.mean([h["total"] for h in history])), 4),
+        "cpu_s": round(time.process_time() - started, 1),
+    }
     if best is not None:
         model = best.model
-        facts.update(cpu_s=round(facts["cpu_s"] - score.cpu_s, 1), selected_step=best.step,
-                     selection_psnr={str(step): round(psnr, 3) for step, psnr in best.scores})
+        facts.update(
+            cpu_s=round(facts["cpu_s"] - score.cpu_s, 1),
+            selected_step=best.step,
+            selection_psnr={str(step): round(psnr, 3) for step, psnr in best.scores},
+        )
     return model.eval(), facts
 
 
@@ -255,20 +282,24 @@ def run_recipe(name: str, recipe: Recipe, cpu_seconds: float, val_root: str) -> 
     import torch
 
     torch.set_num_threads(1)
-    from tasks.evaluation import evaluate_composites, evaluate_triplets, methods_for
+    from pipeline.evaluation import evaluate_composites, evaluate_triplets, methods_for
 
     train_names, heldout = split_names()
     train_names = [n for n in train_names if n != recipe.val_photo]
-    data = make_triplets(photos_of(train_names), make_bank(TRAIN_BANK_SEED, recipe.strengths), recipe.per_image,
-                         recipe.crop, seed=1)
+    data = make_triplets(
+        photos_of(train_names), make_bank(TRAIN_BANK_SEED, recipe.strengths), recipe.per_image, recipe.crop, seed=1
+    )
     model, facts = train_on_budget(recipe, data, cpu_seconds)
     val = evaluate_triplets({"model": model}, val_root, "val", limit=10**6, baselines=())
     held = evaluate_composites(methods_for({"model": model}, baselines=()), heldout_composites(heldout))
-    return {"recipe": name, **dataclasses.asdict(recipe), **facts,
-            "val": {k: round(v, 3) for k, v in val.summary()[0].items() if k in ("psnr", "mse", "fmse")},
-            "heldout": {k: round(v, 3) for k, v in held.summary()[0].items()
-                        if k in ("psnr", "fmse", "psnr_256", "fmse_256")},
-            "heldout_by_level": by_level(held)}
+    return {
+        "recipe": name,
+        **dataclasses.asdict(recipe),
+        **facts,
+        "val": {k: round(v, 3) for k, v in val.summary()[0].items() if k in ("psnr", "mse", "fmse")},
+        "heldout": {k: round(v, 3) for k, v in held.summary()[0].items() if k in ("psnr", "fmse", "psnr_256", "fmse_256")},
+        "heldout_by_level": by_level(held),
+    }
 
 
 def by_level(evaluation: Any) -> dict[str, dict[str, float]]:
@@ -300,27 +331,36 @@ def write_val_triplets(root: str) -> None:
 
 
 def baseline_rows(val_root: str) -> list[dict[str, Any]]:
-    from tasks.evaluation import evaluate_composites, evaluate_triplets, methods_for
+    from pipeline.evaluation import evaluate_composites, evaluate_triplets, methods_for
 
     _, heldout = split_names()
     val = {row["method"]: row for row in evaluate_triplets({}, val_root, "val", limit=10**6).summary()}
     evaluation = evaluate_composites(methods_for({}), heldout_composites(heldout))
     held = {row["method"]: row for row in evaluation.summary()}
     levels = by_level(evaluation)
-    return [{"recipe": f"({name})", "val": {k: round(val[name][k], 3) for k in ("psnr", "mse", "fmse")},
-             "heldout": {k: round(held[name][k], 3) for k in ("psnr", "fmse", "psnr_256", "fmse_256")},
-             "heldout_by_level": {"model": levels[name]}}
-            for name in held]
+    return [
+        {
+            "recipe": f"({name})",
+            "val": {k: round(val[name][k], 3) for k in ("psnr", "mse", "fmse")},
+            "heldout": {k: round(held[name][k], 3) for k in ("psnr", "fmse", "psnr_256", "fmse_256")},
+            "heldout_by_level": {"model": levels[name]},
+        }
+        for name in held
+    ]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| recipe | steps | val PSNR | held-out PSNR | held-out fMSE | PSNR mild / medium / strong |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        "| recipe | steps | val PSNR | held-out PSNR | held-out fMSE | PSNR mild / medium / strong |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for row in rows:
         levels = row["heldout_by_level"]["model"]
-        lines.append(f"| {row['recipe']} | {row.get('steps', '')} | {row['val']['psnr']:.2f} | "
-                     f"{row['heldout']['psnr']:.2f} | {row['heldout']['fmse']:.0f} | "
-                     f"{levels['mild']:.2f} / {levels['medium']:.2f} / {levels['strong']:.2f} |")
+        lines.append(
+            f"| {row['recipe']} | {row.get('steps', '')} | {row['val']['psnr']:.2f} | "
+            f"{row['heldout']['psnr']:.2f} | {row['heldout']['fmse']:.0f} | "
+            f"{levels['mild']:.2f} / {levels['medium']:.2f} / {levels['strong']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -347,11 +387,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows = pool.map(_run, jobs, chunksize=1)
     rows.sort(key=lambda r: -r["heldout"]["psnr"])
     table = markdown(baselines + rows)
-    result = {"machine": {"cpus": os.cpu_count(), "load_average_after": [round(v, 2) for v in os.getloadavg()]},
-              "setup": {"cpu_seconds_per_recipe": args.cpu_seconds, "val_crop": VAL_CROP,
-                        "val_triplets": 2 * VAL_PER_PHOTO, "heldout_composites": 2 * 3 * len(HELDOUT_SEEDS),
-                        "wall_s": round(time.perf_counter() - started, 1)},
-              "baselines": baselines, "recipes": rows, "table": table}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "load_average_after": [round(v, 2) for v in os.getloadavg()]},
+        "setup": {
+            "cpu_seconds_per_recipe": args.cpu_seconds,
+            "val_crop": VAL_CROP,
+            "val_triplets": 2 * VAL_PER_PHOTO,
+            "heldout_composites": 2 * 3 * len(HELDOUT_SEEDS),
+            "wall_s": round(time.perf_counter() - started, 1),
+        },
+        "baselines": baselines,
+        "recipes": rows,
+        "table": table,
+    }
     write_results(Path(args.results), result)
     print(table)
     return result

@@ -6,7 +6,7 @@ The corpus version of ``bench_recipe``: triplets of ``--photos-used`` photos of 
 (crop and region layouts, region foregrounds shaped by the BSDS500 train masks) are made once; every
 recipe trains one model from scratch on them for the same budget of CPU seconds, one process and one
 torch thread each, with checkpoint selection on composites of ``--select-photos`` other train photos
-(``tasks.evaluation.selection_composites``, as train-model does with its val split). Each model is then
+(``pipeline.evaluation.selection_composites``, as train-model does with its val split). Each model is then
 scored on the quality benchmark's graded composites of the ``holdout/`` photos (``bench_quality``, one per
 photo here). Writes ``benchmarks/results/recipe-corpus.json`` and prints a table.
 """
@@ -63,13 +63,14 @@ RECIPES: dict[str, CorpusRecipe] = {
 
 
 def shrink(image: np.ndarray, side: int = PHOTO_SIDE) -> np.ndarray:
-    from tasks.evaluation import downscaled
+    from pipeline.evaluation import downscaled
 
     return downscaled(image, side)
 
 
-def make_data(photo_paths: list[Path], outlines: list[np.ndarray], recipe: CorpusRecipe, per_image: int,
-              seed: int = 1) -> dict[str, np.ndarray]:
+def make_data(
+    photo_paths: list[Path], outlines: list[np.ndarray], recipe: CorpusRecipe, per_image: int, seed: int = 1
+) -> dict[str, np.ndarray]:
     """uint8 (N, S, S, 3) arrays under ``TRIPLET_KEYS``: ``per_image`` triplets of each photo."""
     from ssh_model.images import read_image
     from ssh_model.lut import lut_bank
@@ -91,17 +92,18 @@ def make_data(photo_paths: list[Path], outlines: list[np.ndarray], recipe: Corpu
     return {key: np.stack(values) for key, values in rows.items()}
 
 
-def train_recipe(recipe: CorpusRecipe, data: dict[str, np.ndarray], select_urls: list[str],
-                 cpu_seconds: float) -> tuple[Any, dict[str, Any]]:
+def train_recipe(
+    recipe: CorpusRecipe, data: dict[str, np.ndarray], select_urls: list[str], cpu_seconds: float
+) -> tuple[Any, dict[str, Any]]:
     """A model trained for ~``cpu_seconds`` of CPU time, the best of its evenly spaced checkpoints."""
     import torch
 
     from benchmarks.bench_recipe import TimedScoring, batches, calibrated_steps
+    from pipeline.evaluation import selection_composites
+    from pipeline.selection import BestSoFar
     from ssh_model.losses import LossConfig
     from ssh_model.network import build_model
     from ssh_model.train import TrainConfig, train
-    from tasks.evaluation import selection_composites
-    from tasks.selection import BestSoFar
 
     losses = LossConfig(recon=recipe.recon)
     steps = calibrated_steps(recipe.model, data, recipe.batch, recipe.lr, losses, cpu_seconds)
@@ -110,23 +112,35 @@ def train_recipe(recipe: CorpusRecipe, data: dict[str, np.ndarray], select_urls:
     best = BestSoFar(selection_composites(select_urls))
     score = TimedScoring(best, model)
     score(0)
-    cfg = TrainConfig(steps=steps, batch_size=recipe.batch, lr=recipe.lr, warmup_steps=max(1, steps // 20),
-                      log_every=max(1, steps // recipe.select), sample_every=0, losses=losses)
+    cfg = TrainConfig(
+        steps=steps,
+        batch_size=recipe.batch,
+        lr=recipe.lr,
+        warmup_steps=max(1, steps // 20),
+        log_every=max(1, steps // recipe.select),
+        sample_every=0,
+        losses=losses,
+    )
     started = time.process_time()
     train(model, batches(data, recipe.batch, 2), cfg, callback=lambda event: score(event.step))
-    return best.model, {"steps": steps, "selected_step": best.step, "select_psnr": round(best.psnr, 3),
-                        "cpu_s": round(time.process_time() - started - score.cpu_s, 1),
-                        "selection_curve": {str(s): round(p, 3) for s, p in best.scores}}
+    return best.model, {
+        "steps": steps,
+        "selected_step": best.step,
+        "select_psnr": round(best.psnr, 3),
+        "cpu_s": round(time.process_time() - started - score.cpu_s, 1),
+        "selection_curve": {str(s): round(p, 3) for s, p in best.scores},
+    }
 
 
-def run_recipe(name: str, recipe: CorpusRecipe, data_path: str, select_urls: list[str], cpu_seconds: float,
-               root: str) -> dict[str, Any]:
+def run_recipe(
+    name: str, recipe: CorpusRecipe, data_path: str, select_urls: list[str], cpu_seconds: float, root: str
+) -> dict[str, Any]:
     """Train and score one recipe (in a worker process with one torch thread)."""
     import torch
 
     torch.set_num_threads(1)
     from benchmarks.bench_quality import graded_cases, score_graded
-    from tasks.evaluation import methods_for
+    from pipeline.evaluation import methods_for
 
     with np.load(data_path) as loaded:
         data = {key: loaded[key] for key in loaded.files}
@@ -140,22 +154,25 @@ def _run(args: tuple) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], baselines: dict[str, Any]) -> str:
-    lines = ["| recipe | steps | selected | CPU s | PSNR | fMSE | PSNR mild / medium / strong |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| recipe | steps | selected | CPU s | PSNR | fMSE | PSNR mild / medium / strong |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
     for name, q in baselines.items():
         levels = " / ".join(f"{q[b]['psnr']:.2f}" for b in ("mild", "medium", "strong"))
         lines.append(f"| ({name}) | | | | {q['overall']['psnr']:.2f} | {q['overall']['fmse']:.1f} | {levels} |")
     for row in rows:
         q = row["quality"]
         levels = " / ".join(f"{q[b]['psnr']:.2f}" for b in ("mild", "medium", "strong"))
-        lines.append(f"| {row['recipe']} | {row['steps']} | {row['selected_step']} | {row['cpu_s']:.0f} | "
-                     f"{q['overall']['psnr']:.2f} | {q['overall']['fmse']:.1f} | {levels} |")
+        lines.append(
+            f"| {row['recipe']} | {row['steps']} | {row['selected_step']} | {row['cpu_s']:.0f} | "
+            f"{q['overall']['psnr']:.2f} | {q['overall']['fmse']:.1f} | {levels} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_recipe_corpus",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_recipe_corpus", description=__doc__.split("\n")[0])
     parser.add_argument("--cpu-seconds", type=float, default=300.0, help="training budget per recipe")
     parser.add_argument("--photos-used", type=int, default=600, help="train photos the triplets are cut from")
     parser.add_argument("--per-image", type=int, default=8, help="triplets per photo")
@@ -177,13 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_recipe_corpus: {err}", file=sys.stderr)
         return 2
     os.environ["OMP_NUM_THREADS"] = "1"
-    from tasks.triplets import load_outlines
+    from pipeline.triplet_plan import load_outlines
 
     started = time.perf_counter()
     train_photos = photos(root, "train")
     picked = np.random.default_rng(0).permutation(len(train_photos))
-    used = [train_photos[i] for i in picked[:args.photos_used]]
-    select_urls = [str(train_photos[i]) for i in picked[args.photos_used:args.photos_used + args.select_photos]]
+    used = [train_photos[i] for i in picked[: args.photos_used]]
+    select_urls = [str(train_photos[i]) for i in picked[args.photos_used : args.photos_used + args.select_photos]]
     outlines = load_outlines(str(root / "masks" / "train"))
     with tempfile.TemporaryDirectory() as tmp:
         jobs, data_files = [], {}
@@ -198,16 +215,28 @@ def main(argv: list[str] | None = None) -> int:
         with multiprocessing.get_context("spawn").Pool(args.parallel, maxtasksperchild=1) as pool:
             rows = pool.map(_run, jobs, chunksize=1)
     from benchmarks.bench_quality import graded_cases, score_graded
-    from tasks.evaluation import methods_for
+    from pipeline.evaluation import methods_for
 
     baselines = score_graded(methods_for({}), graded_cases(root, per_photo=1))
     rows.sort(key=lambda r: -r["quality"]["overall"]["psnr"])
     table = markdown(rows, baselines)
-    write_results(args.results, {
-        "setup": {"cpu_seconds_per_recipe": args.cpu_seconds, "photos_used": args.photos_used,
-                  "per_image": args.per_image, "select_photos": args.select_photos, "photo_side": PHOTO_SIDE,
-                  "outlines": len(outlines), "wall_s": round(time.perf_counter() - started, 1)},
-        "baselines": baselines, "recipes": rows, "table": table})
+    write_results(
+        args.results,
+        {
+            "setup": {
+                "cpu_seconds_per_recipe": args.cpu_seconds,
+                "photos_used": args.photos_used,
+                "per_image": args.per_image,
+                "select_photos": args.select_photos,
+                "photo_side": PHOTO_SIDE,
+                "outlines": len(outlines),
+                "wall_s": round(time.perf_counter() - started, 1),
+            },
+            "baselines": baselines,
+            "recipes": rows,
+            "table": table,
+        },
+    )
     print(table)
     return 0
 

@@ -47,8 +47,13 @@ def train_throughput(size: int, batch: int, steps: int, warmup: int = 1) -> dict
             times.append(time.perf_counter() - start)
     step_s = float(np.median(times))
     return {
-        "preset": "small", "params": count_parameters(model), "crop": size, "batch": batch, "steps": steps,
-        "step_s_median": round(step_s, 4), "triplets_per_s": round(batch / step_s, 2),
+        "preset": "small",
+        "params": count_parameters(model),
+        "crop": size,
+        "batch": batch,
+        "steps": steps,
+        "step_s_median": round(step_s, 4),
+        "triplets_per_s": round(batch / step_s, 2),
     }
 
 
@@ -64,8 +69,12 @@ def forward_latency(size: int, repeats: int) -> dict:
             start = time.perf_counter()
             model(x, x)
             times.append(time.perf_counter() - start)
-    return {"preset": "full", "params": count_parameters(model), "size": size,
-            "forward_ms_median": round(1000 * float(np.median(times)), 1)}
+    return {
+        "preset": "full",
+        "params": count_parameters(model),
+        "size": size,
+        "forward_ms_median": round(1000 * float(np.median(times)), 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,7 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     result = {
-        "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "machine": platform.machine(),
         "train_small": [train_throughput(128, 8, args.steps), train_throughput(256, 4, args.steps)],
         "forward_full": forward_latency(256, args.repeats),
     }

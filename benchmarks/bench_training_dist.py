@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import write_results
+from pipeline.ray_runtime import ray_init
 from ssh_model.dataset import TripletDataset
 from ssh_model.images import read_image
 from ssh_model.lut import lut_bank
@@ -37,7 +38,6 @@ from ssh_model.samples import sample_photo_paths
 from ssh_model.shards import ShardWriter, triplet_row
 from ssh_model.train import TrainConfig
 from ssh_model.triplets import make_triplet
-from tasks.common import ray_init
 
 RESULTS = Path(__file__).resolve().parent / "results" / "training_dist.json"
 WARMUP_STEPS = 4
@@ -78,7 +78,7 @@ def loader_rate(root: str, batch: int, seconds: float = 5.0) -> float:
 def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, batch: int) -> dict[str, Any]:
     """Steady-state training samples/s (all workers) from the progress events after the warm-up, and how
     much CPU rank 0 got in that window (``utilisation`` = CPU seconds / wall seconds; 1.0 = a free core)."""
-    from tasks.training import TrainingJob, run_training
+    from pipeline.training import TrainingJob, run_training
 
     events: list[dict[str, Any]] = []
     # A progress event every 2 steps (train-model's default is 20): each one makes rank 0 sync with the
@@ -88,25 +88,38 @@ def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, 
     name = f"bench-{workers}x{threads}-{time.time_ns()}"
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    outcome = run_training(job, run_name=name, storage_root=storage, num_workers=workers, max_failures=0,
-                           on_event=lambda e: events.append(e) if e["kind"] == "progress" else None)
+    outcome = run_training(
+        job,
+        run_name=name,
+        storage_root=storage,
+        num_workers=workers,
+        max_failures=0,
+        on_event=lambda e: events.append(e) if e["kind"] == "progress" else None,
+    )
     wall = time.perf_counter() - started
     steady = [e for e in events if e["step"] > WARMUP_STEPS]
     first, last = steady[0], steady[-1]
     seconds = max(last["time"] - first["time"], 1e-9)
     steps_done = last["step"] - first["step"]
     cpu = last["cpu_s"] - first["cpu_s"]
-    return {"workers": workers, "threads_per_worker": threads, "steps": outcome.steps,
-            "batch_per_worker": batch, "samples_per_s": round(steps_done * batch * workers / seconds, 2),
-            "step_s": round(seconds / max(steps_done, 1), 4),
-            "rank0_cpu_utilisation": round(cpu / seconds, 2),
-            "samples_per_cpu_s_per_worker": round(steps_done * batch / max(cpu, 1e-9), 2),
-            "load_average_before": round(load_before, 2), "wall_s_including_startup": round(wall, 1)}
+    return {
+        "workers": workers,
+        "threads_per_worker": threads,
+        "steps": outcome.steps,
+        "batch_per_worker": batch,
+        "samples_per_s": round(steps_done * batch * workers / seconds, 2),
+        "step_s": round(seconds / max(steps_done, 1), 4),
+        "rank0_cpu_utilisation": round(cpu / seconds, 2),
+        "samples_per_cpu_s_per_worker": round(steps_done * batch / max(cpu, 1e-9), 2),
+        "load_average_before": round(load_before, 2),
+        "wall_s_including_startup": round(wall, 1),
+    }
 
 
 def best(runs: list[dict[str, Any]], workers: int, threads: int) -> dict[str, Any]:
-    return max((r for r in runs if (r["workers"], r["threads_per_worker"]) == (workers, threads)),
-               key=lambda r: r["samples_per_s"])
+    return max(
+        (r for r in runs if (r["workers"], r["threads_per_worker"]) == (workers, threads)), key=lambda r: r["samples_per_s"]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -135,11 +148,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     per_worker_need = max(r["samples_per_s"] / r["workers"] for r in runs)
     efficiency = two["samples_per_cpu_s_per_worker"] / one["samples_per_cpu_s_per_worker"]
     result = {
-        "machine": {"cpus": os.cpu_count(), "load_average_after": [round(v, 2) for v in os.getloadavg()],
-                    "note": "2 shared cores; other jobs ran at the same time; best of the interleaved runs"},
-        "setup": {"preset": "small", "crop": args.crop, "batch_per_worker": args.batch, "steps": args.steps,
-                  "warmup_steps_excluded": WARMUP_STEPS, "log_every": LOG_EVERY, "pairs": args.pairs,
-                  "triplets": triplets, "backend": "gloo (CPU)"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "note": "2 shared cores; other jobs ran at the same time; best of the interleaved runs",
+        },
+        "setup": {
+            "preset": "small",
+            "crop": args.crop,
+            "batch_per_worker": args.batch,
+            "steps": args.steps,
+            "warmup_steps_excluded": WARMUP_STEPS,
+            "log_every": LOG_EVERY,
+            "pairs": args.pairs,
+            "triplets": triplets,
+            "backend": "gloo (CPU)",
+        },
         "loader_samples_per_s_one_process": round(loader, 1),
         "training": runs,
         "best": {"one_worker": one, "two_workers": two, "one_worker_two_threads": threaded},
@@ -148,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "two_vs_one_worker_median_pair": round(float(np.median(paired)), 3),
         "two_vs_one_worker_cpu_normalised": round(2 * efficiency, 3),
         "cpu_normalised_note": "2 x (samples per CPU-second of a 2-worker rank / of the 1-worker run): "
-                               "the speed-up on two free cores, DDP overhead included, others' load excluded",
+        "the speed-up on two free cores, DDP overhead included, others' load excluded",
         "one_worker_two_threads_vs_one_thread": round(threaded["samples_per_s"] / one["samples_per_s"], 3),
         "target_two_vs_one": 1.6,
         "loader_headroom": round(loader / per_worker_need, 1),
@@ -159,8 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "at_35_percent_of_peak_triplets_per_s": round(0.35 * 989e3 / 265),
             "loader_cores_needed_per_h100_at_100_triplets_per_s_per_core": 10,
             "n_gpu_scaling": "DDP all-reduce of 15.2 M fp32 grads (61 MB) per step: ~1-2 ms on NVLink, "
-                             "overlapped with the backward, vs ~50 ms of compute at batch 64/GPU: "
-                             "~0.95x linear per added GPU on one node",
+            "overlapped with the backward, vs ~50 ms of compute at batch 64/GPU: "
+            "~0.95x linear per added GPU on one node",
         },
     }
     write_results(RESULTS, result)

@@ -73,16 +73,23 @@ def encoding_table(crop: int, count: int = 12) -> list[dict]:
                 pa.decompress(data, len(blob), "zstd", asbytes=True)
             decode_ms += (time.process_time() - start) / len(images) * 1e3
             blobs = packed
-        table.append({"encoding": encoding + (" + parquet zstd" if encoding == "raw" else ""),
-                      "encode_ms": round(encode_ms, 3), "decode_ms": round(decode_ms, 3),
-                      "kib_per_image": round(float(np.mean([len(b) for b in blobs])) / 1024, 1),
-                      "kib_per_triplet": round(4 * float(np.mean([len(b) for b in blobs])) / 1024, 1),
-                      "max_abs_error": error, "lossless": encoding in LOSSLESS_ENCODINGS and error == 0})
+        table.append(
+            {
+                "encoding": encoding + (" + parquet zstd" if encoding == "raw" else ""),
+                "encode_ms": round(encode_ms, 3),
+                "decode_ms": round(decode_ms, 3),
+                "kib_per_image": round(float(np.mean([len(b) for b in blobs])) / 1024, 1),
+                "kib_per_triplet": round(4 * float(np.mean([len(b) for b in blobs])) / 1024, 1),
+                "max_abs_error": error,
+                "lossless": encoding in LOSSLESS_ENCODINGS and error == 0,
+            }
+        )
     return table
 
 
 def ingest_samples(root: str) -> None:
-    from tasks.ingest import expand_sources, ingest_photos
+    from pipeline.ingest import expand_sources
+    from tasks.ingest import ingest_photos
 
     urls, empty = expand_sources(["builtin://samples"])
     ingest_photos.fn(urls, root, empty, max_workers=4)
@@ -90,16 +97,25 @@ def ingest_samples(root: str) -> None:
 
 def build_params(root: str, crop: int, per_image: int, encoding: str):
     """Build parameters over the ingested samples: one photo per shard, so every CPU gets shards."""
+    from pipeline.triplet_plan import BuildParams, image_manifest, load_lut_bank, lut_bank_digest, plan_shards
     from ssh_model.settings import get_settings
-    from tasks.triplets import BuildParams, image_manifest, load_lut_bank, lut_bank_digest, plan_shards
 
     settings = get_settings()
     manifest, manifest_sha = image_manifest(root)
     spec = "generator:0:32"
     bank = load_lut_bank(spec, settings.lut_size)
-    params = BuildParams(luts=spec, lut_size=settings.lut_size, lut_bank_sha256=lut_bank_digest(bank),
-                         image_manifest_sha256=manifest_sha, per_image=per_image, crop_size=crop, seed=0,
-                         encoding=encoding, rows_per_group=64, images_per_shard=1)
+    params = BuildParams(
+        luts=spec,
+        lut_size=settings.lut_size,
+        lut_bank_sha256=lut_bank_digest(bank),
+        image_manifest_sha256=manifest_sha,
+        per_image=per_image,
+        crop_size=crop,
+        seed=0,
+        encoding=encoding,
+        rows_per_group=64,
+        images_per_shard=1,
+    )
     return params, plan_shards(manifest, 1)
 
 
@@ -112,18 +128,25 @@ def summarize_build(entries: list[dict], cpus: int, encoding: str, wall: float) 
     first = entries[actors - 1]["finished_s"]
     later = sum(e["rows"] for e in entries[actors:])
     steady = later / (entries[-1]["finished_s"] - first) if later else float("nan")
-    return {"cpus": cpus, "encoding": encoding, "triplets": rows, "shards": len(entries),
-            "wall_s": round(wall, 3), "triplets_per_s": round(rows / wall, 2),
-            "triplets_per_s_steady": round(steady, 2), "triplets_per_s_per_busy_core": round(rows / busy, 2),
-            "triplets_per_cpu_second": round(rows / cpu, 2),
-            "bytes_per_triplet": round(sum(e["bytes"] for e in entries) / rows)}
+    return {
+        "cpus": cpus,
+        "encoding": encoding,
+        "triplets": rows,
+        "shards": len(entries),
+        "wall_s": round(wall, 3),
+        "triplets_per_s": round(rows / wall, 2),
+        "triplets_per_s_steady": round(steady, 2),
+        "triplets_per_s_per_busy_core": round(rows / busy, 2),
+        "triplets_per_cpu_second": round(rows / cpu, 2),
+        "bytes_per_triplet": round(sum(e["bytes"] for e in entries) / rows),
+    }
 
 
 def generation(root: str, cpus: int, crop: int, per_image: int, encodings: list[str]) -> list[dict]:
     """Build one version per encoding with Ray on ``cpus`` CPUs (after a warm-up build)."""
     import ray
 
-    from tasks.triplets import run_shard_builders, version_root_of
+    from pipeline.triplets import run_shard_builders, version_root_of
 
     ray.init(num_cpus=cpus, address="local", include_dashboard=False, logging_level=logging.WARNING)
     rows = []
@@ -162,23 +185,28 @@ def reader(root: str, workers: int, batch_size: int, epochs: int = 3) -> dict:
         seconds += time.perf_counter() - start
         cpu += time.process_time() - cpu_start
     rate = samples / seconds
-    return {"workers": workers, "batch_size": batch_size, "samples": samples,
-            "seconds": round(seconds, 3), "samples_per_s": round(rate, 1),
-            "samples_per_s_per_loader_core": round(rate / max(1, workers), 1),
-            # in-process loading only: CPU time of this process (robust to other load on the machine)
-            "samples_per_cpu_second": round(samples / cpu, 1) if workers == 0 else None}
+    return {
+        "workers": workers,
+        "batch_size": batch_size,
+        "samples": samples,
+        "seconds": round(seconds, 3),
+        "samples_per_s": round(rate, 1),
+        "samples_per_s_per_loader_core": round(rate / max(1, workers), 1),
+        # in-process loading only: CPU time of this process (robust to other load on the machine)
+        "samples_per_cpu_second": round(samples / cpu, 1) if workers == 0 else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_triplets",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_triplets", description=__doc__.split("\n")[0])
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--cpus", default="1,2", help="Ray CPU counts to compare")
     parser.add_argument("--per-image", type=int, default=40, help="triplets per photo in the timed builds")
     parser.add_argument("--workers", default="0,2", help="DataLoader worker counts for the reader")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--encodings", default=None,
-                        help="shard encodings to build and read (default: the library's default, then webp)")
+    parser.add_argument(
+        "--encodings", default=None, help="shard encodings to build and read (default: the library's default, then webp)"
+    )
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
 
@@ -187,50 +215,63 @@ def main(argv: list[str] | None = None) -> dict:
     from ssh_model.shards import DEFAULT_ENCODING
 
     torch.set_num_threads(1)
-    encodings = (args.encodings.split(",") if args.encodings
-                 else list(dict.fromkeys([DEFAULT_ENCODING, "webp"])))
+    encodings = args.encodings.split(",") if args.encodings else list(dict.fromkeys([DEFAULT_ENCODING, "webp"]))
     cpu_counts = [int(c) for c in args.cpus.split(",")]
-    result: dict = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                "processor": platform.processor(), "load_average_at_start": os.getloadavg()},
-                    "crop": args.crop, "default_encoding": DEFAULT_ENCODING, "targets": TARGETS}
+    result: dict = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "crop": args.crop,
+        "default_encoding": DEFAULT_ENCODING,
+        "targets": TARGETS,
+    }
     print(f"encodings at {args.crop} px ...", flush=True)
     result["encodings"] = encoding_table(args.crop)
     for row in result["encodings"]:
-        print(f"  {row['encoding']:20s} encode {row['encode_ms']:6.2f} ms  decode {row['decode_ms']:6.2f} ms"
-              f"  {row['kib_per_image']:6.1f} KiB/image  max error {row['max_abs_error']}")
+        print(
+            f"  {row['encoding']:20s} encode {row['encode_ms']:6.2f} ms  decode {row['decode_ms']:6.2f} ms"
+            f"  {row['kib_per_image']:6.1f} KiB/image  max error {row['max_abs_error']}"
+        )
     with tempfile.TemporaryDirectory(prefix="bench-triplets-") as root:
         ingest_samples(root)
         result["generation"], result["reader"] = [], []
         for cpus in cpu_counts:
             print(f"generation on {cpus} CPU(s) ...", flush=True)
             for row in generation(root, cpus, args.crop, args.per_image, encodings):
-                print(f"  {row['encoding']:5s} {row['triplets']} triplets in {row['wall_s']} s: "
-                      f"{row['triplets_per_s']} triplets/s (steady {row['triplets_per_s_steady']}), "
-                      f"{row['triplets_per_cpu_second']} per CPU second, "
-                      f"{row['bytes_per_triplet']} B/triplet")
+                print(
+                    f"  {row['encoding']:5s} {row['triplets']} triplets in {row['wall_s']} s: "
+                    f"{row['triplets_per_s']} triplets/s (steady {row['triplets_per_s_steady']}), "
+                    f"{row['triplets_per_cpu_second']} per CPU second, "
+                    f"{row['bytes_per_triplet']} B/triplet"
+                )
                 result["generation"].append(row)
         for encoding in encodings:
             version = f"{root}/triplets/{encoding}-{cpu_counts[-1]}"
             for workers in [int(w) for w in args.workers.split(",")]:
                 row = {"encoding": encoding, **reader(version, workers, args.batch_size)}
-                print(f"reader {encoding:5s} {workers} loader worker(s): {row['samples_per_s']} samples/s, "
-                      f"{row['samples_per_s_per_loader_core']} per loader core", flush=True)
+                print(
+                    f"reader {encoding:5s} {workers} loader worker(s): {row['samples_per_s']} samples/s, "
+                    f"{row['samples_per_s_per_loader_core']} per loader core",
+                    flush=True,
+                )
                 result["reader"].append(row)
     for encoding in encodings:
         builds = {r["cpus"]: r for r in result["generation"] if r["encoding"] == encoding}
         if 1 in builds and 2 in builds:
             result.setdefault("scaling_1_to_2", {})[encoding] = round(
-                builds[2]["triplets_per_s_steady"] / builds[1]["triplets_per_s_steady"], 3)
+                builds[2]["triplets_per_s_steady"] / builds[1]["triplets_per_s_steady"], 3
+            )
     default_builds = [r for r in result["generation"] if r["encoding"] == DEFAULT_ENCODING]
     default_reads = [r for r in result["reader"] if r["encoding"] == DEFAULT_ENCODING]
     if default_builds:
         result["bytes_per_triplet"] = default_builds[-1]["bytes_per_triplet"]
         per_core = min(r["triplets_per_s_steady"] / r["cpus"] for r in default_builds)
         result["meets"] = {
-            "triplets_per_s_per_core_256": per_core >= TARGETS["triplets_per_s_per_core_256"]
-            if args.crop == 256 else None,
-            "scaling_1_to_2": result.get("scaling_1_to_2", {}).get(DEFAULT_ENCODING, 0)
-            >= TARGETS["scaling_1_to_2"],
+            "triplets_per_s_per_core_256": per_core >= TARGETS["triplets_per_s_per_core_256"] if args.crop == 256 else None,
+            "scaling_1_to_2": result.get("scaling_1_to_2", {}).get(DEFAULT_ENCODING, 0) >= TARGETS["scaling_1_to_2"],
             "reader_per_loader_core": min(r["samples_per_s_per_loader_core"] for r in default_reads)
             >= TARGETS["reader_per_loader_core"],
         }
@@ -239,8 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["meets_on_cpu_time"] = {
             "triplets_per_cpu_second": min(r["triplets_per_cpu_second"] for r in default_builds)
             >= TARGETS["triplets_per_s_per_core_256"],
-            "reader_samples_per_cpu_second": bool(in_process)
-            and min(in_process) >= TARGETS["reader_per_loader_core"],
+            "reader_samples_per_cpu_second": bool(in_process) and min(in_process) >= TARGETS["reader_per_loader_core"],
         }
     result["machine"]["load_average_at_end"] = os.getloadavg()
     keys = ("scaling_1_to_2", "bytes_per_triplet", "meets", "meets_on_cpu_time")

@@ -25,18 +25,22 @@ def quality_block(result: dict[str, Any]) -> str:
     """The table and the target checks of a ``bench_quality`` result, as markdown."""
     setup = result["setup"]
     per_bucket = setup["cases_per_bucket"]
-    lines = [f"{setup['graded_cases']} graded composites of the corpus's holdout photos (mild / medium / strong: "
-             f"{per_bucket['mild']} / {per_bucket['medium']} / {per_bucket['strong']}) and {setup['cross_cases']} "
-             f"cross-photo composites; `python -m benchmarks.bench_quality` ({setup['wall_s']:.0f} s on "
-             f"{setup['cpus']} CPUs, torch threads {setup['torch_threads']}; models: `{setup['models']}`).", "",
-             result["table"]]
+    lines = [
+        f"{setup['graded_cases']} graded composites of the corpus's holdout photos (mild / medium / strong: "
+        f"{per_bucket['mild']} / {per_bucket['medium']} / {per_bucket['strong']}) and {setup['cross_cases']} "
+        f"cross-photo composites; `python -m benchmarks.bench_quality` ({setup['wall_s']:.0f} s on "
+        f"{setup['cpus']} CPUs, torch threads {setup['torch_threads']}; models: `{setup['models']}`).",
+        "",
+        result["table"],
+    ]
     targets = result.get("targets")
     if targets:
         lines += ["", f"Targets for `{targets['model']}`:", ""]
         for name, check in targets.items():
             if isinstance(check, dict):
-                lines.append(f"- {name}: {check['value']} (target {check['target']}): "
-                             f"{'met' if check['met'] else '**not met**'}")
+                lines.append(
+                    f"- {name}: {check['value']} (target {check['target']}): {'met' if check['met'] else '**not met**'}"
+                )
     return "\n".join(lines)
 
 
@@ -63,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.check:
                 path.write_text(updated, encoding="utf-8")
     if args.check and stale:
-        print(f"out of date with {QUALITY_JSON.name}: {', '.join(stale)} (run python -m benchmarks.readme)",
-              file=sys.stderr)
+        print(f"out of date with {QUALITY_JSON.name}: {', '.join(stale)} (run python -m benchmarks.readme)", file=sys.stderr)
         return 1
     return 0
 

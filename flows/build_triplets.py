@@ -6,7 +6,7 @@
 Runs Ray Data on local cores (``ray.init()``), or unchanged on a cluster when ``RAY_ADDRESS`` is
 set. Writes ``{data_root}/triplets/{version}/{split}/part-*.parquet`` and, last,
 ``{data_root}/triplets/{version}/manifest.json``. Same inputs and seed -> same bytes; an interrupted
-build is completed by a re-run; a complete version re-run is a no-op. See ``tasks.triplets``.
+build is completed by a re-run; a complete version re-run is a no-op. See ``pipeline.triplets``.
 """
 
 from __future__ import annotations
@@ -18,33 +18,34 @@ import sys
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.triplet_plan import default_lut_spec
+from pipeline.triplets import BUILD_MARKER, version_root_of
 from ssh_model import storage
 from ssh_model.settings import get_settings
 from ssh_model.shards import DEFAULT_ENCODING, ROWS_PER_GROUP
 from tasks.common import run_logger
-from tasks.triplets import (
-    BUILD_MARKER,
-    default_lut_spec,
-    generate_shards,
-    plan_build,
-    publish_version,
-    version_root_of,
-)
+from tasks.triplets import generate_shards, plan_build, publish_version
 
 
 def summary_markdown(marker: dict, url: str, skipped: bool) -> str:
     params = marker["params"]
-    lines = ["| | |", "|---|---|", f"| version | `{url}` |",
-             f"| state | {'already complete (nothing built)' if skipped else 'built'} |",
-             f"| triplets / bytes per triplet | {marker['triplets']} / {marker['bytes_per_triplet']} |",
-             f"| LUTs | `{params['luts']}` |", f"| per image / crop / seed | {params['per_image']} / "
-             f"{params['crop_size']} / {params['seed']} |",
-             f"| region layout | {params.get('region_fraction', 0.0):.0%} of the triplets, "
-             f"{'object outlines from `' + params['masks'] + '`' if params.get('masks') else 'blob shapes'} |",
-             f"| natural reference | {params.get('natural_fraction', 0.0):.0%} of the triplets |",
-             f"| encoding | {params['encoding']} |"]
-    lines += [f"| split {name} | {c['images']} photos, {c['triplets']} triplets, {c['files']} files |"
-              for name, c in sorted(marker["counts"].items())]
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| version | `{url}` |",
+        f"| state | {'already complete (nothing built)' if skipped else 'built'} |",
+        f"| triplets / bytes per triplet | {marker['triplets']} / {marker['bytes_per_triplet']} |",
+        f"| LUTs | `{params['luts']}` |",
+        f"| per image / crop / seed | {params['per_image']} / {params['crop_size']} / {params['seed']} |",
+        f"| region layout | {params.get('region_fraction', 0.0):.0%} of the triplets, "
+        f"{'object outlines from `' + params['masks'] + '`' if params.get('masks') else 'blob shapes'} |",
+        f"| natural reference | {params.get('natural_fraction', 0.0):.0%} of the triplets |",
+        f"| encoding | {params['encoding']} |",
+    ]
+    lines += [
+        f"| split {name} | {c['images']} photos, {c['triplets']} triplets, {c['files']} files |"
+        for name, c in sorted(marker["counts"].items())
+    ]
     return "\n".join(lines)
 
 
@@ -95,9 +96,21 @@ def build_triplets(
     luts = luts or default_lut_spec(seed)
     log = run_logger()
     root = version_root_of(data_root, version)
-    params, prepared = plan_build(data_root, version, luts, per_image, crop_size, seed, encoding,
-                                  rows_per_group, triplets_per_shard, overwrite, region_fraction, masks,
-                                  natural_fraction)
+    params, prepared = plan_build(
+        data_root,
+        version,
+        luts,
+        per_image,
+        crop_size,
+        seed,
+        encoding,
+        rows_per_group,
+        triplets_per_shard,
+        overwrite,
+        region_fraction,
+        masks,
+        natural_fraction,
+    )
     if prepared.complete is not None:
         log.info("%s is complete with the same parameters: nothing to do (overwrite=True rebuilds it)", root)
         marker = prepared.complete
@@ -105,17 +118,25 @@ def build_triplets(
         entries = generate_shards(prepared.todo, params, data_root, version, num_cpus)
         marker = publish_version(data_root, version, params, [*prepared.kept, *entries])
     url = storage.join(root, BUILD_MARKER)
-    create_markdown_artifact(summary_markdown(marker, url, prepared.complete is not None),
-                             key="build-triplets-summary", description="build-triplets run summary")
-    return {"version_root": root, "manifest": url, "built": prepared.complete is None,
-            "kept_shards": len(prepared.kept), "triplets": marker["triplets"],
-            "bytes_per_triplet": marker["bytes_per_triplet"], "counts": marker["counts"],
-            "params": marker["params"]}
+    create_markdown_artifact(
+        summary_markdown(marker, url, prepared.complete is not None),
+        key="build-triplets-summary",
+        description="build-triplets run summary",
+    )
+    return {
+        "version_root": root,
+        "manifest": url,
+        "built": prepared.complete is None,
+        "kept_shards": len(prepared.kept),
+        "triplets": marker["triplets"],
+        "bytes_per_triplet": marker["bytes_per_triplet"],
+        "counts": marker["counts"],
+        "params": marker["params"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.build_triplets",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.build_triplets", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--version", default="v1")
     parser.add_argument("--luts", default=None)
@@ -129,10 +150,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masks", default=None, help="folder of object masks shaping region triplets")
     parser.add_argument("--natural-fraction", type=float, default=0.0, help="share of triplets with a natural reference")
     args = parser.parse_args(argv)
-    result = build_triplets(args.data_root, args.version, args.luts, args.per_image, args.crop_size,
-                            args.seed, args.overwrite, args.encoding, num_cpus=args.num_cpus,
-                            region_fraction=args.region_fraction, masks=args.masks,
-                            natural_fraction=args.natural_fraction)
+    result = build_triplets(
+        args.data_root,
+        args.version,
+        args.luts,
+        args.per_image,
+        args.crop_size,
+        args.seed,
+        args.overwrite,
+        args.encoding,
+        num_cpus=args.num_cpus,
+        region_fraction=args.region_fraction,
+        masks=args.masks,
+        natural_fraction=args.natural_fraction,
+    )
     print(json.dumps(result, indent=2))
     return 0
 

@@ -35,26 +35,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         os.environ["SSH_DATA_ROOT"] = args.data_root
     options = {"steps": args.steps} if args.steps else {}
     result = demo(data_root=args.data_root, **options)
-    print(f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
-          f"(champion {result['champion']}):\n\n{result['table']}\n")
+    print(
+        f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
+        f"(champion {result['champion']}):\n\n{result['table']}\n"
+    )
     print(f"report: {result['report']}")
     return 0
 
 
 def _cmd_harmonize(args: argparse.Namespace) -> int:
+    from pipeline.registry import load_registered_model
     from ssh_model.images import encode_image
     from ssh_model.inference import harmonize_files
     from ssh_model.pretrained import PRETRAINED_URI
     from ssh_model.settings import get_settings
-    from tasks.registry import load_registered_model
 
     fmt = cli_commands.output_format(cli_commands.writable(args.output))
-    cli_commands.refuse_overwriting(args.output, [args.composite, *filter(None, [args.mask, args.background,
-                                                                                 args.reference_mask])])
+    cli_commands.refuse_overwriting(
+        args.output, [args.composite, *filter(None, [args.mask, args.background, args.reference_mask])]
+    )
     model, version = load_registered_model(args.model or get_settings().model_uri or PRETRAINED_URI, "cpu")
     logging.getLogger("ssh.cli").info("model %s", version)
-    result = harmonize_files(args.composite, args.mask, model, background_url=args.background,
-                             reference_mask_url=args.reference_mask)
+    result = harmonize_files(
+        args.composite, args.mask, model, background_url=args.background, reference_mask_url=args.reference_mask
+    )
     cli_commands.write_output(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
     print(args.output)
     return 0
@@ -72,35 +76,49 @@ def _cmd_random_lut(args: argparse.Namespace) -> int:
 
 def _registered(ref: str) -> str:
     """The ``models:/`` URI of a registry reference ("champion", "3", a URI); else one line, exit 2."""
-    from tasks.registry import expand_model_ref
+    from pipeline.registry import expand_model_ref
 
     uri = expand_model_ref(ref)
     if not uri.startswith("models:/"):
-        raise cli_commands.InputError(f"model {ref}: only registered models are served; register it first "
-                                      "(the demo and retrain flows do)")
+        raise cli_commands.InputError(
+            f"model {ref}: only registered models are served; register it first (the demo and retrain flows do)"
+        )
     return uri
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     import subprocess
 
+    from pipeline.registry import load_registered_model, servable_problem
     from ssh_model.errors import ModelError
-    from tasks.registry import load_registered_model, servable_problem
 
     uri = _registered(args.model)
     load_registered_model(uri)  # the one-line errors of a missing registry, model or alias
     problem = servable_problem(uri)
     if problem:
         raise ModelError("not_a_model", problem)
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local",
-               "--host", args.host, "--port", str(args.port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        uri,
+        "--env-manager",
+        "local",
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
     logging.getLogger("ssh.cli").info("serving %s: %s", uri, " ".join(command[1:]))
     scripts = os.path.dirname(sys.executable)  # the server execs `uvicorn` from this environment's bin folder
     return subprocess.call(command, env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"})
 
 
 def _cmd_upgrade_model(args: argparse.Namespace) -> int:
-    from tasks.registry import load_registered_model, upgrade_version
+    from pipeline.registry import load_registered_model, upgrade_version
 
     uri = _registered(args.model)
     load_registered_model(uri)
@@ -114,80 +132,128 @@ FORMATS_NOTE = "format from the extension: .png, .jpg/.jpeg or .webp"
 
 def _add_composite(sub: argparse._SubParsersAction) -> None:
     comp = sub.add_parser(
-        "composite", help="make a test composite: a foreground's masked region pasted over a background",
+        "composite",
+        help="make a test composite: a foreground's masked region pasted over a background",
         description="Paste the masked region of FOREGROUND over BACKGROUND (soft mask blend), optionally "
-                    "re-grading the foreground first with a random realistic colour grade, so the composite has "
-                    "a known colour mismatch. The three images must have the same size; inputs are never modified.")
+        "re-grading the foreground first with a random realistic colour grade, so the composite has "
+        "a known colour mismatch. The three images must have the same size; inputs are never modified.",
+    )
     comp.add_argument("foreground", metavar="FOREGROUND", help=f"the photo whose masked region is pasted: {URL_NOTE}")
-    comp.add_argument("mask", metavar="MASK", nargs="?", default=None,
-                      help="the foreground's mask, same size (white = foreground, grey = partly; an alpha channel is "
-                           "used when it has one); leave it out when FOREGROUND is an RGBA cut-out whose alpha is the "
-                           "mask")
+    comp.add_argument(
+        "mask",
+        metavar="MASK",
+        nargs="?",
+        default=None,
+        help="the foreground's mask, same size (white = foreground, grey = partly; an alpha channel is "
+        "used when it has one); leave it out when FOREGROUND is an RGBA cut-out whose alpha is the "
+        "mask",
+    )
     comp.add_argument("background", metavar="BACKGROUND", help=f"the photo pasted onto, same size: {URL_NOTE}")
-    comp.add_argument("-o", "--output", required=True, help=f"where to write the composite ({FORMATS_NOTE}); "
-                                                            "written atomically")
-    comp.add_argument("--grade", type=int, metavar="SEED", default=None,
-                      help="re-grade the foreground with random_lut(SEED) first (the grade random-lut --seed writes)")
-    comp.add_argument("--strength", type=float, default=None, metavar="S",
-                      help="strength of the --grade: 0 = none, 1 = the full designed range (default 1)")
+    comp.add_argument(
+        "-o", "--output", required=True, help=f"where to write the composite ({FORMATS_NOTE}); written atomically"
+    )
+    comp.add_argument(
+        "--grade",
+        type=int,
+        metavar="SEED",
+        default=None,
+        help="re-grade the foreground with random_lut(SEED) first (the grade random-lut --seed writes)",
+    )
+    comp.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        metavar="S",
+        help="strength of the --grade: 0 = none, 1 = the full designed range (default 1)",
+    )
     comp.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     comp.set_defaults(run=cli_commands.cmd_composite)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev = sub.add_parser(
-        "evaluate", help="score a model and the classical baselines on a catalog with ground truth",
+        "evaluate",
+        help="score a model and the classical baselines on a catalog with ground truth",
         description="Run the model and the baselines on every row of CATALOG and print MSE, PSNR and fMSE "
-                    "(means per method) at full resolution and at 256x256, as iHarmony4 papers report them. "
-                    "Rows that cannot be scored (unreadable image, no target, sizes that differ) are listed with "
-                    "the reason and left out; the exit status is then 1.")
-    ev.add_argument("catalog", metavar="CATALOG",
-                    help="a Parquet, CSV or JSONL table with id, composite, mask, target and optionally background "
-                         f"columns ({URL_NOTE}; relative paths are resolved against its folder)")
-    ev.add_argument("--model", required=True, metavar="URI",
-                    help="models:/name@alias, models:/name/N, or a .safetensors file or URL")
-    ev.add_argument("--baselines", default="identity,reinhard,histogram",
-                    help="comma-separated baselines to score too, from identity, reinhard, histogram; '' for none "
-                         "(default: all three)")
+        "(means per method) at full resolution and at 256x256, as iHarmony4 papers report them. "
+        "Rows that cannot be scored (unreadable image, no target, sizes that differ) are listed with "
+        "the reason and left out; the exit status is then 1.",
+    )
+    ev.add_argument(
+        "catalog",
+        metavar="CATALOG",
+        help="a Parquet, CSV or JSONL table with id, composite, mask, target and optionally background "
+        f"columns ({URL_NOTE}; relative paths are resolved against its folder)",
+    )
+    ev.add_argument(
+        "--model", required=True, metavar="URI", help="models:/name@alias, models:/name/N, or a .safetensors file or URL"
+    )
+    ev.add_argument(
+        "--baselines",
+        default="identity,reinhard,histogram",
+        help="comma-separated baselines to score too, from identity, reinhard, histogram; '' for none (default: all three)",
+    )
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N rows")
-    ev.add_argument("--json", default=None, metavar="OUT.json",
-                    help="also write the summary and every row's metrics to this file or URL (atomically)")
+    ev.add_argument(
+        "--json",
+        default=None,
+        metavar="OUT.json",
+        help="also write the summary and every row's metrics to this file or URL (atomically)",
+    )
     ev.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1 ... (default cpu)")
     ev.set_defaults(run=cli_commands.cmd_evaluate)
 
 
 def _add_catalog(sub: argparse._SubParsersAction) -> None:
-    cat = sub.add_parser("catalog", help="write a catalog for a public benchmark's folder (iHarmony4, RealHM)",
-                         description="Write a catalog (id, composite, mask, target[, background]) of a public "
-                                     "benchmark's folder, for evaluate and harmonize-batch.")
+    cat = sub.add_parser(
+        "catalog",
+        help="write a catalog for a public benchmark's folder (iHarmony4, RealHM)",
+        description="Write a catalog (id, composite, mask, target[, background]) of a public "
+        "benchmark's folder, for evaluate and harmonize-batch.",
+    )
     layouts = cat.add_subparsers(dest="layout", required=True, metavar="{iharmony4,realhm}")
     ih = layouts.add_parser(
-        "iharmony4", help="iHarmony4: DIR/<subset>/{composite_images,masks,real_images}/ and <subset>_<split>.txt",
+        "iharmony4",
+        help="iHarmony4: DIR/<subset>/{composite_images,masks,real_images}/ and <subset>_<split>.txt",
         description="Catalog of iHarmony4 (as DoveNet reads it): for each subset, the composites listed in "
-                    "DIR/<subset>/<subset>_<split>.txt; composite_images/a1_1_3.jpg has the mask masks/a1_1.png "
-                    "and the ground truth real_images/a1.jpg. Ids are <subset>/<composite name>.")
+        "DIR/<subset>/<subset>_<split>.txt; composite_images/a1_1_3.jpg has the mask masks/a1_1.png "
+        "and the ground truth real_images/a1.jpg. Ids are <subset>/<composite name>.",
+    )
     ih.add_argument("--split", choices=("test", "train"), default="test", help="which list to read (default test)")
-    ih.add_argument("--subsets", default=None, metavar="A,B",
-                    help="comma-separated subset folders, e.g. HCOCO,HAdobe5k,HFlickr,Hday2night "
-                         "(default: those of the four present in DIR)")
+    ih.add_argument(
+        "--subsets",
+        default=None,
+        metavar="A,B",
+        help="comma-separated subset folders, e.g. HCOCO,HAdobe5k,HFlickr,Hday2night "
+        "(default: those of the four present in DIR)",
+    )
     rh = layouts.add_parser(
-        "realhm", help="RealHM: NAME.jpg (or NAME_composite.jpg), NAME_mask, NAME_gt, NAME_bg in each folder",
+        "realhm",
+        help="RealHM: NAME.jpg (or NAME_composite.jpg), NAME_mask, NAME_gt, NAME_bg in each folder",
         description="Catalog of RealHM: every sample under DIR (searched recursively) as NAME_composite.jpg or "
-                    "NAME.jpg (composite), NAME_mask.jpg, NAME_gt.jpg (ground truth) and optionally NAME_bg.jpg, "
-                    "NAME_background.jpg or NAME_fore.jpg (background); .jpg, .jpeg or .png. NAME_small.jpg is "
-                    "ignored. Ids are <folder>/NAME.")
+        "NAME.jpg (composite), NAME_mask.jpg, NAME_gt.jpg (ground truth) and optionally NAME_bg.jpg, "
+        "NAME_background.jpg or NAME_fore.jpg (background); .jpg, .jpeg or .png. NAME_small.jpg is "
+        "ignored. Ids are <folder>/NAME.",
+    )
     for layout in (ih, rh):
         layout.add_argument("dir", metavar="DIR", help="the dataset's folder: a local path or URL (s3://...)")
-        layout.add_argument("-o", "--output", required=True,
-                            help="the catalog to write: .parquet, .csv or .jsonl (paths in it are absolute)")
-        layout.add_argument("--skip-incomplete", action="store_true",
-                            help="leave out samples with a missing file (and say how many) instead of failing")
+        layout.add_argument(
+            "-o", "--output", required=True, help="the catalog to write: .parquet, .csv or .jsonl (paths in it are absolute)"
+        )
+        layout.add_argument(
+            "--skip-incomplete",
+            action="store_true",
+            help="leave out samples with a missing file (and say how many) instead of failing",
+        )
         layout.set_defaults(run=cli_commands.cmd_catalog)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssh-harmonize", description=__doc__.split("\n\n")[0],
-                                     epilog="Run 'ssh-harmonize COMMAND --help' for a command's arguments.")
+    parser = argparse.ArgumentParser(
+        prog="ssh-harmonize",
+        description=__doc__.split("\n\n")[0],
+        epilog="Run 'ssh-harmonize COMMAND --help' for a command's arguments.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the main job end to end on embedded defaults")
@@ -197,17 +263,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     harm = sub.add_parser("harmonize", help="harmonize one composite")
     harm.add_argument("composite", help=f"the composite image: {URL_NOTE}")
-    harm.add_argument("mask", nargs="?", default=None,
-                      help="its foreground mask, same size (white = foreground, grey = partly: soft masks are blend "
-                           "weights; 8/16-bit or float); leave it out when COMPOSITE is RGBA and its alpha is the mask")
+    harm.add_argument(
+        "mask",
+        nargs="?",
+        default=None,
+        help="its foreground mask, same size (white = foreground, grey = partly: soft masks are blend "
+        "weights; 8/16-bit or float); leave it out when COMPOSITE is RGBA and its alpha is the mask",
+    )
     harm.add_argument("-o", "--output", required=True, help=f"where to write the result ({FORMATS_NOTE})")
-    harm.add_argument("--model", default=None,
-                      help="models:/name@alias, models:/name/N, a .safetensors URL or 'pretrained' (default: "
-                           "SSH_MODEL_URI, else the weights shipped with the package)")
+    harm.add_argument(
+        "--model",
+        default=None,
+        help="models:/name@alias, models:/name/N, a .safetensors URL or 'pretrained' (default: "
+        "SSH_MODEL_URI, else the weights shipped with the package)",
+    )
     harm.add_argument("--background", default=None, help="a clean background photo, when you have one")
-    harm.add_argument("--reference-mask", default=None, metavar="R.png",
-                      help="match only this part of the background (white = use), e.g. the wall behind the object "
-                           "and not the sky; of the --background photo's size when given, else of the composite's")
+    harm.add_argument(
+        "--reference-mask",
+        default=None,
+        metavar="R.png",
+        help="match only this part of the background (white = use), e.g. the wall behind the object "
+        "and not the sky; of the --background photo's size when given, else of the composite's",
+    )
     harm.add_argument("--jpeg-quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
     harm.set_defaults(run=_cmd_harmonize)
 
@@ -219,22 +296,31 @@ def build_parser() -> argparse.ArgumentParser:
     lut.set_defaults(run=_cmd_random_lut)
 
     serve = sub.add_parser(
-        "serve", help="serve a registered model over HTTP (mlflow models serve), after checking it can answer",
+        "serve",
+        help="serve a registered model over HTTP (mlflow models serve), after checking it can answer",
         description="Start MLflow's scoring server for a registered model. POST a dataframe_split JSON to "
-                    "/invocations with base64 PNG/JPEG bytes in the columns composite, mask (optional with an RGBA "
-                    "composite), background and reference_mask (optional); the answer's harmonized column holds "
-                    "base64 PNG bytes. A version registered before the serving signature existed is refused with "
-                    "the command that upgrades it.")
-    serve.add_argument("model", nargs="?", default="champion",
-                       help="an alias (champion), a version number, or models:/name@alias (default champion)")
+        "/invocations with base64 PNG/JPEG bytes in the columns composite, mask (optional with an RGBA "
+        "composite), background and reference_mask (optional); the answer's harmonized column holds "
+        "base64 PNG bytes. A version registered before the serving signature existed is refused with "
+        "the command that upgrades it.",
+    )
+    serve.add_argument(
+        "model",
+        nargs="?",
+        default="champion",
+        help="an alias (champion), a version number, or models:/name@alias (default champion)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=5001, help="the port (default 5001)")
     serve.set_defaults(run=_cmd_serve)
 
-    upgrade = sub.add_parser("upgrade-model", help="re-register a model version with the serving signature",
-                             description="Log the weights of MODEL again with the serving signature, as a new "
-                                         "version with its tags and description; its aliases move to the new "
-                                         "version. Prints the new version number.")
+    upgrade = sub.add_parser(
+        "upgrade-model",
+        help="re-register a model version with the serving signature",
+        description="Log the weights of MODEL again with the serving signature, as a new "
+        "version with its tags and description; its aliases move to the new "
+        "version. Prints the new version number.",
+    )
     upgrade.add_argument("model", help="an alias, a version number, or a models:/ URI")
     upgrade.set_defaults(run=_cmd_upgrade_model)
 

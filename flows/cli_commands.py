@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from pipeline.catalog import CatalogRow
+    from pipeline.evaluation import Evaluation, Method
     from ssh_model.composites import Composite
-    from tasks.catalog import CatalogRow
-    from tasks.evaluation import Evaluation, Method
 
 logger = logging.getLogger("ssh.cli")
 
@@ -34,14 +34,18 @@ class InputError(ValueError):
 
 
 def output_format(url: str) -> str:
-    """The image format ``encode_image`` writes for ``url``'s extension."""
-    from ssh_model.images import FORMATS_BY_EXTENSION
+    """The image format ``encode_image`` writes for ``url``'s extension; else the one-line error."""
+    from ssh_model.images import IMAGE_EXTENSIONS
+    from ssh_model.images import output_format as format_of
 
-    ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
-    if ext not in FORMATS_BY_EXTENSION:
-        raise InputError(f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
-                         f"use one of {', '.join(FORMATS_BY_EXTENSION)}")
-    return FORMATS_BY_EXTENSION[ext]
+    fmt = format_of(url)
+    if fmt is None:
+        ext = posixpath.splitext(url.split("?", 1)[0])[1].lower()
+        raise InputError(
+            f"output {url}: cannot tell the image format from {ext or 'no extension'!r}; "
+            f"use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
+    return fmt
 
 
 def writable(url: str, role: str = "output") -> str:
@@ -74,12 +78,13 @@ def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, st
     height, width = pixels.shape[:2]
     for other_role, other_url, other in others:
         if other.shape[:2] != (height, width):
-            raise InputError(f"{other_role} {other_url} is {other.shape[1]}x{other.shape[0]} but {role} {url} "
-                             f"is {width}x{height}")
+            raise InputError(
+                f"{other_role} {other_url} is {other.shape[1]}x{other.shape[0]} but {role} {url} is {width}x{height}"
+            )
 
 
 def refuse_overwriting(output: str, inputs: list[str]) -> None:
-    from tasks.catalog import normalized
+    from pipeline.catalog import normalized
 
     if normalized(output) in {normalized(url) for url in inputs}:
         raise InputError(f"output {output} is also an input; inputs are never overwritten")
@@ -91,6 +96,7 @@ def split_names(text: str) -> list[str]:
 
 
 # -- composite --------------------------------------------------------------------------------------
+
 
 def read_mask_or_alpha(image_url: str, mask_url: str | None, role: str) -> tuple[np.ndarray, np.ndarray, str]:
     """(RGB pixels of ``image_url``, its mask, how to name the mask): the mask file when given, else the
@@ -117,8 +123,9 @@ def cmd_composite(args: argparse.Namespace) -> int:
     refuse_overwriting(args.output, [args.foreground, *filter(None, [args.mask]), args.background])
     foreground, mask, mask_name = read_mask_or_alpha(args.foreground, args.mask, "foreground")
     background = read_image(args.background)
-    require_same_size(("foreground", args.foreground, foreground), ("mask", mask_name, mask),
-                      ("background", args.background, background))
+    require_same_size(
+        ("foreground", args.foreground, foreground), ("mask", mask_name, mask), ("background", args.background, background)
+    )
     if args.grade is not None:
         foreground = apply_lut(foreground, random_lut(args.grade, strength=strength))
     height, width = mask.shape
@@ -130,6 +137,7 @@ def cmd_composite(args: argparse.Namespace) -> int:
 
 # -- evaluate ---------------------------------------------------------------------------------------
 
+
 def load_row(row: CatalogRow) -> tuple[Composite, np.ndarray | None]:
     """A catalog row's images as an evaluation item (composite, mask, target) and its background, if any."""
     from ssh_model.composites import Composite
@@ -139,14 +147,14 @@ def load_row(row: CatalogRow) -> tuple[Composite, np.ndarray | None]:
         raise InputError("no target (ground truth) in the catalog")
     composite, mask, mask_name = read_mask_or_alpha(row.composite, row.mask, "composite")
     target = read_image(row.target)
-    require_same_size(("composite", row.composite, composite), ("mask", mask_name, mask),
-                      ("target", row.target, target))
+    require_same_size(("composite", row.composite, composite), ("mask", mask_name, mask), ("target", row.target, target))
     background = read_image(row.background) if row.background else None
     return Composite(id=row.id, composite=composite, mask=mask, target=target, lut="", level=""), background
 
 
-def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
-                  set_name: str) -> tuple[Evaluation, list[tuple[str, str]]]:
+def evaluate_rows(
+    methods: dict[str, Method], rows: list[CatalogRow], set_name: str
+) -> tuple[Evaluation, list[tuple[str, str]]]:
     """Every method on every row, one row's images in memory at a time.
 
     Returns:
@@ -154,7 +162,7 @@ def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
         method rejects, is left out of the evaluation (every method is scored on the same rows) and
         listed in ``failures`` as (id, reason).
     """
-    from tasks.evaluation import Evaluation, evaluate_composites
+    from pipeline.evaluation import Evaluation, evaluate_composites
 
     result = Evaluation(set_name)
     failures: list[tuple[str, str]] = []
@@ -174,13 +182,15 @@ def evaluate_rows(methods: dict[str, Method], rows: list[CatalogRow],
 
 def read_evaluation_catalog(url: str, limit: int | None) -> list[CatalogRow]:
     """The first ``limit`` rows of the catalog at ``url`` (validated like a batch catalog; outputs ignored)."""
+    from pipeline.catalog import build_catalog, catalog_dir, read_table
     from ssh_model.storage import join
-    from tasks.catalog import build_catalog, catalog_dir, read_table
 
     columns, cells = read_table(url)
     if "target" not in columns:
-        raise InputError(f"catalog {url} has no target column: evaluate needs the ground truth of every row "
-                         f"(columns: {', '.join(columns) or 'none'})")
+        raise InputError(
+            f"catalog {url} has no target column: evaluate needs the ground truth of every row "
+            f"(columns: {', '.join(columns) or 'none'})"
+        )
     # Nothing is written: drop any output URLs and derive placeholder ones, which validation needs.
     unused_outputs = join(catalog_dir(url), "_evaluate_outputs_unused")
     catalog = build_catalog(url, columns, [{**cells_row, "output": None} for cells_row in cells], unused_outputs)
@@ -200,8 +210,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         writable(args.json, "--json")
     rows = read_evaluation_catalog(args.catalog, args.limit)
 
-    from tasks.evaluation import BENCHMARK_METRICS, format_table, methods_for
-    from tasks.registry import load_registered_model
+    from pipeline.evaluation import BENCHMARK_METRICS, format_table, methods_for
+    from pipeline.registry import load_registered_model
 
     model, version = load_registered_model(args.model, args.device)
     logger.info("model %s (%s), %d rows", version, args.model, len(rows))
@@ -217,10 +227,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if failures:
         print(f"{len(failures)} of {len(rows)} rows failed and were left out", file=sys.stderr)
     if args.json:
-        write_json(args.json, {"catalog": args.catalog, "model": args.model, "model_version": version,
-                               "rows_total": len(rows), "summary": summary,
-                               "rows": [{k: v for k, v in row.items() if k != "level"} for row in evaluation.rows],
-                               "failed": [{"id": row_id, "reason": reason} for row_id, reason in failures]})
+        write_json(
+            args.json,
+            {
+                "catalog": args.catalog,
+                "model": args.model,
+                "model_version": version,
+                "rows_total": len(rows),
+                "summary": summary,
+                "rows": [{k: v for k, v in row.items() if k != "level"} for row in evaluation.rows],
+                "failed": [{"id": row_id, "reason": reason} for row_id, reason in failures],
+            },
+        )
     return 1 if failures else 0
 
 
@@ -231,9 +249,10 @@ def write_json(url: str, document: dict[str, Any]) -> None:
 
 # -- catalog ----------------------------------------------------------------------------------------
 
+
 def cmd_catalog(args: argparse.Namespace) -> int:
-    from tasks.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
-    from tasks.public_catalogs import iharmony4_rows, realhm_rows
+    from pipeline.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
+    from pipeline.public_catalogs import iharmony4_rows, realhm_rows
 
     catalog_format(writable(args.output, "catalog"))  # a bad extension or URL fails before the dataset is listed
     if args.layout == "iharmony4":

@@ -24,11 +24,12 @@ import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.evaluation import comparison_grid, format_table, metrics_for_logging
+from pipeline.registry import MODEL_NAME, expand_model_ref, load_registered_model
+from pipeline.tracking import EXPERIMENT, configure, log_rows, tracked_run
 from ssh_model.baselines import BASELINES
 from tasks.common import run_logger
-from tasks.evaluation import comparison_grid, evaluate_models, format_table, metrics_for_logging
-from tasks.registry import MODEL_NAME, expand_model_ref, load_registered_model
-from tasks.tracking import EXPERIMENT, configure, log_rows, tracked_run
+from tasks.evaluation import evaluate_models
 
 
 def load_models(refs: Sequence[str], name: str = MODEL_NAME) -> tuple[dict[str, Any], dict[str, str]]:
@@ -81,8 +82,15 @@ def compare_models(
         raise ValueError(f"nothing to compare: {len(loaded)} distinct model(s) and {len(chosen)} baseline(s)")
     for ref, label in labels.items():
         log.info("model %s -> %s", ref, label)
-    evaluations = evaluate_models(loaded, triplets=triplets, baselines=chosen, eval_max_side=eval_max_side,
-                                  eval_photos=eval_photos, val_limit=val_limit, keep_outputs=True)
+    evaluations = evaluate_models(
+        loaded,
+        triplets=triplets,
+        baselines=chosen,
+        eval_max_side=eval_max_side,
+        eval_photos=eval_photos,
+        val_limit=val_limit,
+        keep_outputs=True,
+    )
     summary = [row for evaluation in evaluations.values() for row in evaluation.summary()]
     by_level = evaluations["fixed"].summary(by_level=True)
     table = format_table(summary)
@@ -91,10 +99,22 @@ def compare_models(
     log.info("comparison on the same evaluation set:\n%s\n\nby level:\n%s", table, level_table)
     run_name = run_name or time.strftime("compare-%Y%m%d-%H%M%S", time.gmtime())
     fixed = evaluations["fixed"]
-    with tracked_run(run_name, experiment=experiment, data_root=data_root, resume=False, kind="comparison",
-                     tags={"compare.models": json.dumps(labels)}) as run:
-        mlflow.log_params({"models": ",".join(refs)[:6000], "baselines": ",".join(chosen),
-                           "eval_max_side": eval_max_side, "eval_photos": eval_photos})
+    with tracked_run(
+        run_name,
+        experiment=experiment,
+        data_root=data_root,
+        resume=False,
+        kind="comparison",
+        tags={"compare.models": json.dumps(labels)},
+    ) as run:
+        mlflow.log_params(
+            {
+                "models": ",".join(refs)[:6000],
+                "baselines": ",".join(chosen),
+                "eval_max_side": eval_max_side,
+                "eval_photos": eval_photos,
+            }
+        )
         for evaluation in evaluations.values():
             mlflow.log_metrics({k.replace(":", "_"): v for k, v in metrics_for_logging(evaluation).items()})
             log_rows(evaluation.rows, f"comparison/{evaluation.set_name}_items")
@@ -103,27 +123,31 @@ def compare_models(
         mlflow.log_text(f"{table}\n\nBy level:\n\n{level_table}\n", "comparison/table.md")
         mlflow.log_image(comparison_grid(fixed.items, fixed.outputs, rows=grid_rows), "comparison/grid.png")
         run_id = run.info.run_id
-    create_markdown_artifact(f"## compare-models\n\nMLflow run `{run_id}`; models: "
-                             + ", ".join(f"`{r}` = `{v}`" for r, v in labels.items())
-                             + f"\n\n{table}\n\n### by level\n\n{level_table}\n",
-                             key="compare-models", description="compare-models table")
+    create_markdown_artifact(
+        f"## compare-models\n\nMLflow run `{run_id}`; models: "
+        + ", ".join(f"`{r}` = `{v}`" for r, v in labels.items())
+        + f"\n\n{table}\n\n### by level\n\n{level_table}\n",
+        key="compare-models",
+        description="compare-models table",
+    )
     return {"run_id": run_id, "models": labels, "table": table, "summary": summary, "by_level": by_level}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.compare_models",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", default=None,
-                        help="model references (default: champion candidate)")
+    parser = argparse.ArgumentParser(prog="python -m flows.compare_models", description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", default=None, help="model references (default: champion candidate)")
     parser.add_argument("--baselines", default=",".join(BASELINES), help="comma-separated ('' for none)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--triplets", default=None)
     parser.add_argument("--eval-max-side", type=int, default=None)
     args = parser.parse_args(argv)
-    result = compare_models(models=args.models or None,
-                            baselines=[b for b in args.baselines.split(",") if b],
-                            data_root=args.data_root, triplets=args.triplets,
-                            eval_max_side=args.eval_max_side)
+    result = compare_models(
+        models=args.models or None,
+        baselines=[b for b in args.baselines.split(",") if b],
+        data_root=args.data_root,
+        triplets=args.triplets,
+        eval_max_side=args.eval_max_side,
+    )
     print(json.dumps(result["models"], indent=2))
     return 0
 

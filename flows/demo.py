@@ -29,16 +29,16 @@ from prefect import flow
 
 from flows.harmonize_batch import harmonize_batch
 from flows.retrain import retrain
+from pipeline.catalog import write_catalog
+from pipeline.evaluation import Evaluation, evaluate_composites, methods_for
+from pipeline.ingest import builtin_urls
+from pipeline.registry import MODEL_NAME, load_registered_model, register_pretrained
 from ssh_model.composites import Composite, evaluation_set
 from ssh_model.images import encode_image, read_image
 from ssh_model.samples import sample_photo
 from ssh_model.settings import get_settings
 from ssh_model.storage import exists, join, write_bytes_atomic
-from tasks.catalog import write_catalog
 from tasks.common import run_logger
-from tasks.evaluation import Evaluation, evaluate_composites, methods_for
-from tasks.ingest import builtin_urls
-from tasks.registry import MODEL_NAME, load_registered_model, register_pretrained
 
 HELD_OUT = ("chelsea", "flower")
 # The one bundled photo in the val split (by its hash) is motorcycle_right, which picks the checkpoint;
@@ -63,8 +63,10 @@ def quality_table(evaluation: Evaluation, labels: dict[str, str]) -> str:
     resolution and at 256 x 256 (means; higher PSNR and lower fMSE are better). ``labels``: method -> row name."""
     lines = ["| method | PSNR (dB) | fMSE | PSNR 256 | fMSE 256 |", "|---|---:|---:|---:|---:|"]
     for row in evaluation.summary():
-        lines.append(f"| {labels.get(row['method'], row['method'])} | {row['psnr']:.2f} | {row['fmse']:.1f} | "
-                     f"{row['psnr_256']:.2f} | {row['fmse_256']:.1f} |")
+        lines.append(
+            f"| {labels.get(row['method'], row['method'])} | {row['psnr']:.2f} | {row['fmse']:.1f} | "
+            f"{row['psnr_256']:.2f} | {row['fmse_256']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -84,8 +86,11 @@ def write_demo_catalog(root: str, seed: int) -> str:
     rows = []
     for item in demo_composites(seed):
         row = {"id": item.id}
-        for column, pixels in (("composite", item.composite), ("mask", (item.mask * 255).round().astype("uint8")),
-                               ("target", item.target)):
+        for column, pixels in (
+            ("composite", item.composite),
+            ("mask", (item.mask * 255).round().astype("uint8")),
+            ("target", item.target),
+        ):
             row[column] = join(root, "inputs", f"{item.id}-{column}.png")
             if not exists(row[column]):
                 write_bytes_atomic(row[column], encode_image(pixels, "PNG"))
@@ -95,10 +100,18 @@ def write_demo_catalog(root: str, seed: int) -> str:
 
 
 @flow(name="demo")
-def demo(data_root: str | None = None, steps: int = DEMO_STEPS, per_image: int = DEMO_PER_IMAGE,
-         crop_size: int = DEMO_CROP, model_family: str = DEMO_FAMILY, preset: str = DEMO_PRESET,
-         lr: float = DEMO_LR, num_workers: int = 2, eval_max_side: int | None = 256,
-         eval_photos: int | None = None) -> dict[str, Any]:
+def demo(
+    data_root: str | None = None,
+    steps: int = DEMO_STEPS,
+    per_image: int = DEMO_PER_IMAGE,
+    crop_size: int = DEMO_CROP,
+    model_family: str = DEMO_FAMILY,
+    preset: str = DEMO_PRESET,
+    lr: float = DEMO_LR,
+    num_workers: int = 2,
+    eval_max_side: int | None = 256,
+    eval_photos: int | None = None,
+) -> dict[str, Any]:
     """Retrain on the bundled photos, then harmonize composites of held-out photos and write the report.
 
     Args:
@@ -115,26 +128,54 @@ def demo(data_root: str | None = None, steps: int = DEMO_STEPS, per_image: int =
     log = run_logger()
     shipped = register_pretrained(data_root=data_root)
     log.info("the shipped model is %s version %s", MODEL_NAME, shipped)
-    retrained = retrain(sources=training_sources(), data_root=data_root, per_image=per_image, crop_size=crop_size,
-                        luts=f"generator:{settings.seed}:100:{DEMO_STRENGTHS}", model_family=model_family,
-                        preset=preset, steps=steps, batch_size=DEMO_BATCH, lr=lr, num_workers=num_workers,
-                        checkpoint_every=DEMO_CHECKPOINT_EVERY, eval_max_side=eval_max_side,
-                        eval_photos=eval_photos)
+    retrained = retrain(
+        sources=training_sources(),
+        data_root=data_root,
+        per_image=per_image,
+        crop_size=crop_size,
+        luts=f"generator:{settings.seed}:100:{DEMO_STRENGTHS}",
+        model_family=model_family,
+        preset=preset,
+        steps=steps,
+        batch_size=DEMO_BATCH,
+        lr=lr,
+        num_workers=num_workers,
+        checkpoint_every=DEMO_CHECKPOINT_EVERY,
+        eval_max_side=eval_max_side,
+        eval_photos=eval_photos,
+    )
     catalog = write_demo_catalog(join(data_root, "demo"), settings.seed)
     log.info("catalog of %s composites: %s", " and ".join(HELD_OUT), catalog)
-    summary = harmonize_batch(catalog=catalog, output_prefix=join(data_root, "demo", "harmonized"),
-                              model=f"models:/{MODEL_NAME}@champion", max_error_rate=0.0)
+    summary = harmonize_batch(
+        catalog=catalog,
+        output_prefix=join(data_root, "demo", "harmonized"),
+        model=f"models:/{MODEL_NAME}@champion",
+        max_error_rate=0.0,
+    )
     fresh = retrained["train"]["registered_version"]
-    models = {"shipped": load_registered_model(f"models:/{MODEL_NAME}/{shipped}")[0],
-              "fresh": load_registered_model(f"models:/{fresh}")[0]}
+    models = {
+        "shipped": load_registered_model(f"models:/{MODEL_NAME}/{shipped}")[0],
+        "fresh": load_registered_model(f"models:/{fresh}")[0],
+    }
     evaluation = evaluate_composites(methods_for(models), demo_composites(settings.seed))
     champion = summary["model_version"]
+
     def label(kind: str, version: str) -> str:
         return f"{kind} ({version}, champion)" if version == champion else f"{kind} ({version})"
 
     labels = {"shipped": label("shipped", f"{MODEL_NAME}/{shipped}"), "fresh": label("fresh", fresh)}
     table = quality_table(evaluation, labels)
-    log.info("demo done: champion %s on %d composites of held-out photos, report %s\n%s", champion,
-             summary["total"], summary["report_url"], table)
-    return {"retrain": retrained, "harmonize": summary, "report": summary["report_url"], "table": table,
-            "champion": champion}
+    log.info(
+        "demo done: champion %s on %d composites of held-out photos, report %s\n%s",
+        champion,
+        summary["total"],
+        summary["report_url"],
+        table,
+    )
+    return {
+        "retrain": retrained,
+        "harmonize": summary,
+        "report": summary["report_url"],
+        "table": table,
+        "champion": champion,
+    }

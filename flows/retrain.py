@@ -20,14 +20,22 @@ from prefect import flow
 from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
 from flows.train_model import train_model
+from pipeline.triplet_plan import image_manifest
 from ssh_model.settings import get_settings
 from ssh_model.shards import SCHEMA_VERSION
 from tasks.common import run_logger
-from tasks.triplets import image_manifest
 
 
-def data_version_name(data_root: str, per_image: int, crop_size: int, seed: int, luts: str | None = None,
-                      region_fraction: float = 0.0, masks: str | None = None, natural_fraction: float = 0.0) -> str:
+def data_version_name(
+    data_root: str,
+    per_image: int,
+    crop_size: int,
+    seed: int,
+    luts: str | None = None,
+    region_fraction: float = 0.0,
+    masks: str | None = None,
+    natural_fraction: float = 0.0,
+) -> str:
     """A triplet version named after the image manifest, the build parameters and the shard schema (stable
     across reruns; a new schema gets a new version instead of a conflict with the old one's shards)."""
     _, manifest_sha = image_manifest(data_root)
@@ -86,20 +94,42 @@ def retrain(
     crop_size = crop_size or settings.crop_size
     log = run_logger()
     ingested = ingest_images(sources=sources, data_root=data_root)
-    version = version or data_version_name(data_root, per_image, crop_size, settings.seed, luts, region_fraction,
-                                           masks, natural_fraction)
-    log.info("ingest: %d new photos, %d in all; triplet version %s", ingested["added"], ingested["images"],
-             version)
-    built = build_triplets(data_root=data_root, version=version, luts=luts, per_image=per_image, crop_size=crop_size,
-                           region_fraction=region_fraction, masks=masks, natural_fraction=natural_fraction)
-    trained = train_model(data_root=data_root, version=version, preset=preset,
-                          model_family=model_family, steps=steps,
-                          batch_size=batch_size, lr=lr, num_workers=num_workers,
-                          checkpoint_every=checkpoint_every, select_photos=select_photos, gate_margin=gate_margin,
-                          eval_max_side=eval_max_side, eval_photos=eval_photos)
+    version = version or data_version_name(
+        data_root, per_image, crop_size, settings.seed, luts, region_fraction, masks, natural_fraction
+    )
+    log.info("ingest: %d new photos, %d in all; triplet version %s", ingested["added"], ingested["images"], version)
+    built = build_triplets(
+        data_root=data_root,
+        version=version,
+        luts=luts,
+        per_image=per_image,
+        crop_size=crop_size,
+        region_fraction=region_fraction,
+        masks=masks,
+        natural_fraction=natural_fraction,
+    )
+    trained = train_model(
+        data_root=data_root,
+        version=version,
+        preset=preset,
+        model_family=model_family,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        num_workers=num_workers,
+        checkpoint_every=checkpoint_every,
+        select_photos=select_photos,
+        gate_margin=gate_margin,
+        eval_max_side=eval_max_side,
+        eval_photos=eval_photos,
+    )
     gate = trained.get("gate") or {}
-    log.info("retrain: %s from %d triplets; gate %s", trained.get("registered_version", trained["model_url"]),
-             built["triplets"], "promoted" if gate.get("promoted") else "refused")
+    log.info(
+        "retrain: %s from %d triplets; gate %s",
+        trained.get("registered_version", trained["model_url"]),
+        built["triplets"],
+        "promoted" if gate.get("promoted") else "refused",
+    )
     return {"ingest": ingested, "version": version, "triplets": built["triplets"], "train": trained}
 
 
@@ -121,12 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--select-photos", type=int, default=64, help="val photos that pick the checkpoint")
     args = parser.parse_args(argv)
-    result = retrain(sources=args.sources or None, data_root=args.data_root, per_image=args.per_image,
-                     crop_size=args.crop_size, luts=args.luts, region_fraction=args.region_fraction, masks=args.masks,
-                     natural_fraction=args.natural_fraction,
-                     preset=args.preset, model_family=args.model_family, steps=args.steps,
-                     batch_size=args.batch_size, lr=args.lr, checkpoint_every=args.checkpoint_every,
-                     select_photos=args.select_photos)
+    result = retrain(
+        sources=args.sources or None,
+        data_root=args.data_root,
+        per_image=args.per_image,
+        crop_size=args.crop_size,
+        luts=args.luts,
+        region_fraction=args.region_fraction,
+        masks=args.masks,
+        natural_fraction=args.natural_fraction,
+        preset=args.preset,
+        model_family=args.model_family,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        select_photos=args.select_photos,
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "train"}, indent=2, default=str))
     return 0
 

@@ -6,18 +6,21 @@
 1. Check the triplet version is complete (``build-triplets`` wrote its ``manifest.json``).
 2. Start (or, for the same run name, resume) the MLflow run: the configuration as params, the data
    version and git commit as tags.
-3. Train on Ray Train (``tasks.training``): DDP workers stream their part of the shards; loss
+3. Train on Ray Train (``pipeline.training``): DDP workers stream their part of the shards; loss
    curves, throughput and sample grids go to MLflow as they arrive, a progress line per
    ``log_every`` steps to the flow's log; checkpoints every ``checkpoint_every`` steps to
    ``{data_root}/training/{run_name}``, from which a failed worker or a re-run resumes. At the
    start and at every checkpoint the model is scored on composites of up to ``select_photos``
    photos of the val split (never trained on), and the best of those states is the run's model
-   (``tasks.selection``: early stopping).
+   (``pipeline.selection``: early stopping).
 4. Save that model to ``{data_root}/models/{run_name}/model.safetensors``.
 5. Evaluate it and the identity / Reinhard / histogram baselines on the validation triplets and
-   on the fixed evaluation set: metrics and table artifacts, a side-by-side grid.
+   on the fixed evaluation set, and record that: metrics and table artifacts, a side-by-side grid.
 6. Register it as a version of ``ssh-harmonizer`` with alias ``candidate``; the promotion gate
    moves ``champion`` to it when it beats the champion by ``gate_margin`` on the fixed set.
+
+Each step is its own Prefect task (train-ssh-model, save-model, evaluate-models, record-evaluations,
+register-model, promotion-gate), so the UI shows the stages; only save and register retry (storage I/O).
 
 Presets: ``full`` (the released 15.2 M-parameter network) on GPUs, ``small`` on CPUs (``auto``).
 ``model_family="colour"`` trains ``ColourNet`` instead (``ssh_model.colour_net``: a network that
@@ -37,17 +40,19 @@ import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from pipeline.ingest import photo_urls
+from pipeline.ray_runtime import ray_init
+from pipeline.registry import MODEL_NAME
+from pipeline.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, tracked_run
+from pipeline.training import TrainingJob, default_job
+from pipeline.triplets import BUILD_MARKER, version_root_of
 from ssh_model import storage
-from ssh_model.checkpoints import save_model
 from ssh_model.network import preset_name
 from ssh_model.settings import get_settings
-from tasks.common import ray_init, run_logger
-from tasks.evaluation import comparison_grid, evaluate_models, format_table, metrics_for_logging
-from tasks.ingest import photo_urls
-from tasks.registry import MODEL_NAME, log_model, promotion_gate, register_candidate, versions_of_run
-from tasks.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, log_rows, tracked_run
-from tasks.training import TrainingJob, default_job, train_model_task
-from tasks.triplets import BUILD_MARKER, version_root_of
+from tasks.common import run_logger
+from tasks.evaluation import evaluate_models
+from tasks.registry import promotion_gate_task, register_model_task
+from tasks.training import record_evaluations, save_model_task, train_model_task
 
 # Defaults per kind of worker: (preset, steps, batch per worker, loader workers per worker).
 GPU_DEFAULTS = ("full", 20_000, 32, 8)
@@ -58,8 +63,9 @@ def data_version(root: str) -> str:
     """``<version>@<sha256 of its manifest.json, 12 hex>``; raises when the version is not complete."""
     marker = storage.join(root, BUILD_MARKER)
     if not storage.exists(marker):
-        raise FileNotFoundError(f"{root} has no {BUILD_MARKER}: the triplet version is missing or incomplete "
-                                f"(run build-triplets for it first)")
+        raise FileNotFoundError(
+            f"{root} has no {BUILD_MARKER}: the triplet version is missing or incomplete (run build-triplets for it first)"
+        )
     digest = hashlib.sha256(storage.read_bytes(marker)).hexdigest()[:12]
     return f"{root.rstrip('/').rsplit('/', 1)[-1]}@{digest}"
 
@@ -73,13 +79,19 @@ def detect_gpus() -> int:
 
 
 def summary_markdown(result: dict[str, Any], tables: dict[str, str]) -> str:
-    lines = [f"## train-model `{result['run_name']}`", "",
-             f"- steps: {result['steps']} (attempts started at {result['start_steps']})",
-             f"- model: `{result['model_url']}`", f"- MLflow run: `{result['run_id']}`"]
+    lines = [
+        f"## train-model `{result['run_name']}`",
+        "",
+        f"- steps: {result['steps']} (attempts started at {result['start_steps']})",
+        f"- model: `{result['model_url']}`",
+        f"- MLflow run: `{result['run_id']}`",
+    ]
     gate = result.get("gate")
     if gate:
-        lines.append(f"- registered: `{result['registered_version']}`; gate: "
-                     f"{'promoted to champion' if gate['promoted'] else 'refused'} ({gate['reason']})")
+        lines.append(
+            f"- registered: `{result['registered_version']}`; gate: "
+            f"{'promoted to champion' if gate['promoted'] else 'refused'} ({gate['reason']})"
+        )
     for name, table in tables.items():
         lines += ["", f"### {name} set", "", table]
     return "\n".join(lines)
@@ -163,74 +175,118 @@ def train_model(
     if select_photos > 0 and not selection:
         log.warning("no val-split photos under %s: the last model is kept (no checkpoint selection)", data_root)
     job: TrainingJob = default_job(
-        root, preset, steps, batch_size, lr=lr, seed=settings.seed if seed is None else seed,
+        root,
+        preset,
+        steps,
+        batch_size,
+        lr=lr,
+        seed=settings.seed if seed is None else seed,
         warmup_steps=warmup_steps if warmup_steps is not None else max(1, steps // 20),
-        log_every=log_every, sample_every=sample_every, checkpoint_every=checkpoint_every,
-        loader_workers=loader_workers, threads=threads, select_photos=selection)
+        log_every=log_every,
+        sample_every=sample_every,
+        checkpoint_every=checkpoint_every,
+        loader_workers=loader_workers,
+        threads=threads,
+        select_photos=selection,
+    )
     commit = git_commit()
-    tags = {"data.version": data_tag, "data.uri": root, "git.commit": commit, "model.preset": str(preset),
-            "model.family": model_family}
+    tags = {
+        "data.version": data_tag,
+        "data.uri": root,
+        "git.commit": commit,
+        "model.preset": str(preset),
+        "model.family": model_family,
+    }
     with tracked_run(run_name, experiment=experiment, data_root=data_root, tags=tags) as run:
         run_id = run.info.run_id
-        log_params_once(run_id, {"job": job.as_dict(), "num_workers": num_workers, "use_gpu": use_gpu,
-                                 "max_failures": max_failures, "gate": {"metric": gate_metric,
-                                                                        "margin": gate_margin}})
+        log_params_once(
+            run_id,
+            {
+                "job": job.as_dict(),
+                "num_workers": num_workers,
+                "use_gpu": use_gpu,
+                "max_failures": max_failures,
+                "gate": {"metric": gate_metric, "margin": gate_margin},
+            },
+        )
         recorder = RunRecorder(run_id)
-        outcome = train_model_task(job, run_name=run_name, storage_root=storage.join(data_root, "training"),
-                                   num_workers=num_workers, use_gpu=use_gpu, max_failures=max_failures,
-                                   resource_wait_s=resource_wait_s, on_event=recorder.record)
-        recorder.metrics({"train/steps": outcome.steps, "train/seconds": outcome.seconds,
-                          "train/samples_per_s": outcome.samples_per_s,
-                          "train/attempts": len(outcome.start_steps)}, outcome.steps)
+        outcome = train_model_task(
+            job,
+            run_name=run_name,
+            storage_root=storage.join(data_root, "training"),
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            max_failures=max_failures,
+            resource_wait_s=resource_wait_s,
+            on_event=recorder.record,
+        )
+        recorder.metrics(
+            {
+                "train/steps": outcome.steps,
+                "train/seconds": outcome.seconds,
+                "train/samples_per_s": outcome.samples_per_s,
+                "train/attempts": len(outcome.start_steps),
+            },
+            outcome.steps,
+        )
         model_step = outcome.steps if outcome.selected_step is None else outcome.selected_step
         if outcome.selected_step is not None:
-            mlflow.set_tags({"model.selected_step": str(outcome.selected_step),
-                             "model.select_psnr": f"{outcome.selected_psnr:.3f}"})
-        model_url = storage.join(data_root, "models", run_name, "model.safetensors")
-        save_model(outcome.model, model_url, metadata={"run_id": run_id, "run_name": run_name,
-                                                       "steps": str(outcome.steps), "model_step": str(model_step),
-                                                       "data_version": data_tag, "git_commit": commit})
-        mlflow.set_tag("model.url", model_url)
-
-        evaluations = evaluate_models({"model": outcome.model}, triplets=root, eval_max_side=eval_max_side,
-                                      eval_photos=eval_photos, val_limit=val_limit, keep_outputs=True)
-        tables = {}
-        for name, evaluation in evaluations.items():
-            recorder.metrics(metrics_for_logging(evaluation), outcome.steps)
-            log_rows(evaluation.summary(), f"evaluation/{name}_summary")
-            log_rows(evaluation.rows, f"evaluation/{name}_items")
-            tables[name] = format_table(evaluation.summary(by_level=name == "fixed"))
-        fixed = evaluations["fixed"]
-        mlflow.log_image(comparison_grid(fixed.items, fixed.outputs), "evaluation/fixed_grid.png")
-        mlflow.log_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()), "evaluation/tables.md")
-
-        result: dict[str, Any] = {"run_name": run_name, "run_id": run_id, "steps": outcome.steps,
-                                  "start_steps": outcome.start_steps, "model_url": model_url,
-                                  "checkpoint": outcome.checkpoint_path, "data_version": data_tag,
-                                  "samples_per_s": outcome.samples_per_s, "model_step": model_step,
-                                  "evaluation": {k: v.summary() for k, v in evaluations.items()}}
+            mlflow.set_tags(
+                {"model.selected_step": str(outcome.selected_step), "model.select_psnr": f"{outcome.selected_psnr:.3f}"}
+            )
+        metadata = {"run_id": run_id, "run_name": run_name, "steps": str(outcome.steps), "model_step": str(model_step)}
+        model_url = save_model_task(
+            outcome.model,
+            storage.join(data_root, "models", run_name, "model.safetensors"),
+            {**metadata, "data_version": data_tag, "git_commit": commit},
+        )
+        evaluations = evaluate_models(
+            {"model": outcome.model},
+            triplets=root,
+            eval_max_side=eval_max_side,
+            eval_photos=eval_photos,
+            val_limit=val_limit,
+            keep_outputs=True,
+        )
+        tables = record_evaluations(recorder, evaluations, outcome.steps)
+        result: dict[str, Any] = {
+            "run_name": run_name,
+            "run_id": run_id,
+            "steps": outcome.steps,
+            "start_steps": outcome.start_steps,
+            "model_url": model_url,
+            "checkpoint": outcome.checkpoint_path,
+            "data_version": data_tag,
+            "samples_per_s": outcome.samples_per_s,
+            "model_step": model_step,
+            "evaluation": {k: v.summary() for k, v in evaluations.items()},
+        }
         if register_model:
-            existing = [v for v in versions_of_run(run_id, model_name)
-                        if v.tags.get("ssh.steps") == str(outcome.steps)]
-            if existing:
-                version_number = existing[0].version
-                log.info("run %s at step %d is already registered as %s version %s", run_name, outcome.steps,
-                         model_name, version_number)
-            else:
-                info = log_model(model_url)
-                registered = register_candidate(info.model_uri, model_name, tags={
-                    "ssh.run_name": run_name, "ssh.steps": str(outcome.steps), "data.version": data_tag,
-                    "git.commit": commit})
-                version_number = registered.version
-            decision = promotion_gate(version_number, name=model_name, metric=gate_metric, margin=gate_margin,
-                                      eval_max_side=eval_max_side, eval_photos=eval_photos)
-            mlflow.set_tags({"registry.version": f"{model_name}/{version_number}",
-                             "gate.decision": "promoted" if decision.promoted else "refused"})
+            tags = {
+                "ssh.run_name": run_name,
+                "ssh.steps": str(outcome.steps),
+                "data.version": data_tag,
+                "git.commit": commit,
+            }
+            version_number = register_model_task(model_url, run_id, model_name, tags)
+            decision = promotion_gate_task(
+                version_number,
+                name=model_name,
+                metric=gate_metric,
+                margin=gate_margin,
+                eval_max_side=eval_max_side,
+                eval_photos=eval_photos,
+            )
+            mlflow.set_tags(
+                {
+                    "registry.version": f"{model_name}/{version_number}",
+                    "gate.decision": "promoted" if decision.promoted else "refused",
+                }
+            )
             result.update(registered_version=f"{model_name}/{version_number}", gate=asdict(decision))
-            log.info("gate: %s %s (%s)", f"{model_name}/{version_number}",
-                     "promoted to champion" if decision.promoted else "not promoted", decision.reason)
-    create_markdown_artifact(summary_markdown(result, tables), key="train-model-summary",
-                             description="train-model run summary")
+    create_markdown_artifact(
+        summary_markdown(result, tables), key="train-model-summary", description="train-model run summary"
+    )
     return result
 
 
@@ -247,10 +303,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=200)
     parser.add_argument("--no-register", action="store_true")
     args = parser.parse_args(argv)
-    result = train_model(data_root=args.data_root, version=args.version, run_name=args.run_name,
-                         preset=args.preset, model_family=args.model_family, steps=args.steps, batch_size=args.batch_size,
-                         num_workers=args.num_workers, checkpoint_every=args.checkpoint_every,
-                         register_model=not args.no_register)
+    result = train_model(
+        data_root=args.data_root,
+        version=args.version,
+        run_name=args.run_name,
+        preset=args.preset,
+        model_family=args.model_family,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        checkpoint_every=args.checkpoint_every,
+        register_model=not args.no_register,
+    )
     print(json.dumps({k: v for k, v in result.items() if k != "evaluation"}, indent=2, default=str))
     return 0
 

@@ -44,8 +44,12 @@ DATA_BUCKET = "ssh-data"
 MLFLOW_BUCKET = "ssh-mlflow"
 ARTIFACTS_DESTINATION = f"s3://{MLFLOW_BUCKET}/mlflow"
 COMPONENTS = ("s3", "mlflow", "prefect-server", "prefect-worker")
-LOGS = {"s3": "s3/weed.log", "mlflow": "mlflow/mlflow.log", "prefect-server": "prefect/server.log",
-        "prefect-worker": "prefect/worker.log"}
+LOGS = {
+    "s3": "s3/weed.log",
+    "mlflow": "mlflow/mlflow.log",
+    "prefect-server": "prefect/server.log",
+    "prefect-worker": "prefect/worker.log",
+}
 SECRET_NAMES = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
 # SeaweedFS closes its volumes at once on SIGTERM, then drains gRPC for ~15 s: no need to wait for that.
 STOP_GRACE_S = {"s3": 5.0}
@@ -56,9 +60,14 @@ def s3_buckets(env: dict[str, str]) -> set[str]:
     import boto3
     from botocore.config import Config
 
-    client = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env.get("AWS_DEFAULT_REGION", REGION),
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                          config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env.get("AWS_DEFAULT_REGION", REGION),
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}),
+    )
     return {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
 
 
@@ -151,8 +160,13 @@ class LocalStack:
                 if all(healthy for healthy, _ in report.values()):
                     return False
                 self._stop_processes(state)  # partly running: start afresh on the same data
-            state = {"started_at": datetime.now(UTC).isoformat(timespec="seconds"), "pool": DEFAULT_POOL,
-                     "buckets": {"data": DATA_BUCKET, "mlflow": MLFLOW_BUCKET}, "urls": {}, "processes": []}
+            state = {
+                "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "pool": DEFAULT_POOL,
+                "buckets": {"data": DATA_BUCKET, "mlflow": MLFLOW_BUCKET},
+                "urls": {},
+                "processes": [],
+            }
             try:
                 self._start(state, timeout, services)
             except BaseException:
@@ -200,20 +214,33 @@ class LocalStack:
                 self._record(state, "prefect-worker", prefect.worker.pid)
         prefect.wait_worker_online(timeout)
 
-        write_env_file({"PREFECT_API_URL": prefect.api_url, "MLFLOW_TRACKING_URI": mlflow.url,
-                        "AWS_ENDPOINT_URL": s3.endpoint_url, "SSH_S3_ENDPOINT_URL": s3.endpoint_url,
-                        "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url, "AWS_DEFAULT_REGION": REGION,
-                        "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": s3.access_key,
-                        "AWS_SECRET_ACCESS_KEY": s3.secret_key}, self.env_file)
+        write_env_file(
+            {
+                "PREFECT_API_URL": prefect.api_url,
+                "MLFLOW_TRACKING_URI": mlflow.url,
+                "AWS_ENDPOINT_URL": s3.endpoint_url,
+                "SSH_S3_ENDPOINT_URL": s3.endpoint_url,
+                "MLFLOW_S3_ENDPOINT_URL": s3.endpoint_url,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": s3.access_key,
+                "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+            },
+            self.env_file,
+        )
         failing = {name: detail for name, (healthy, detail) in (self.health() or {}).items() if not healthy}
         if failing:
-            raise RuntimeError("\n".join(f"{name}: {detail}\n{tail(self.dir / LOGS[name])}"
-                                         for name, detail in failing.items()))
+            raise RuntimeError(
+                "\n".join(f"{name}: {detail}\n{tail(self.dir / LOGS[name])}" for name, detail in failing.items())
+            )
 
     def _stop_processes(self, state: dict) -> list[str]:
         """Stop the recorded processes, last started first; the names of those that were running."""
-        return [process.name for process in reversed(self.processes(state))
-                if stop(process, grace_s=STOP_GRACE_S.get(process.name, 20.0))]
+        return [
+            process.name
+            for process in reversed(self.processes(state))
+            if stop(process, grace_s=STOP_GRACE_S.get(process.name, 20.0))
+        ]
 
     def stop(self) -> list[str] | None:
         """Stop everything (the names of what was running); None when no stack was started here."""
@@ -253,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status", "env"])
     parser.add_argument("--state", default=str(DEFAULT_STATE), help="state folder (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds each component may take to start")
-    parser.add_argument("--no-prefect-services", action="store_true",
-                        help="start the Prefect server without its background services (no schedules)")
+    parser.add_argument(
+        "--no-prefect-services",
+        action="store_true",
+        help="start the Prefect server without its background services (no schedules)",
+    )
     args = parser.parse_args(argv)
     stack = LocalStack(args.state)
 
@@ -274,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         if stopped is None:
             print(f"no local stack in {stack.dir}: nothing to stop")
         else:
-            print(f"stopped {', '.join(stopped) or 'nothing (no process was left running)'}; "
-                  f"data kept in {stack.dir}")
+            print(f"stopped {', '.join(stopped) or 'nothing (no process was left running)'}; data kept in {stack.dir}")
         return 0
 
     if stack.load() is None:

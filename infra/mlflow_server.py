@@ -29,8 +29,7 @@ class MlflowServer:
         port: the port (default: a free one).
     """
 
-    def __init__(self, home: str | Path, artifacts_destination: str, env: dict[str, str],
-                 port: int | None = None) -> None:
+    def __init__(self, home: str | Path, artifacts_destination: str, env: dict[str, str], port: int | None = None) -> None:
         self.home = Path(home).absolute()
         self.artifacts_destination = artifacts_destination
         self.env = env
@@ -46,18 +45,37 @@ class MlflowServer:
         return self.home / "mlflow.log"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.home / 'mlflow.db'}",
-                "--serve-artifacts", "--artifacts-destination", self.artifacts_destination,
-                "--host", HOST, "--port", str(self.port), "--workers", "1"]
+        return [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.home / 'mlflow.db'}",
+            "--serve-artifacts",
+            "--artifacts-destination",
+            self.artifacts_destination,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
 
     def spawn(self) -> subprocess.Popen:
         """Start the server in its own process group, without waiting for it (see ``wait_healthy``)."""
         self.home.mkdir(parents=True, exist_ok=True)
         env = {**self.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command(),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         return self.process
 
     def healthy(self) -> bool:
@@ -65,14 +83,14 @@ class MlflowServer:
 
     def wait_healthy(self, timeout: float = 180.0) -> None:
         """Wait until ``/health`` answers OK; raises with the log's tail when the server exits or times out."""
+
         def ready() -> bool:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"mlflow server exited with {self.process.returncode}:\n{tail(self.log_path)}")
             return self.healthy()
 
         if not wait_for(ready, timeout, poll_s=0.5):
-            raise TimeoutError(f"mlflow server at {self.url} not healthy after {timeout:.0f}s:\n"
-                               f"{tail(self.log_path)}")
+            raise TimeoutError(f"mlflow server at {self.url} not healthy after {timeout:.0f}s:\n{tail(self.log_path)}")
 
 
 def check_health(url: str, timeout: float = 3.0) -> bool:

@@ -46,8 +46,9 @@ def prefect_executable() -> list[str]:
 
 def _request(url: str, payload: dict | None = None, timeout: float = 10.0) -> tuple[int, object]:
     data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method="POST" if data is not None else "GET", headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             body = response.read()
@@ -68,8 +69,15 @@ class PrefectStack:
         ui: serve the web UI at the API's host and port (off by default: tests do not need it).
     """
 
-    def __init__(self, home: str | Path, port: int | None = None, pool: str = DEFAULT_POOL,
-                 env: dict[str, str] | None = None, services: bool = True, ui: bool = False) -> None:
+    def __init__(
+        self,
+        home: str | Path,
+        port: int | None = None,
+        pool: str = DEFAULT_POOL,
+        env: dict[str, str] | None = None,
+        services: bool = True,
+        ui: bool = False,
+    ) -> None:
         self.home = Path(home).absolute()
         self.port = port or free_port()
         self.pool = pool
@@ -87,31 +95,49 @@ class PrefectStack:
     def env(self) -> dict[str, str]:
         """The environment for Prefect CLI commands against this stack."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env.update({
-            "PREFECT_HOME": str(self.home),
-            "PREFECT_API_URL": self.api_url,
-            "PREFECT_SERVER_API_HOST": HOST,
-            "PREFECT_SERVER_API_PORT": str(self.port),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_UI_ENABLED": "true" if self.ui else "false",
-            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-        })
+        env.update(
+            {
+                "PREFECT_HOME": str(self.home),
+                "PREFECT_API_URL": self.api_url,
+                "PREFECT_SERVER_API_HOST": HOST,
+                "PREFECT_SERVER_API_PORT": str(self.port),
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_UI_ENABLED": "true" if self.ui else "false",
+                "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            }
+        )
         if not self.services:
-            for service in ("SCHEDULER", "LATE_RUNS", "FOREMAN", "PAUSE_EXPIRATIONS", "CANCELLATION_CLEANUP",
-                            "REPOSSESSOR", "TRIGGERS", "CLEANUP_RECONCILER"):
+            for service in (
+                "SCHEDULER",
+                "LATE_RUNS",
+                "FOREMAN",
+                "PAUSE_EXPIRATIONS",
+                "CANCELLATION_CLEANUP",
+                "REPOSSESSOR",
+                "TRIGGERS",
+                "CLEANUP_RECONCILER",
+            ):
                 env[f"PREFECT_SERVER_SERVICES_{service}_ENABLED"] = "false"
         env.update(self.extra_env)
         return env
 
-    def cli(self, *args: str, timeout: float = 300, cwd: str | Path | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, timeout: float = 300, cwd: str | Path | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         """Run ``prefect <args>`` against this stack; raises with the output when it fails and ``check``."""
-        result = subprocess.run([*prefect_executable(), "--no-prompt", *args], env=self.env, cwd=cwd,
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            [*prefect_executable(), "--no-prompt", *args],
+            env=self.env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
-            raise RuntimeError(f"prefect {' '.join(args)} failed ({result.returncode}):\n"
-                               f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+            raise RuntimeError(
+                f"prefect {' '.join(args)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+            )
         return result
 
     def migrate(self, timeout: float = 900) -> None:
@@ -122,27 +148,32 @@ class PrefectStack:
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str]) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         try:
-            return subprocess.Popen([*prefect_executable(), *args], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            return subprocess.Popen(
+                [*prefect_executable(), *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         finally:
             log.close()
 
     def start_server(self, timeout: float = 300) -> None:
-        self.server = self._spawn(["server", "start", "--host", HOST, "--port", str(self.port)], "server.log",
-                                  self.env)
+        self.server = self._spawn(["server", "start", "--host", HOST, "--port", str(self.port)], "server.log", self.env)
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.server is not None and self.server.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {self.server.returncode}:\n"
-                                   f"{tail(self.home / 'server.log')}")
+                raise RuntimeError(f"prefect server exited with {self.server.returncode}:\n{tail(self.home / 'server.log')}")
             if self.healthy():
                 return
             time.sleep(0.5)
-        raise TimeoutError(f"prefect server at {self.api_url} not healthy after {timeout:.0f}s:\n"
-                           f"{tail(self.home / 'server.log')}")
+        raise TimeoutError(
+            f"prefect server at {self.api_url} not healthy after {timeout:.0f}s:\n{tail(self.home / 'server.log')}"
+        )
 
     def healthy(self) -> bool:
         """True when the API answers ``GET /health`` with true."""
@@ -167,11 +198,11 @@ class PrefectStack:
         deadline = time.monotonic() + timeout
         while not self.workers_online():
             if self.worker is not None and self.worker.poll() is not None:
-                raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n"
-                                   f"{tail(self.home / 'worker.log')}")
+                raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n{tail(self.home / 'worker.log')}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no worker of pool {self.pool!r} online after {timeout:.0f}s:\n"
-                                   f"{tail(self.home / 'worker.log')}")
+                raise TimeoutError(
+                    f"no worker of pool {self.pool!r} online after {timeout:.0f}s:\n{tail(self.home / 'worker.log')}"
+                )
             time.sleep(0.5)
 
     def create_work_pool(self) -> None:
@@ -182,12 +213,12 @@ class PrefectStack:
 
     def start_worker(self, env: dict[str, str] | None = None) -> None:
         """Start a process worker on the pool; ``env`` is added to its (and its flow runs') environment."""
-        self.worker = self._spawn(["worker", "start", "--pool", self.pool, "--type", "process"], "worker.log",
-                                  {**self.env, **(env or {})})
+        self.worker = self._spawn(
+            ["worker", "start", "--pool", self.pool, "--type", "process"], "worker.log", {**self.env, **(env or {})}
+        )
         time.sleep(1.0)
         if self.worker.poll() is not None:
-            raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n"
-                               f"{tail(self.home / 'worker.log')}")
+            raise RuntimeError(f"prefect worker exited with {self.worker.returncode}:\n{tail(self.home / 'worker.log')}")
 
     def start(self, worker: bool = True) -> PrefectStack:
         self.migrate()
@@ -233,17 +264,22 @@ class PrefectStack:
             if run.get("state_type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
                 return run
             if time.monotonic() > deadline:
-                raise TimeoutError(f"flow run {flow_run_id} is still {run.get('state_type')} "
-                                   f"after {timeout:.0f}s")
+                raise TimeoutError(f"flow run {flow_run_id} is still {run.get('state_type')} after {timeout:.0f}s")
             time.sleep(poll_s)
 
     def flow_run_logs(self, flow_run_id: str, page: int = 200) -> list[str]:
         """All the run's log messages (flow and task loggers), oldest first (read page by page)."""
         messages: list[str] = []
         while True:
-            status, body = _request(f"{self.api_url}/logs/filter", {
-                "logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": page,
-                "offset": len(messages)})
+            status, body = _request(
+                f"{self.api_url}/logs/filter",
+                {
+                    "logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                    "sort": "TIMESTAMP_ASC",
+                    "limit": page,
+                    "offset": len(messages),
+                },
+            )
             if status != 200 or not isinstance(body, list):
                 raise RuntimeError(f"cannot read logs of flow run {flow_run_id}: HTTP {status} {body}")
             messages += [entry["message"] for entry in body]
@@ -258,10 +294,8 @@ class PrefectStack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.prefect_stack",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--home", default=None,
-                        help="PREFECT_HOME of the stack (default: <data root>/prefect)")
+    parser = argparse.ArgumentParser(prog="python -m infra.prefect_stack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--home", default=None, help="PREFECT_HOME of the stack (default: <data root>/prefect)")
     parser.add_argument("--port", type=int, default=None, help="API port (default: a free one)")
     parser.add_argument("--pool", default=DEFAULT_POOL, help="process work pool name")
     parser.add_argument("--no-worker", action="store_true", help="start no worker")
@@ -273,9 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     stack = PrefectStack(args.home, port=args.port, pool=args.pool)
     print(f"migrating the database in {stack.home} ...", flush=True)
     stack.start(worker=not args.no_worker)
-    print(f"Prefect API: {stack.api_url}\nwork pool: {stack.pool}\n\n"
-          f"    export PREFECT_API_URL={stack.api_url}\n    prefect deploy --all\n\n"
-          f"logs in {stack.home}; Ctrl-C stops everything.", flush=True)
+    print(
+        f"Prefect API: {stack.api_url}\nwork pool: {stack.pool}\n\n"
+        f"    export PREFECT_API_URL={stack.api_url}\n    prefect deploy --all\n\n"
+        f"logs in {stack.home}; Ctrl-C stops everything.",
+        flush=True,
+    )
     stopping = False
 
     def _on_signal(signum: int, frame: object) -> None:

@@ -37,7 +37,7 @@ def _stat(pid: int) -> list[str] | None:
         raw = (PROC / str(pid) / "stat").read_text()
     except OSError:
         return None
-    return raw[raw.rindex(")") + 2:].split()  # field 2, the command, is in parentheses and may hold spaces
+    return raw[raw.rindex(")") + 2 :].split()  # field 2, the command, is in parentheses and may hold spaces
 
 
 # Indices into _stat's list (field number - 3).

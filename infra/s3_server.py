@@ -72,8 +72,13 @@ class S3Server:
         secret_key: the S3 secret key (default: generated).
     """
 
-    def __init__(self, workdir: str | Path | None = None, port: int | None = None,
-                 access_key: str | None = None, secret_key: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str | Path | None = None,
+        port: int | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+    ) -> None:
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ssh-s3-"))
         self.port = port
@@ -103,11 +108,15 @@ class S3Server:
         return self.workdir / "weed.log"
 
     def _write_config(self) -> Path:
-        config = {"identities": [{
-            "name": "local",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}
+        config = {
+            "identities": [
+                {
+                    "name": "local",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
         path = self.workdir / "s3.json"
         path.write_text(json.dumps(config))
         path.chmod(0o600)
@@ -119,13 +128,26 @@ class S3Server:
         self.port = self.port or ports[0]
         master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3_grpc = ports[1:]
         return [
-            weed_executable(), "server", f"-ip={HOST}", f"-ip.bind={HOST}", f"-dir={self.workdir / 'data'}",
-            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=256",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.preStopSeconds=0",
+            weed_executable(),
+            "server",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-dir={self.workdir / 'data'}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            "-master.volumeSizeLimitMB=256",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            "-volume.preStopSeconds=0",
             "-volume.max=200",  # every bucket is a collection with its own volumes; the default 8 runs out at 3 buckets
-            f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-            "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0",
-            "-s3.port.lance=0", f"-s3.config={self.workdir / 's3.json'}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.port.grpc={s3_grpc}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.workdir / 's3.json'}",
         ]
 
     def start(self, timeout: float = 60.0) -> S3Server:
@@ -135,8 +157,9 @@ class S3Server:
         (self.workdir / "data").mkdir(parents=True, exist_ok=True)
         self._write_config()
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -157,15 +180,18 @@ class S3Server:
                 return  # an S3 error document (403 without a signature) means the gateway is up
             except OSError:
                 time.sleep(0.25)
-        raise TimeoutError(f"S3 gateway at {self.endpoint_url} did not answer within {timeout:.0f}s:\n"
-                           f"{tail(self.log_path)}")
+        raise TimeoutError(f"S3 gateway at {self.endpoint_url} did not answer within {timeout:.0f}s:\n{tail(self.log_path)}")
 
     def filesystem(self):
         """An ``s3fs.S3FileSystem`` on this server (its own instance, not fsspec's cached one)."""
         import s3fs
 
-        return s3fs.S3FileSystem(key=self.access_key, secret=self.secret_key, skip_instance_cache=True,
-                                 client_kwargs={"endpoint_url": self.endpoint_url, "region_name": REGION})
+        return s3fs.S3FileSystem(
+            key=self.access_key,
+            secret=self.secret_key,
+            skip_instance_cache=True,
+            client_kwargs={"endpoint_url": self.endpoint_url, "region_name": REGION},
+        )
 
     def create_bucket(self, name: str, timeout: float = 60.0) -> str:
         """Create bucket ``name`` (fine when it exists); retried while the server finishes starting."""

@@ -33,20 +33,19 @@ def _strided(pixels: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.
     return pixels[::step], None if weights is None else weights[::step]
 
 
-def _background_pixels(composite: np.ndarray, weights: np.ndarray,
-                       background: np.ndarray | None) -> np.ndarray:
+def _background_pixels(composite: np.ndarray, weights: np.ndarray, background: np.ndarray | None) -> np.ndarray:
     """uint8 (N, 3): the appearance to match (the background photo, or the composite where mask is 0)."""
     if background is not None:
         return _strided(background.reshape(-1, 3))[0]
     outside = weights < MASK_EPSILON
     if not outside.any():
-        raise ValueError("the mask covers the whole image: no background pixel is left to match "
-                         "(pass a separate background image)")
+        raise ValueError(
+            "the mask covers the whole image: no background pixel is left to match (pass a separate background image)"
+        )
     return _strided(composite[outside])[0]
 
 
-def _blend(composite: np.ndarray, weights: np.ndarray, region: np.ndarray,
-           recoloured: np.ndarray) -> np.ndarray:
+def _blend(composite: np.ndarray, weights: np.ndarray, region: np.ndarray, recoloured: np.ndarray) -> np.ndarray:
     """``recoloured`` float (N, 3) 0-255 pixels of ``region`` (H, W bool), soft-blended over the composite."""
     out = composite.copy()
     alpha = weights[region][:, None].astype(np.float64)  # (N, 1)
@@ -103,8 +102,7 @@ def _cdf_lookup(source: np.ndarray, source_weights: np.ndarray, target: np.ndarr
     return np.interp(np.arange(256), src_levels, mapped)
 
 
-def match_histograms(composite: np.ndarray, mask: np.ndarray,
-                     background: np.ndarray | None = None) -> np.ndarray:
+def match_histograms(composite: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None) -> np.ndarray:
     """Per-channel histogram matching of the foreground to the background, soft-blended.
 
     The mapping is ``skimage.exposure.match_histograms``'s (identical for a binary mask), except

@@ -53,7 +53,7 @@ def read_header(data: bytes, url: str) -> dict[str, Any]:
     if size > len(data) - 8 or size > 100_000_000:
         raise CheckpointError(f"{url}: not a safetensors file (bad header length {size})")
     try:
-        header = json.loads(data[8:8 + size])
+        header = json.loads(data[8 : 8 + size])
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{url}: not a safetensors file (header is not JSON: {err})") from err
     if not isinstance(header, dict):
@@ -110,15 +110,23 @@ def save_model(model: nn.Module, url: str, metadata: dict[str, str] | None = Non
     logger.info("saved model %s to %s", net.config, url)
 
 
-def load_model(url: str, device: str | torch.device = "cpu") -> nn.Module:
-    """The network stored at ``url`` by ``save_model``, on ``device``, in eval mode."""
-    tensors, metadata = _load(read_bytes(url), url, MODEL_FORMAT)
-    model = build_model(_config_of(metadata, url))
+def model_from_bytes(data: bytes, name: str = "<bytes>", device: str | torch.device = "cpu") -> nn.Module:
+    """The network in the bytes of a ``save_model`` file, on ``device``, in eval mode (no file, no pickle).
+
+    Raises ``CheckpointError`` whose message starts with ``name`` (the URL or URI the bytes came from).
+    """
+    tensors, metadata = _load(data, name, MODEL_FORMAT)
+    model = build_model(_config_of(metadata, name))
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{url}: weights do not fit config {metadata['config']}: {err}") from err
+        raise CheckpointError(f"{name}: weights do not fit config {metadata['config']}: {err}") from err
     return model.to(device).eval()
+
+
+def load_model(url: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The network stored at ``url`` by ``save_model``, on ``device``, in eval mode."""
+    return model_from_bytes(read_bytes(url), url, device)
 
 
 def load_model_metadata(url: str) -> dict[str, str]:
@@ -138,17 +146,14 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tens
                 tensors[f"{_OPTIM_PREFIX}{index}.{name}"] = value.detach().to("cpu").contiguous()
             else:
                 scalars.setdefault(str(index), {})[name] = value
-    groups = [
-        {k: (v.item() if isinstance(v, Tensor) else v) for k, v in group.items()}
-        for group in state["param_groups"]
-    ]
+    groups = [{k: (v.item() if isinstance(v, Tensor) else v) for k, v in group.items()} for group in state["param_groups"]]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: dict[str, Tensor], rest: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
-        index, name = key[len(_OPTIM_PREFIX):].split(".", 1)
+        index, name = key[len(_OPTIM_PREFIX) :].split(".", 1)
         state.setdefault(int(index), {})[name] = value
     for index, values in rest["scalars"].items():
         state.setdefault(int(index), {}).update(values)
@@ -195,7 +200,7 @@ def load_training_state(
     """
     tensors, metadata = _load(read_bytes(url), url, TRAINING_FORMAT)
     net = unwrap(model)
-    model_state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+    model_state = {k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
     try:
         net.load_state_dict(model_state, strict=True)
     except RuntimeError as err:
@@ -211,6 +216,13 @@ def load_training_state(
 
 
 __all__ = [
-    "MODEL_FORMAT", "TRAINING_FORMAT", "CheckpointError", "load_model", "load_model_metadata",
-    "load_training_state", "save_model", "save_training_state",
+    "MODEL_FORMAT",
+    "TRAINING_FORMAT",
+    "CheckpointError",
+    "load_model",
+    "model_from_bytes",
+    "load_model_metadata",
+    "load_training_state",
+    "save_model",
+    "save_training_state",
 ]

@@ -39,10 +39,28 @@ def linear_to_srgb(values: np.ndarray) -> np.ndarray:
 def polynomial_features(rgb: np.ndarray) -> np.ndarray:
     """(N, 3) linear RGB -> (N, 17) features in the order of ``TERMS``."""
     r, g, b = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    return np.stack([
-        r, g, b, r * g, r * b, g * b, r * r, g * g, b * b, r * g * b,
-        r * r * g, g * g * b, b * b * r, r ** 3, g ** 3, b ** 3, np.ones_like(r),
-    ], axis=1)
+    return np.stack(
+        [
+            r,
+            g,
+            b,
+            r * g,
+            r * b,
+            g * b,
+            r * r,
+            g * g,
+            b * b,
+            r * g * b,
+            r * r * g,
+            g * g * b,
+            b * b * r,
+            r**3,
+            g**3,
+            b**3,
+            np.ones_like(r),
+        ],
+        axis=1,
+    )
 
 
 IDENTITY_COEFFICIENTS = np.zeros((len(TERMS), 3))
@@ -72,8 +90,9 @@ class ColourTransform:
         return self.apply_srgb(lattice).astype(np.float32)
 
 
-def fit_colour_transform(source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None,
-                         ridge: float = RIDGE) -> ColourTransform:
+def fit_colour_transform(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray | None = None, ridge: float = RIDGE
+) -> ColourTransform:
     """Weighted ridge least squares of the 17-term polynomial mapping ``source`` to ``target``.
 
     Args:
@@ -101,6 +120,11 @@ def fit_colour_transform(source: np.ndarray, target: np.ndarray, weights: np.nda
 
 
 __all__ = [
-    "IDENTITY_COEFFICIENTS", "TERMS", "ColourTransform", "fit_colour_transform", "linear_to_srgb",
-    "polynomial_features", "srgb_to_linear",
+    "IDENTITY_COEFFICIENTS",
+    "TERMS",
+    "ColourTransform",
+    "fit_colour_transform",
+    "linear_to_srgb",
+    "polynomial_features",
+    "srgb_to_linear",
 ]

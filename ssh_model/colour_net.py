@@ -26,8 +26,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ROOT_TERMS = ("r", "g", "b", "(rg)^1/2", "(gb)^1/2", "(rb)^1/2", "(r2g)^1/3", "(r2b)^1/3", "(g2r)^1/3",
-              "(g2b)^1/3", "(b2r)^1/3", "(b2g)^1/3", "(rgb)^1/3", "1")
+ROOT_TERMS = (
+    "r",
+    "g",
+    "b",
+    "(rg)^1/2",
+    "(gb)^1/2",
+    "(rb)^1/2",
+    "(r2g)^1/3",
+    "(r2b)^1/3",
+    "(g2r)^1/3",
+    "(g2b)^1/3",
+    "(b2r)^1/3",
+    "(b2g)^1/3",
+    "(rgb)^1/3",
+    "1",
+)
 NUM_TERMS = len(ROOT_TERMS)
 
 
@@ -51,9 +65,22 @@ def root_polynomial_features(linear: Tensor) -> Tensor:
     """
     r, g, b = linear.clamp_min(0.0).unbind(dim=1)  # (B, H, W) each
     third = 1.0 / 3.0
-    terms = [r, g, b, (r * g).sqrt(), (g * b).sqrt(), (r * b).sqrt(),
-             (r * r * g) ** third, (r * r * b) ** third, (g * g * r) ** third, (g * g * b) ** third,
-             (b * b * r) ** third, (b * b * g) ** third, (r * g * b) ** third, torch.ones_like(r)]
+    terms = [
+        r,
+        g,
+        b,
+        (r * g).sqrt(),
+        (g * b).sqrt(),
+        (r * b).sqrt(),
+        (r * r * g) ** third,
+        (r * r * b) ** third,
+        (g * g * r) ** third,
+        (g * g * b) ** third,
+        (b * b * r) ** third,
+        (b * b * g) ** third,
+        (r * g * b) ** third,
+        torch.ones_like(r),
+    ]
     return torch.stack(terms, dim=1)
 
 
@@ -64,8 +91,9 @@ def identity_coefficients(device: torch.device | None = None) -> Tensor:
     return identity
 
 
-def coefficient_field(coefficients: Tensor, height: int, width: int, box: tuple[float, float, float, float] | None
-                      = None) -> Tensor:
+def coefficient_field(
+    coefficients: Tensor, height: int, width: int, box: tuple[float, float, float, float] | None = None
+) -> Tensor:
     """Per-pixel coefficients (B, 42, h, w) bilinearly blended from the cell grid (B, 42, G, G).
 
     Args:
@@ -78,8 +106,9 @@ def coefficient_field(coefficients: Tensor, height: int, width: int, box: tuple[
     cols = x0 + (torch.arange(width, device=coefficients.device) + 0.5) * (x1 - x0) / width  # (w,)
     grid_y, grid_x = torch.meshgrid(rows * 2 - 1, cols * 2 - 1, indexing="ij")  # (h, w) in [-1, 1]
     grid = torch.stack([grid_x, grid_y], dim=-1)[None].expand(coefficients.shape[0], -1, -1, -1)
-    return F.grid_sample(coefficients, grid.to(coefficients.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=False)
+    return F.grid_sample(
+        coefficients, grid.to(coefficients.dtype), mode="bilinear", padding_mode="border", align_corners=False
+    )
 
 
 def apply_transform(srgb: Tensor, coefficients: Tensor, box: tuple[float, float, float, float] | None = None) -> Tensor:
@@ -142,16 +171,24 @@ class ColourNet(nn.Module):
     def __init__(self, width: int = 16, grid: int = 1, encoder_size: int = 64, hidden: int = 256) -> None:
         super().__init__()
         if width < 1 or grid < 1 or hidden < 1 or encoder_size < 16:
-            raise ValueError(f"need width, grid, hidden >= 1 and encoder_size >= 16; got {width}, {grid}, "
-                             f"{hidden}, {encoder_size}")
-        self.config: dict[str, Any] = {"family": "colour", "width": int(width), "grid": int(grid),
-                                       "encoder_size": int(encoder_size), "hidden": int(hidden)}
+            raise ValueError(
+                f"need width, grid, hidden >= 1 and encoder_size >= 16; got {width}, {grid}, {hidden}, {encoder_size}"
+            )
+        self.config: dict[str, Any] = {
+            "family": "colour",
+            "width": int(width),
+            "grid": int(grid),
+            "encoder_size": int(encoder_size),
+            "hidden": int(hidden),
+        }
         self.encoder = Encoder(width)
         cell_channels = 8 * width
         code = self.encoder.code_size
         self.head = nn.Sequential(
-            nn.Conv2d(cell_channels + 3 * code, hidden, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(hidden, hidden, 1), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(cell_channels + 3 * code, hidden, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(hidden, hidden, 1),
+            nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(hidden, NUM_TERMS * 3, 1),
         )
         nn.init.zeros_(self.head[-1].weight)  # identity at initialisation
@@ -203,12 +240,27 @@ def colour_tiny() -> ColourNet:
 
 
 PRESETS: dict[str, Callable[[], ColourNet]] = {
-    "full": colour_full, "small": colour_small, "grid-small": colour_grid_small, "tiny": colour_tiny,
+    "full": colour_full,
+    "small": colour_small,
+    "grid-small": colour_grid_small,
+    "tiny": colour_tiny,
 }
 
 
 __all__ = [
-    "NUM_TERMS", "PRESETS", "ROOT_TERMS", "ColourNet", "Encoder", "apply_transform", "coefficient_field",
-    "colour_full", "colour_grid_small", "colour_small", "colour_tiny", "identity_coefficients",
-    "linear_to_srgb", "root_polynomial_features", "srgb_to_linear",
+    "NUM_TERMS",
+    "PRESETS",
+    "ROOT_TERMS",
+    "ColourNet",
+    "Encoder",
+    "apply_transform",
+    "coefficient_field",
+    "colour_full",
+    "colour_grid_small",
+    "colour_small",
+    "colour_tiny",
+    "identity_coefficients",
+    "linear_to_srgb",
+    "root_polynomial_features",
+    "srgb_to_linear",
 ]

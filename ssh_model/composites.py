@@ -5,7 +5,7 @@ composites the way iHarmony4 did: take a real photo (the ground truth), re-grade
 it with a colour LUT, and ask the model to undo the mismatch. The region is a soft-edged
 random blob. Strengths are mixed on purpose: strong casts test correction, mild re-grades test
 that a model knows when to leave colours alone (the untouched composite is the baseline to
-beat there, see ssh-method.md).
+beat there, see docs/method.md).
 """
 
 from __future__ import annotations

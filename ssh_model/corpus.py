@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ssh_model.images import IMAGE_EXTENSIONS
+
 ENV_VAR = "SSH_PHOTO_CORPUS"
 SPLITS = ("train", "holdout")
-PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class CorpusMissing(FileNotFoundError):
@@ -34,7 +35,8 @@ def corpus_root(root: str | os.PathLike | None = None) -> Path:
     if not (path / "train").is_dir() or not (path / "holdout").is_dir():
         raise CorpusMissing(
             f"the photo corpus is not at {path} (no train/ and holdout/ folders): this needs the research "
-            f"photos (see the README); set {ENV_VAR} to their folder")
+            f"photos (see the README); set {ENV_VAR} to their folder"
+        )
     return path
 
 
@@ -42,7 +44,7 @@ def photos(root: Path, split: str) -> list[Path]:
     """Every photo of ``split`` (train or holdout), sorted by path."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return sorted(p for p in (root / split).rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES)
+    return sorted(p for p in (root / split).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def object_masks(root: Path, split: str) -> dict[str, list[Path]]:

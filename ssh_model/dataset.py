@@ -111,8 +111,7 @@ def discover_units(source: str | Sequence[str], split: str | None = "train") -> 
         raise FileNotFoundError(f"no triplet shards (*.parquet) under {source!r} for split {split!r}")
     with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
         infos = list(pool.map(shard_info, urls))
-    return [Unit(info.url, group, 0, rows) for info in infos
-            for group, rows in enumerate(info.row_groups) if rows > 0]
+    return [Unit(info.url, group, 0, rows) for info in infos for group, rows in enumerate(info.row_groups) if rows > 0]
 
 
 def rows_per_rank(total_rows: int, batch_size: int, world_size: int, drop_last: bool) -> int:
@@ -141,8 +140,19 @@ def _slice_stream(units: Sequence[Unit], start: int, stop: int) -> list[Unit]:
     return out
 
 
-def plan_epoch(units: Sequence[Unit], *, batch_size: int, epoch: int, seed: int, shuffle: bool, rank: int,
-               world_size: int, worker: int, num_workers: int, drop_last: bool) -> tuple[list[Unit], int]:
+def plan_epoch(
+    units: Sequence[Unit],
+    *,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    shuffle: bool,
+    rank: int,
+    world_size: int,
+    worker: int,
+    num_workers: int,
+    drop_last: bool,
+) -> tuple[list[Unit], int]:
     """The unit slices worker ``worker`` of rank ``rank`` reads this epoch, and its row count."""
     order = list(units)
     if shuffle:
@@ -174,10 +184,19 @@ class TripletDataset(IterableDataset):
         columns: image columns to decode (default: all four).
     """
 
-    def __init__(self, source: str | Sequence[str], split: str | None = "train", batch_size: int = 8,
-                 shuffle: bool = True, seed: int = 0, rank: int | None = None, world_size: int | None = None,
-                 drop_last: bool = True, shuffle_buffer: int = 256,
-                 columns: Sequence[str] = IMAGE_COLUMNS) -> None:
+    def __init__(
+        self,
+        source: str | Sequence[str],
+        split: str | None = "train",
+        batch_size: int = 8,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = True,
+        shuffle_buffer: int = 256,
+        columns: Sequence[str] = IMAGE_COLUMNS,
+    ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -194,10 +213,16 @@ class TripletDataset(IterableDataset):
         self.total_rows = sum(u.rows for u in self.units)
         rank_, world = self.placement()
         if rows_per_rank(self.total_rows, batch_size, world, drop_last) == 0:
-            raise ValueError(f"{self.total_rows} triplets cannot make one batch of {batch_size} on each of "
-                             f"{world} ranks")
-        logger.info("TripletDataset: %d triplets in %d row groups (split %s), rank %d of %d, "
-                    "%d batches/epoch", self.total_rows, len(self.units), split, rank_, world, len(self))
+            raise ValueError(f"{self.total_rows} triplets cannot make one batch of {batch_size} on each of {world} ranks")
+        logger.info(
+            "TripletDataset: %d triplets in %d row groups (split %s), rank %d of %d, %d batches/epoch",
+            self.total_rows,
+            len(self.units),
+            split,
+            rank_,
+            world,
+            len(self),
+        )
 
     def placement(self) -> tuple[int, int]:
         """(rank, world_size): the given ones, else torch.distributed's, else (0, 1)."""
@@ -225,9 +250,18 @@ class TripletDataset(IterableDataset):
         rank, world = self.placement()
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        slices, rows = plan_epoch(self.units, batch_size=self.batch_size, epoch=self.epoch, seed=self.seed,
-                                  shuffle=self.shuffle, rank=rank, world_size=world, worker=worker,
-                                  num_workers=num_workers, drop_last=self.drop_last)
+        slices, rows = plan_epoch(
+            self.units,
+            batch_size=self.batch_size,
+            epoch=self.epoch,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            rank=rank,
+            world_size=world,
+            worker=worker,
+            num_workers=num_workers,
+            drop_last=self.drop_last,
+        )
         rng = np.random.default_rng([self.seed, self.epoch, rank, worker])
         reader = _ShardReader()
         pending: list[pa.Table] = []

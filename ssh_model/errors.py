@@ -54,19 +54,48 @@ REASONS: dict[str, str] = {**STORAGE_REASONS, **IMAGE_REASONS, **ROW_REASONS}
 
 MAX_DETAIL_CHARS = 300
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s\"']+@")
-_TIMEOUT_NAMES = frozenset({"TimeoutError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectTimeout", "ReadTimeout",
-                            "ServerTimeoutError"})
-_CONNECTION_NAMES = frozenset({"ConnectionError", "EndpointConnectionError", "ConnectionClosedError",
-                               "ClientConnectionError", "ProxyConnectionError"})
-_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-                               "TooManyRequests", "TooManyRequestsException", "ServiceUnavailable", "InternalError",
-                               "RequestTimeout", "RequestTimeoutException"})
-_FORBIDDEN_CODES = frozenset({"AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                              "ExpiredToken", "InvalidToken", "AllAccessDisabled", "401", "403"})
+_TIMEOUT_NAMES = frozenset(
+    {"TimeoutError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectTimeout", "ReadTimeout", "ServerTimeoutError"}
+)
+_CONNECTION_NAMES = frozenset(
+    {"ConnectionError", "EndpointConnectionError", "ConnectionClosedError", "ClientConnectionError", "ProxyConnectionError"}
+)
+_THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+_FORBIDDEN_CODES = frozenset(
+    {
+        "AccessDenied",
+        "Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AllAccessDisabled",
+        "401",
+        "403",
+    }
+)
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-_PHRASES = {"unsupported_url": "unsupported URL", "unreachable": "cannot reach the storage endpoint",
-            "forbidden": "access forbidden", "missing": "no such file or object", "timeout": "timed out",
-            "io": "storage error"}
+_PHRASES = {
+    "unsupported_url": "unsupported URL",
+    "unreachable": "cannot reach the storage endpoint",
+    "forbidden": "access forbidden",
+    "missing": "no such file or object",
+    "timeout": "timed out",
+    "io": "storage error",
+}
 
 
 class HarmonizeInputError(ValueError):
@@ -82,8 +111,9 @@ class HarmonizeInputError(ValueError):
 
     def __init__(self, reason: str, message: str, *, transient: bool = False) -> None:
         if reason not in self.allowed_reasons:
-            raise ValueError(f"unknown {type(self).__name__} reason {reason!r}; "
-                             f"expected one of {sorted(self.allowed_reasons)}")
+            raise ValueError(
+                f"unknown {type(self).__name__} reason {reason!r}; expected one of {sorted(self.allowed_reasons)}"
+            )
         super().__init__(message)
         self.reason = reason
         self.transient = transient
@@ -96,12 +126,12 @@ def _rebuild(kind: type[HarmonizeInputError], reason: str, message: str, transie
     return kind(reason, message, transient=transient)
 
 
-# Model problems: what loading a model by URI gives (``tasks.registry.load_registered_model``), besides the
+# Model problems: what loading a model by URI gives (``pipeline.registry.load_registered_model``), besides the
 # storage reasons of reading a model file.
 MODEL_REASONS = {
     "no_registry": "a models:/ URI, but MLFLOW_TRACKING_URI is not set and there is no MLflow store yet",
     "unknown_model": "the registry has no such model, version or alias, or the URI is not models:/name@alias "
-                     "or models:/name/N",
+    "or models:/name/N",
     "not_a_model": "the file is not a model checkpoint (a safetensors file written by save_model)",
 }
 
@@ -212,8 +242,9 @@ def _detail(err: BaseException) -> str:
     return redact(f"{type(err).__name__}: {text}")[:MAX_DETAIL_CHARS]
 
 
-def storage_error(err: BaseException, url: str, role: str = "",
-                  error_class: type[HarmonizeInputError] = HarmonizeInputError) -> HarmonizeInputError:
+def storage_error(
+    err: BaseException, url: str, role: str = "", error_class: type[HarmonizeInputError] = HarmonizeInputError
+) -> HarmonizeInputError:
     """The typed, one-line error for ``err`` raised while reading or writing ``url``.
 
     Args:
@@ -232,5 +263,14 @@ def storage_error(err: BaseException, url: str, role: str = "",
     return error_class(reason, f"{where}: {phrase} ({_detail(decided)})", transient=transient)
 
 
-__all__ = ["MODEL_REASONS", "REASONS", "HarmonizeInputError", "ModelError", "UnknownModelError", "classify",
-           "is_transient", "redact", "storage_error"]
+__all__ = [
+    "MODEL_REASONS",
+    "REASONS",
+    "HarmonizeInputError",
+    "ModelError",
+    "UnknownModelError",
+    "classify",
+    "is_transient",
+    "redact",
+    "storage_error",
+]

@@ -64,16 +64,27 @@ class PhotoGrade:
         """The same edit with every parameter multiplied by ``strength`` (contrast kept inside (-0.95, 0.95))."""
         s = float(strength)
         return replace(
-            self, temperature=self.temperature * s, tint=self.tint * s, exposure=self.exposure * s,
-            contrast=float(np.clip(self.contrast * s, -0.95, 0.95)), gamma=self.gamma * s,
-            saturation=self.saturation * s, shadow_tint=(self.shadow_tint[0] * s, self.shadow_tint[1] * s),
+            self,
+            temperature=self.temperature * s,
+            tint=self.tint * s,
+            exposure=self.exposure * s,
+            contrast=float(np.clip(self.contrast * s, -0.95, 0.95)),
+            gamma=self.gamma * s,
+            saturation=self.saturation * s,
+            shadow_tint=(self.shadow_tint[0] * s, self.shadow_tint[1] * s),
             highlight_tint=(self.highlight_tint[0] * s, self.highlight_tint[1] * s),
             look_strength=self.look_strength * s,
         )
 
     def describe(self) -> str:
-        parts = [f"temp {self.temperature:+.2f}", f"tint {self.tint:+.2f}", f"ev {self.exposure:+.2f}",
-                 f"contrast {self.contrast:+.2f}", f"gamma {self.gamma:+.2f}", f"sat {self.saturation:+.2f}"]
+        parts = [
+            f"temp {self.temperature:+.2f}",
+            f"tint {self.tint:+.2f}",
+            f"ev {self.exposure:+.2f}",
+            f"contrast {self.contrast:+.2f}",
+            f"gamma {self.gamma:+.2f}",
+            f"sat {self.saturation:+.2f}",
+        ]
         if any(self.shadow_tint) or any(self.highlight_tint):
             parts.append("split ({:+.2f},{:+.2f})/({:+.2f},{:+.2f})".format(*self.shadow_tint, *self.highlight_tint))
         if self.look_seed:
@@ -121,8 +132,8 @@ def apply_grade(image: np.ndarray, grade: PhotoGrade) -> np.ndarray:
     rgb = image.astype(np.float32) / 255.0
     # 1. White balance and exposure: gains in linear light.
     log_gains = grade.exposure + np.array(
-        [grade.temperature / 2 + grade.tint / 2, -grade.tint / 2, -grade.temperature / 2 + grade.tint / 2],
-        dtype=np.float32)
+        [grade.temperature / 2 + grade.tint / 2, -grade.tint / 2, -grade.temperature / 2 + grade.tint / 2], dtype=np.float32
+    )
     gains = np.exp2(log_gains)
     linear = srgb_to_linear(rgb) * gains
     rgb = linear_to_srgb(_roll_off(linear, float(gains.max()))).astype(np.float32)

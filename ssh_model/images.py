@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import posixpath
 import re
 from dataclasses import dataclass
 
@@ -34,8 +35,9 @@ REASONS = frozenset(IMAGE_REASONS) | frozenset(STORAGE_REASONS)
 NON_COLOUR_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F", "CMYK"})
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 ENCODE_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "JPG": "JPEG", "WEBP": "WEBP"}
-# The file extensions outputs are written with, and the format each one means.
+# The file extensions images are read from and written with (lower case), and the format each one means.
 FORMATS_BY_EXTENSION = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+IMAGE_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)
 _SRGB_PROFILE = ImageCms.createProfile("sRGB")
 
 
@@ -84,8 +86,10 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         counted = re.search(r"(\d+) pixels", str(err))
         pixels = int(counted.group(1)) if counted else None
         if pixels is not None and pixels <= limit:  # only when our limit is set above Pillow's
-            raise ImageError("too_large", f"{name}: {pixels} pixels is over Pillow's decompression-bomb limit "
-                                          f"({err}); the pixel limit is {limit}") from err
+            raise ImageError(
+                "too_large",
+                f"{name}: {pixels} pixels is over Pillow's decompression-bomb limit ({err}); the pixel limit is {limit}",
+            ) from err
         size = f"{pixels} pixels" if pixels is not None else "the image"
         raise ImageError("too_large", f"{name}: {size} is over the limit of {limit} pixels") from err
     except UnidentifiedImageError as err:
@@ -95,8 +99,7 @@ def _open(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         raise ImageError(reason, f"{name}: cannot read header: {err.__class__.__name__}: {err}") from err
     width, height = image.size
     if width * height > limit:
-        raise ImageError("too_large", f"{name}: {width}x{height} = {width * height} pixels is over the "
-                                      f"limit of {limit}")
+        raise ImageError("too_large", f"{name}: {width}x{height} = {width * height} pixels is over the limit of {limit}")
     if width < 1 or height < 1:
         raise ImageError("unreadable", f"{name}: header says {width}x{height}")
     return image
@@ -174,8 +177,7 @@ def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None,
-                 require_rgb: bool = False) -> np.ndarray:
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = None, require_rgb: bool = False) -> np.ndarray:
     """Decode encoded bytes (JPEG, PNG, WebP, TIFF, ...) to uint8 RGB (H, W, 3), EXIF-rotated.
 
     Conversions: RGBA/LA/PA drop the alpha (no compositing: the colour under the alpha is the
@@ -198,8 +200,9 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int | None = No
     return _to_rgb_array(image, name)
 
 
-def decode_image_and_alpha(data: bytes, name: str = "<bytes>",
-                           max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def decode_image_and_alpha(
+    data: bytes, name: str = "<bytes>", max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``decode_image`` and the image's alpha as float32 (H, W) in [0, 1]; the alpha is None when the
     image has none (or a palette without transparency) or when it is opaque everywhere."""
     image = _load(_open(data, name, max_pixels), name)
@@ -271,6 +274,16 @@ def read_mask(url: str, max_pixels: int | None = None) -> np.ndarray:
     return decode_mask(_read(url), url, max_pixels=max_pixels)
 
 
+def output_format(url: str, fallback: str | None = None) -> str | None:
+    """The format ``encode_image`` writes for ``url``: from its extension (.png, .jpg/.jpeg, .webp, any case),
+    else ``fallback`` (e.g. the input's probed format; MPO counts as JPEG) when it is one of those, else None."""
+    extension = posixpath.splitext(url.split("?", 1)[0].rsplit("/", 1)[-1])[1].lower()
+    if extension in FORMATS_BY_EXTENSION:
+        return FORMATS_BY_EXTENSION[extension]
+    fallback = "JPEG" if (fallback or "").upper() == "MPO" else (fallback or "").upper()
+    return fallback if fallback in FORMATS_BY_EXTENSION.values() else None
+
+
 def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> bytes:
     """Encode uint8 (H, W, 3), (H, W, 1) or (H, W) pixels as PNG, JPEG ("JPG" too) or WEBP.
 
@@ -301,6 +314,18 @@ def encode_image(image: np.ndarray, format: str = "PNG", quality: int = 95) -> b
 
 
 __all__ = [
-    "REASONS", "ImageError", "ImageInfo", "decode_image", "decode_image_and_alpha", "decode_mask", "encode_image",
-    "probe_image", "read_image", "read_image_and_alpha", "read_mask",
+    "FORMATS_BY_EXTENSION",
+    "IMAGE_EXTENSIONS",
+    "REASONS",
+    "ImageError",
+    "ImageInfo",
+    "decode_image",
+    "decode_image_and_alpha",
+    "decode_mask",
+    "encode_image",
+    "output_format",
+    "probe_image",
+    "read_image",
+    "read_image_and_alpha",
+    "read_mask",
 ]

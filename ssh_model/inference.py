@@ -4,7 +4,7 @@
     out = harmonize(rgba_composite)                    # the alpha is the mask
     out = harmonize(composite, mask, model, reference_mask=wall)   # match only the wall
 
-Steps (see ssh-method.md, "Full-resolution inference"):
+Steps (see docs/method.md, "Full-resolution inference"):
 1. Validate (``ssh_model.inputs``): composite uint8 (H, W, 3), or (H, W, 4) whose alpha is the
    mask; mask (H, W) bool / uint8 / uint16 / float 0-1 of the same size, neither empty nor
    covering everything (a full mask is accepted with a ``background``).
@@ -45,11 +45,15 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ssh_model.colour import ColourTransform, fit_colour_transform
+from ssh_model.colour_net import apply_transform
 from ssh_model.images import read_image, read_image_and_alpha, read_mask
 from ssh_model.inputs import MASK_EPSILON, check_composite, check_reference, composite_and_mask
+from ssh_model.lut import LUT, apply_lut, apply_lut_torch, luts_to_tensor
+from ssh_model.network import images_to_tensor
 from ssh_model.regions import (
     CORE_MASK,
     NET_SIZE,
@@ -83,8 +87,6 @@ class Harmonized:
 
 
 def _model_device_dtype(model):
-    import torch
-
     parameter = next(iter(model.parameters()), None)
     if parameter is None:
         return torch.device("cpu"), torch.float32
@@ -95,10 +97,6 @@ def run_network(model, content: np.ndarray, reference: np.ndarray) -> np.ndarray
     """The model's re-rendering of ``content`` (h, w, 3) uint8 in the look of ``reference``, as float32 in
     [0, 1] (h, w, 3). Runs in eval mode under ``torch.inference_mode`` on the model's device; the model's
     training flag is restored afterwards."""
-    import torch
-
-    from ssh_model.network import images_to_tensor
-
     device, dtype = _model_device_dtype(model)
     content_t = images_to_tensor(content).to(device=device, dtype=dtype)  # (1, 3, h, w) in [-1, 1]
     reference_t = images_to_tensor(reference).to(device=device, dtype=dtype)  # (1, 3, h', w')
@@ -112,14 +110,12 @@ def run_network(model, content: np.ndarray, reference: np.ndarray) -> np.ndarray
     if isinstance(output, tuple | list):
         output = output[0]
     if tuple(output.shape) != tuple(content_t.shape):
-        raise ValueError(f"the model returned shape {tuple(output.shape)} for content "
-                         f"{tuple(content_t.shape)}")
+        raise ValueError(f"the model returned shape {tuple(output.shape)} for content {tuple(content_t.shape)}")
     output = ((output[0].float() + 1.0) * 0.5).clamp_(0.0, 1.0)  # (3, h, w)
     return output.permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
-def fit_foreground_transform(content: np.ndarray, output: np.ndarray,
-                             content_mask: np.ndarray) -> ColourTransform:
+def fit_foreground_transform(content: np.ndarray, output: np.ndarray, content_mask: np.ndarray) -> ColourTransform:
     """The colour transform from ``content`` (uint8) to ``output`` (float [0, 1]) on foreground pixels."""
     core = content_mask >= CORE_MASK
     if not core.any():
@@ -147,10 +143,6 @@ def recolour_on_device(composite: np.ndarray, weights: np.ndarray, lut, box: Box
     """Steps 4-5 with torch on ``device`` (trilinear ``apply_lut_torch``, float blend): the composite with
     the box's pixels graded by ``lut`` and blended in by the soft mask. On a GPU this replaces Pillow's
     single-threaded pass over a 4K image; pixels where the mask is 0 come back bit-identical."""
-    import torch
-
-    from ssh_model.lut import apply_lut_torch, luts_to_tensor
-
     x0, y0, x1, y1 = box
     region = torch.from_numpy(np.ascontiguousarray(composite[y0:y1, x0:x1])).to(device)  # (h, w, 3) uint8
     image = region.permute(2, 0, 1)[None].float().div_(255.0)  # (1, 3, h, w) in [0, 1]
@@ -162,8 +154,9 @@ def recolour_on_device(composite: np.ndarray, weights: np.ndarray, lut, box: Box
     return out
 
 
-def recolour_with_transform(composite: np.ndarray, weights: np.ndarray, coefficients, box: Box, content_box: Box,
-                            tile_pixels: int = 1 << 20) -> np.ndarray:
+def recolour_with_transform(
+    composite: np.ndarray, weights: np.ndarray, coefficients, box: Box, content_box: Box, tile_pixels: int = 1 << 20
+) -> np.ndarray:
     """The composite with a predicted colour transform applied to the pixels of ``box`` and blended in by the
     soft mask, a tile of rows at a time on the coefficients' device (memory stays bounded at any size).
 
@@ -172,10 +165,6 @@ def recolour_with_transform(composite: np.ndarray, weights: np.ndarray, coeffici
         box: the foreground's box (x0, y0, x1, y1); content_box: the box the network saw.
         tile_pixels: about how many pixels one tile holds.
     """
-    import torch
-
-    from ssh_model.colour_net import apply_transform
-
     x0, y0, x1, y1 = box
     cx0, cy0, cx1, cy1 = content_box
     span_x, span_y = cx1 - cx0, cy1 - cy0
@@ -196,30 +185,36 @@ def recolour_with_transform(composite: np.ndarray, weights: np.ndarray, coeffici
 
 def predict_coefficients(model, content: np.ndarray, reference: np.ndarray):
     """A transform-predicting model's coefficients (1, 42, G, G) for ``content`` in the look of ``reference``."""
-    import torch
-
-    from ssh_model.network import images_to_tensor
-
     device, dtype = _model_device_dtype(model)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            return model.predict_coefficients(images_to_tensor(content).to(device=device, dtype=dtype),
-                                              images_to_tensor(reference).to(device=device, dtype=dtype))
+            return model.predict_coefficients(
+                images_to_tensor(content).to(device=device, dtype=dtype),
+                images_to_tensor(reference).to(device=device, dtype=dtype),
+            )
     finally:
         model.train(was_training)
 
 
-def _reference(composite: np.ndarray, weights: np.ndarray, background: np.ndarray | None,
-               reference_mask: np.ndarray | None, size: int, name: str, pictures: tuple) -> np.ndarray:
+def _reference(
+    composite: np.ndarray,
+    weights: np.ndarray,
+    background: np.ndarray | None,
+    reference_mask: np.ndarray | None,
+    size: int,
+    name: str,
+    pictures: tuple,
+) -> np.ndarray:
     """The network's reference (h', w', 3): the background photo, or the composite's background, either
     one limited to ``reference_mask`` when it is given (of the background photo's size when there is
     one, else of the composite's)."""
     if reference_mask is not None:
         image = composite if background is None else background
-        region = check_reference(reference_mask, image.shape[:2], name,
-                                 "the composite" if background is None else "the background")
+        region = check_reference(
+            reference_mask, image.shape[:2], name, "the composite" if background is None else "the background"
+        )
         return region_reference(image, region, size, foreground=weights if background is None else None)
     if background is not None:
         bg_height, bg_width = background.shape[:2]
@@ -227,18 +222,23 @@ def _reference(composite: np.ndarray, weights: np.ndarray, background: np.ndarra
     return background_reference(composite, weights, size, *pictures)
 
 
-def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, model=None,
-                      background: np.ndarray | None = None, size: int = NET_SIZE, lut_size: int = LUT_SIZE,
-                      lut_backend: str = "auto", reference_mask: np.ndarray | None = None,
-                      names: tuple[str, str, str] = ("composite", "mask", "reference mask")) -> Harmonized:
+def harmonize_details(
+    composite: np.ndarray,
+    mask: np.ndarray | None = None,
+    model=None,
+    background: np.ndarray | None = None,
+    size: int = NET_SIZE,
+    lut_size: int = LUT_SIZE,
+    lut_backend: str = "auto",
+    reference_mask: np.ndarray | None = None,
+    names: tuple[str, str, str] = ("composite", "mask", "reference mask"),
+) -> Harmonized:
     """``harmonize`` and its intermediate results (see the module doc).
 
     ``lut_backend``: "pillow" (threaded ``apply_lut`` + uint16 blend, the CPU path), "torch" (on the
     model's device, ``recolour_on_device``) or "auto" (torch when the model is on a GPU, else pillow).
     ``names``: how error messages name the composite, the mask and the reference mask (e.g. their URLs).
     """
-    from ssh_model.lut import LUT, apply_lut
-
     if lut_backend not in ("auto", "pillow", "torch"):
         raise ValueError(f"lut_backend must be 'auto', 'pillow' or 'torch', got {lut_backend!r}")
     if model is None:
@@ -246,8 +246,7 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, mod
 
         model = shipped_model()
     composite, mask = composite_and_mask(composite, mask, *names[:2])  # (H, W, 3), mask or alpha
-    weights = check_composite(composite, mask, background, allow_full=background is not None,
-                              names=names[:2])  # (H, W)
+    weights = check_composite(composite, mask, background, allow_full=background is not None, names=names[:2])  # (H, W)
     height, width = weights.shape
     fg_box = foreground_box(weights)
     content_box = with_margin(fg_box, width, height)
@@ -255,8 +254,7 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, mod
     content_shape = net_shape(content_box[2] - content_box[0], content_box[3] - content_box[1], size)
     content = resize_area(picture, content_shape, content_box)  # (h, w, 3) uint8
     content_mask = resize_area(mask_picture, content_shape, content_box)  # (h, w) float32
-    reference = _reference(composite, weights, background, reference_mask, size, names[2],
-                           (picture, mask_picture))
+    reference = _reference(composite, weights, background, reference_mask, size, names[2], (picture, mask_picture))
     if getattr(model, "predicts_transform", False):
         # The encoder sees the foreground's colours only, as the reference holds the background's only:
         # the box's margin of background pixels is refilled from the foreground around it.
@@ -264,13 +262,23 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, mod
         seen = push_pull_fill(content, core) if core.any() and not core.all() else content
         coefficients = predict_coefficients(model, seen, reference)  # (1, 42, G, G)
         image = recolour_with_transform(composite, weights, coefficients, fg_box, content_box)
-        output = recolour_with_transform(content, np.ones(content.shape[:2], np.float32), coefficients,
-                                         (0, 0, content.shape[1], content.shape[0]),
-                                         (0, 0, content.shape[1], content.shape[0]))
-        return Harmonized(image=image, transform=coefficients[0].float().cpu().numpy(), content=content,
-                          content_mask=content_mask, reference=reference,
-                          network_output=output.astype(np.float32) / 255.0, content_box=content_box,
-                          foreground_box=fg_box)
+        output = recolour_with_transform(
+            content,
+            np.ones(content.shape[:2], np.float32),
+            coefficients,
+            (0, 0, content.shape[1], content.shape[0]),
+            (0, 0, content.shape[1], content.shape[0]),
+        )
+        return Harmonized(
+            image=image,
+            transform=coefficients[0].float().cpu().numpy(),
+            content=content,
+            content_mask=content_mask,
+            reference=reference,
+            network_output=output.astype(np.float32) / 255.0,
+            content_box=content_box,
+            foreground_box=fg_box,
+        )
     output = run_network(model, content, reference)  # (h, w, 3) float32 in [0, 1]
     transform = fit_foreground_transform(content, output, content_mask)
     lut = LUT(table=transform.lut_table(lut_size), title="SSH harmonization", name="harmonize")
@@ -281,14 +289,26 @@ def harmonize_details(composite: np.ndarray, mask: np.ndarray | None = None, mod
         x0, y0, x1, y1 = fg_box
         recoloured = apply_lut(np.ascontiguousarray(composite[y0:y1, x0:x1]), lut)  # (h, w, 3) uint8
         image = blend_region(composite, recoloured, weights, fg_box)
-    return Harmonized(image=image, transform=transform, content=content, content_mask=content_mask,
-                      reference=reference, network_output=output, content_box=content_box,
-                      foreground_box=fg_box)
+    return Harmonized(
+        image=image,
+        transform=transform,
+        content=content,
+        content_mask=content_mask,
+        reference=reference,
+        network_output=output,
+        content_box=content_box,
+        foreground_box=fg_box,
+    )
 
 
-def harmonize(composite: np.ndarray, mask: np.ndarray | None = None, model=None,
-              background: np.ndarray | None = None, size: int = NET_SIZE,
-              reference_mask: np.ndarray | None = None) -> np.ndarray:
+def harmonize(
+    composite: np.ndarray,
+    mask: np.ndarray | None = None,
+    model=None,
+    background: np.ndarray | None = None,
+    size: int = NET_SIZE,
+    reference_mask: np.ndarray | None = None,
+) -> np.ndarray:
     """Re-colour the foreground of ``composite`` to match its background, at full resolution.
 
     Args:
@@ -316,8 +336,14 @@ def harmonize(composite: np.ndarray, mask: np.ndarray | None = None, model=None,
     return harmonize_details(composite, mask, model, background, size, reference_mask=reference_mask).image
 
 
-def harmonize_files(composite_url: str, mask_url: str | None = None, model=None, background_url: str | None = None,
-                    size: int = NET_SIZE, reference_mask_url: str | None = None) -> np.ndarray:
+def harmonize_files(
+    composite_url: str,
+    mask_url: str | None = None,
+    model=None,
+    background_url: str | None = None,
+    size: int = NET_SIZE,
+    reference_mask_url: str | None = None,
+) -> np.ndarray:
     """``harmonize`` on images at fsspec URLs (EXIF, grey and 16-bit handled by ``ssh_model.images``);
     without ``mask_url`` the composite's alpha is the mask. Returns uint8 (H, W, 3)."""
     composite, alpha = read_image_and_alpha(composite_url)
@@ -325,12 +351,27 @@ def harmonize_files(composite_url: str, mask_url: str | None = None, model=None,
     mask_name = f"mask {mask_url}" if mask_url else f"the alpha of {composite_url}"
     background = read_image(background_url) if background_url else None
     reference_mask = read_mask(reference_mask_url) if reference_mask_url else None
-    return harmonize_details(composite, mask, model, background, size, reference_mask=reference_mask,
-                             names=(f"composite {composite_url}", mask_name,
-                                    f"reference mask {reference_mask_url}")).image
+    return harmonize_details(
+        composite,
+        mask,
+        model,
+        background,
+        size,
+        reference_mask=reference_mask,
+        names=(f"composite {composite_url}", mask_name, f"reference mask {reference_mask_url}"),
+    ).image
 
 
 __all__ = [
-    "NET_SIZE", "Harmonized", "blend_region", "fit_foreground_transform", "harmonize", "harmonize_details",
-    "harmonize_files", "predict_coefficients", "recolour_on_device", "recolour_with_transform", "run_network",
+    "NET_SIZE",
+    "Harmonized",
+    "blend_region",
+    "fit_foreground_transform",
+    "harmonize",
+    "harmonize_details",
+    "harmonize_files",
+    "predict_coefficients",
+    "recolour_on_device",
+    "recolour_with_transform",
+    "run_network",
 ]

@@ -19,8 +19,9 @@ def _bad(reason: str, message: str) -> HarmonizeInputError:
     return HarmonizeInputError(reason, message)
 
 
-def as_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, name: str = "mask",
-            image_name: str = "the image") -> np.ndarray:
+def as_mask(
+    mask: np.ndarray, shape: tuple[int, int] | None = None, name: str = "mask", image_name: str = "the image"
+) -> np.ndarray:
     """An in-memory mask as float32 (H, W) in [0, 1]; soft values (feathered edges) are kept.
 
     Accepts bool, uint8 (0-255), uint16 (0-65535), other integers in 0-255, or floats in [0, 1];
@@ -34,8 +35,10 @@ def as_mask(mask: np.ndarray, shape: tuple[int, int] | None = None, name: str = 
     if mask.ndim != 2:
         raise _bad("bad_array", f"{name} must be (H, W) or (H, W, 1), got shape {mask.shape}")
     if shape is not None and mask.shape != tuple(shape):
-        raise _bad("mask_size", f"{name} is {mask.shape[1]}x{mask.shape[0]} but {image_name} is "
-                                f"{shape[1]}x{shape[0]} (width x height)")
+        raise _bad(
+            "mask_size",
+            f"{name} is {mask.shape[1]}x{mask.shape[0]} but {image_name} is {shape[1]}x{shape[0]} (width x height)",
+        )
     if mask.dtype == np.bool_:
         return mask.astype(np.float32)
     if mask.dtype == np.uint8:
@@ -77,8 +80,9 @@ def split_alpha(image: np.ndarray, name: str = "composite") -> tuple[np.ndarray,
     return rgb, (None if int(alpha.min()) == 255 else alpha.astype(np.float32) / 255.0)
 
 
-def composite_and_mask(composite: np.ndarray, mask: np.ndarray | None, name: str = "composite",
-                       mask_name: str = "mask") -> tuple[np.ndarray, np.ndarray]:
+def composite_and_mask(
+    composite: np.ndarray, mask: np.ndarray | None, name: str = "composite", mask_name: str = "mask"
+) -> tuple[np.ndarray, np.ndarray]:
     """The composite's RGB (H, W, 3) and its mask: ``mask`` when given (an alpha channel is then ignored),
     else the composite's own alpha (an RGBA cut-out pasted on its background). Raises "no_mask" when
     neither is there."""
@@ -86,13 +90,21 @@ def composite_and_mask(composite: np.ndarray, mask: np.ndarray | None, name: str
     if mask is not None:
         return rgb, mask
     if alpha is None:
-        raise _bad("no_mask", f"no mask given and {name} has no transparency (alpha) to use as one: pass a "
-                              "mask, or an RGBA composite whose alpha is the foreground")
+        raise _bad(
+            "no_mask",
+            f"no mask given and {name} has no transparency (alpha) to use as one: pass a "
+            "mask, or an RGBA composite whose alpha is the foreground",
+        )
     return rgb, alpha
 
 
-def check_composite(composite: np.ndarray, mask: np.ndarray, background: np.ndarray | None = None,
-                    allow_full: bool = False, names: tuple[str, str] = ("composite", "mask")) -> np.ndarray:
+def check_composite(
+    composite: np.ndarray,
+    mask: np.ndarray,
+    background: np.ndarray | None = None,
+    allow_full: bool = False,
+    names: tuple[str, str] = ("composite", "mask"),
+) -> np.ndarray:
     """Validate a harmonization input and return its mask as float32 (H, W) in [0, 1].
 
     Every problem is a ``HarmonizeInputError`` raised here and nowhere else: "bad_array" (types,
@@ -113,8 +125,10 @@ def check_composite(composite: np.ndarray, mask: np.ndarray, background: np.ndar
     if float(weights.max()) < MASK_EPSILON:
         raise _bad("empty_mask", f"{mask_name} is empty: it selects no foreground pixel")
     if not allow_full and float(weights.min()) >= MASK_EPSILON:
-        raise _bad("full_mask", f"{mask_name} covers the whole image: no background pixel is left to match "
-                                "(pass a separate background image)")
+        raise _bad(
+            "full_mask",
+            f"{mask_name} covers the whole image: no background pixel is left to match (pass a separate background image)",
+        )
     if background is not None:
         background = np.asarray(background)
         if background.dtype != np.uint8 or background.ndim != 3 or background.shape[2] != 3:
@@ -124,8 +138,9 @@ def check_composite(composite: np.ndarray, mask: np.ndarray, background: np.ndar
     return weights
 
 
-def check_reference(reference_mask: np.ndarray, shape: tuple[int, int], name: str = "reference mask",
-                    image_name: str = "the image") -> np.ndarray:
+def check_reference(
+    reference_mask: np.ndarray, shape: tuple[int, int], name: str = "reference mask", image_name: str = "the image"
+) -> np.ndarray:
     """A reference mask (the part of the background to match) as float32 (H, W) in [0, 1], checked against
     its image's ``shape`` (H, W): "mask_size", "bad_array", or "empty_reference" when it selects nothing."""
     weights = as_mask(reference_mask, shape=shape, name=name, image_name=image_name)

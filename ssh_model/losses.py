@@ -86,7 +86,7 @@ def ssh_forward(
         if refs.shape[-2:] != size:  # the style encoder takes any size, but one batch needs one size
             refs = F.interpolate(refs, size=size, mode="area")
         codes = net.style_code(torch.cat([outputs, refs], dim=0))  # (4B, 16w)
-        out_codes, ref_codes = codes[: 2 * batch], codes[2 * batch:]
+        out_codes, ref_codes = codes[: 2 * batch], codes[2 * batch :]
         losses["style"] = distance(out_codes, ref_codes.detach(), cfg.kind)
         total = total + cfg.style * losses["style"]
     losses["total"] = total

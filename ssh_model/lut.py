@@ -77,8 +77,7 @@ class LUT:
         table = np.array(self.table, dtype=np.float32, order="C")  # a copy: nobody else can mutate it
         n = table.shape[0] if table.ndim == 4 else 0
         if table.ndim != 4 or table.shape != (n, n, n, 3) or not 2 <= n <= CUBE_MAX_SIZE:
-            raise ValueError(f"LUT table must be (N, N, N, 3) with 2 <= N <= {CUBE_MAX_SIZE}, "
-                             f"got {table.shape}")
+            raise ValueError(f"LUT table must be (N, N, N, 3) with 2 <= N <= {CUBE_MAX_SIZE}, got {table.shape}")
         if not np.isfinite(table).all():
             raise ValueError("LUT table holds non-finite values")
         table.setflags(write=False)
@@ -159,7 +158,7 @@ def parse_cube(text: str, source: str = "<string>") -> LUT:
         line = raw.strip()
         if _TITLE.match(line):
             rest = line[5:].strip()
-            title = rest[1:rest.rindex('"')] if rest.startswith('"') and rest.count('"') >= 2 else rest
+            title = rest[1 : rest.rindex('"')] if rest.startswith('"') and rest.count('"') >= 2 else rest
             continue
         parts = line.split("#", 1)[0].split()
         if not parts:
@@ -169,14 +168,14 @@ def parse_cube(text: str, source: str = "<string>") -> LUT:
             first_row = index
             break
         if keyword.startswith("LUT_1D"):
-            raise CubeFormatError(f"{where}: {keyword}: this is a 1D LUT; only 3D LUTs (LUT_3D_SIZE) "
-                                  f"are supported")
+            raise CubeFormatError(f"{where}: {keyword}: this is a 1D LUT; only 3D LUTs (LUT_3D_SIZE) are supported")
         if keyword == "LUT_3D_SIZE":
             if size is not None:
                 raise CubeFormatError(f"{where}: LUT_3D_SIZE given twice (first on line {size_line})")
             if len(parts) != 2 or not parts[1].isdigit() or not 2 <= int(parts[1]) <= CUBE_MAX_SIZE:
-                raise CubeFormatError(f"{where}: LUT_3D_SIZE must be one integer in 2..{CUBE_MAX_SIZE}, "
-                                      f"got {' '.join(parts[1:])!r}")
+                raise CubeFormatError(
+                    f"{where}: LUT_3D_SIZE must be one integer in 2..{CUBE_MAX_SIZE}, got {' '.join(parts[1:])!r}"
+                )
             size, size_line = int(parts[1]), index + 1
         elif keyword in ("DOMAIN_MIN", "DOMAIN_MAX"):
             values = _floats(parts[1:], 3, keyword, where)
@@ -193,8 +192,9 @@ def parse_cube(text: str, source: str = "<string>") -> LUT:
             raise CubeFormatError(f"{where}: table data before LUT_3D_SIZE (a 3D .cube needs LUT_3D_SIZE N)")
         raise CubeFormatError(f"{where}: no LUT_3D_SIZE in the file (not a 3D .cube LUT)")
     if not all(lo < hi for lo, hi in zip(low, high, strict=True)):
-        raise CubeFormatError(f"{source}, line {domain_line}: DOMAIN_MIN {low} must be below "
-                              f"DOMAIN_MAX {high} in every channel")
+        raise CubeFormatError(
+            f"{source}, line {domain_line}: DOMAIN_MIN {low} must be below DOMAIN_MAX {high} in every channel"
+        )
     table = _parse_rows(lines, first_row, size, source)
     return LUT(table.reshape(size, size, size, 3), title=title, domain_min=low, domain_max=high)
 
@@ -222,8 +222,9 @@ def _parse_rows(lines: list[str], first: int, size: int, source: str) -> np.ndar
             raise CubeFormatError(f"{where}: more than LUT_3D_SIZE**3 = {size**3} table rows")
         rows.append(_floats(parts, 3, "a table row", where))
     if len(rows) != size**3:
-        raise CubeFormatError(f"{source}, line {len(lines)}: expected LUT_3D_SIZE**3 = {size**3} table rows, "
-                              f"found {len(rows)}")
+        raise CubeFormatError(
+            f"{source}, line {len(lines)}: expected LUT_3D_SIZE**3 = {size**3} table rows, found {len(rows)}"
+        )
     return np.asarray(rows, dtype=np.float64)
 
 
@@ -272,14 +273,13 @@ def read_cube_folder(url: str) -> list[LUT]:
     if not fs.exists(root):
         raise FileNotFoundError(f"no LUT folder at {url}")
     root = root.rstrip("/")
-    paths = sorted(p for p in fs.find(root) if p.lower().endswith(".cube")
-                   and not posixpath.basename(p).startswith("."))
+    paths = sorted(p for p in fs.find(root) if p.lower().endswith(".cube") and not posixpath.basename(p).startswith("."))
     blobs = fs.cat(paths) if paths else {}  # one batched request on object stores
     luts = []
     for path in paths:
-        source = storage.join(url, path[len(root) + 1:])
+        source = storage.join(url, path[len(root) + 1 :])
         lut = parse_cube(_decode(blobs[path], source), source=source)
-        luts.append(replace(lut, name=path[len(root) + 1:-5]))
+        luts.append(replace(lut, name=path[len(root) + 1 : -5]))
     return sorted(luts, key=lambda lut: lut.name)
 
 
@@ -372,7 +372,7 @@ def apply_lut_reference(image: np.ndarray, lut: LUT) -> np.ndarray:
 
 def luts_to_tensor(luts: Sequence[LUT]) -> torch.Tensor:
     """float32 (B, N, N, N, 3) tables for ``apply_lut_torch``: [0, 1] domain, all on the first LUT's grid."""
-    import torch
+    import torch  # deferred: LUT files and Pillow grading (the CLI, ingest) must not pay for importing torch
 
     if not luts:
         raise ValueError("luts_to_tensor needs at least one LUT")
@@ -391,12 +391,11 @@ def apply_lut_torch(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, 3, H, W) in [0, 1], same dtype and device as ``images``.
     """
-    import torch
+    import torch  # deferred, as in luts_to_tensor
     import torch.nn.functional as F
 
     if not torch.is_floating_point(images) or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be a float (B, 3, H, W) tensor, "
-                         f"got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(f"images must be a float (B, 3, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
     n = tables.shape[-2] if tables.dim() >= 4 else 0
     if tables.dim() not in (4, 5) or tuple(tables.shape[-4:]) != (n, n, n, 3) or n < 2:
         raise ValueError(f"tables must be (B, N, N, N, 3) or (N, N, N, 3), got {tuple(tables.shape)}")
@@ -407,11 +406,13 @@ def apply_lut_torch(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
     grid = images.permute(0, 2, 3, 1) * 2.0 - 1.0  # (B, H, W, 3) as (x=r, y=g, z=b) in [-1, 1]
     if tables.dim() == 4:  # one volume, every image as one depth slice of a single grid
         volume = tables.permute(3, 0, 1, 2).unsqueeze(0)  # (1, 3, N_b, N_g, N_r)
-        out = F.grid_sample(volume, grid.unsqueeze(0), mode="bilinear", padding_mode="border",
-                            align_corners=True)  # (1, 3, B, H, W)
+        out = F.grid_sample(
+            volume, grid.unsqueeze(0), mode="bilinear", padding_mode="border", align_corners=True
+        )  # (1, 3, B, H, W)
         out = out[0].transpose(0, 1)  # (B, 3, H, W)
     else:
         volume = tables.permute(0, 4, 1, 2, 3)  # (B, 3, N_b, N_g, N_r)
-        out = F.grid_sample(volume, grid.unsqueeze(1), mode="bilinear", padding_mode="border",
-                            align_corners=True)[:, :, 0]  # (B, 3, H, W)
+        out = F.grid_sample(volume, grid.unsqueeze(1), mode="bilinear", padding_mode="border", align_corners=True)[
+            :, :, 0
+        ]  # (B, 3, H, W)
     return out.clamp(0.0, 1.0)

@@ -72,6 +72,7 @@ class Step:
 
 # -- drawing a recipe ------------------------------------------------------------------------------
 
+
 def _signed(rng: np.random.Generator, low: float, high: float) -> float:
     """A magnitude in [low, high] with a random sign."""
     return float(rng.uniform(low, high) * rng.choice((-1.0, 1.0)))
@@ -99,8 +100,12 @@ def _draw_gamma(rng: np.random.Generator, s: float) -> dict:
 
 
 def _draw_fade(rng: np.random.Generator, s: float) -> dict:
-    return {"lift": s * float(rng.uniform(0.02, 0.09)), "white": 1.0 - s * float(rng.uniform(0.0, 0.07)),
-            "rolloff": float(min(0.5, s * rng.uniform(0.15, 0.45))), "knee": float(rng.uniform(0.55, 0.75))}
+    return {
+        "lift": s * float(rng.uniform(0.02, 0.09)),
+        "white": 1.0 - s * float(rng.uniform(0.0, 0.07)),
+        "rolloff": float(min(0.5, s * rng.uniform(0.15, 0.45))),
+        "knee": float(rng.uniform(0.55, 0.75)),
+    }
 
 
 def _draw_cross_process(rng: np.random.Generator, s: float) -> dict:
@@ -136,9 +141,12 @@ def _draw_split_tone(rng: np.random.Generator, s: float) -> dict:
         highlight_hue = shadow_hue + math.pi + float(rng.uniform(-0.7, 0.7))
     else:
         highlight_hue = float(rng.uniform(0.0, 2 * math.pi))
-    return {"shadow_hue": shadow_hue, "shadow_amount": s * float(rng.uniform(0.03, 0.09)),
-            "highlight_hue": highlight_hue % (2 * math.pi),
-            "highlight_amount": s * float(rng.uniform(0.03, 0.09))}
+    return {
+        "shadow_hue": shadow_hue,
+        "shadow_amount": s * float(rng.uniform(0.03, 0.09)),
+        "highlight_hue": highlight_hue % (2 * math.pi),
+        "highlight_amount": s * float(rng.uniform(0.03, 0.09)),
+    }
 
 
 # name -> (probability of being enabled, parameter drawer), in the order the steps are applied
@@ -174,6 +182,7 @@ def draw_grade(rng: np.random.Generator, strength: float = 1.0) -> list[Step]:
 
 # -- rendering -------------------------------------------------------------------------------------
 
+
 def compress_top(x: np.ndarray, top: float) -> np.ndarray:
     """Map [0, top] onto [0, 1]: identity below a knee, then a C1 quadratic shoulder (needs top <= 2)."""
     if top <= 1.0:
@@ -189,8 +198,9 @@ def _gains(steps: dict[str, dict]) -> np.ndarray:
     gains = np.ones(3)
     if "white_balance" in steps:
         p = steps["white_balance"]
-        gains = np.exp(np.array([p["temperature"] / 2 + p["tint"] / 3, -p["tint"] * 2 / 3,
-                                 -p["temperature"] / 2 + p["tint"] / 3]))
+        gains = np.exp(
+            np.array([p["temperature"] / 2 + p["tint"] / 3, -p["tint"] * 2 / 3, -p["temperature"] / 2 + p["tint"] / 3])
+        )
         gains = gains / float(LUMA @ gains)  # white balance alone keeps white's luma
     if "exposure" in steps:
         gains = gains * 2.0 ** steps["exposure"]["ev"]
@@ -281,6 +291,7 @@ def describe_grade(steps: list[Step]) -> str:
 
 # -- LUTs (re-exported by ssh_model.lut) ------------------------------------------------------------
 
+
 def random_lut(seed: int, size: int = 33, strength: float = 1.0) -> LUT:
     """A realistic colour grade (see the module docstring) drawn from ``default_rng(seed)``.
 
@@ -315,8 +326,7 @@ def draw_strength(distribution: str, rng: np.random.Generator) -> float:
     raise ValueError(f"unknown strength distribution {distribution!r}; expected one of {STRENGTH_DISTRIBUTIONS}")
 
 
-def lut_bank(seed: int, count: int = 100, size: int = 33, strength: float = 1.0,
-             distribution: str = "full") -> list[LUT]:
+def lut_bank(seed: int, count: int = 100, size: int = 33, strength: float = 1.0, distribution: str = "full") -> list[LUT]:
     """``count`` distinct grades: item ``i`` is ``random_lut(bank_seed(seed, i), size, strength * s_i)``
     renamed ``gen-s{seed}-i{i}`` (its title keeps the ``gen-{bank seed}`` it came from), where ``s_i`` is
     drawn from ``distribution`` in order by ``default_rng([seed, 7])`` (always 1 for "full")."""
@@ -324,5 +334,4 @@ def lut_bank(seed: int, count: int = 100, size: int = 33, strength: float = 1.0,
         raise ValueError(f"lut_bank needs seed >= 0 and count >= 0, got seed={seed}, count={count}")
     rng = np.random.default_rng([seed, 7])
     strengths = [strength * draw_strength(distribution, rng) for _ in range(count)]
-    return [replace(random_lut(bank_seed(seed, i), size, strengths[i]), name=f"gen-s{seed}-i{i}")
-            for i in range(count)]
+    return [replace(random_lut(bank_seed(seed, i), size, strengths[i]), name=f"gen-s{seed}-i{i}") for i in range(count)]

@@ -90,8 +90,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
         a, b = a[..., None], b[..., None]
     # Centre on the mean first: float32 then keeps the variance terms accurate.
     offset = 0.5 * (float(a.mean()) + float(b.mean()))
-    planes = [(a[..., c].astype(np.float32) - offset, b[..., c].astype(np.float32) - offset)
-              for c in range(a.shape[2])]
+    planes = [(a[..., c].astype(np.float32) - offset, b[..., c].astype(np.float32) - offset) for c in range(a.shape[2])]
     return float(np.mean([_ssim_plane(x, y, offset) for x, y in planes]))
 
 
@@ -100,6 +99,7 @@ def _ssim_plane(x: np.ndarray, y: np.ndarray, offset: float) -> float:
 
     The (co)variances are computed on the centred values (accurate in float32); the means shift back.
     """
+
     def blur(v: np.ndarray) -> np.ndarray:
         return gaussian_filter(v, sigma=SSIM_SIGMA, truncate=SSIM_TRUNCATE, mode="reflect")
 
@@ -141,14 +141,23 @@ def evaluate(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str
     pred, target = _pair(pred, target)
     weights = _weights(mask, pred.shape)
     full_mse = mse(pred, target)
-    scores = {"mse": full_mse, "psnr": psnr_from_mse(full_mse), "fmse": fmse(pred, target, weights),
-              "ssim": ssim(pred, target)}
+    scores = {
+        "mse": full_mse,
+        "psnr": psnr_from_mse(full_mse),
+        "fmse": fmse(pred, target, weights),
+        "ssim": ssim(pred, target),
+    }
     small_pred, small_target = _resize_image(pred, EVAL_SIZE), _resize_image(target, EVAL_SIZE)
     small_mask = _resize_mask(weights, EVAL_SIZE)
     small_mse = mse(small_pred, small_target)
-    scores.update({"mse_256": small_mse, "psnr_256": psnr_from_mse(small_mse),
-                   "fmse_256": fmse(small_pred, small_target, small_mask),
-                   "ssim_256": ssim(small_pred, small_target)})
+    scores.update(
+        {
+            "mse_256": small_mse,
+            "psnr_256": psnr_from_mse(small_mse),
+            "fmse_256": fmse(small_pred, small_target, small_mask),
+            "ssim_256": ssim(small_pred, small_target),
+        }
+    )
     return scores
 
 

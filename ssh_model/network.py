@@ -107,8 +107,7 @@ class StyleEncoder(nn.Module):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, width, 7, padding=3), nn.ReLU(inplace=True))
         self.downs = nn.Sequential(
-            *(ConvActNorm(width * 2**i, width * 2 ** (i + 1), 3, norm, nn.ReLU(inplace=True), stride=2)
-              for i in range(4))
+            *(ConvActNorm(width * 2**i, width * 2 ** (i + 1), 3, norm, nn.ReLU(inplace=True), stride=2) for i in range(4))
         )
         self.se = SqueezeExcite(width * 16)
 
@@ -177,7 +176,7 @@ class SSHNet(nn.Module):
         for up, skip in zip(self.ups, reversed(skips), strict=True):
             x = up(x, skip)  # channels halve, size doubles
         x = self.to_rgb(x)  # (B, 3, H16, W16)
-        return x[..., top:top + h, left:left + w]
+        return x[..., top : top + h, left : left + w]
 
 
 def ssh_full(norm: str = "batch") -> SSHNet:
@@ -208,7 +207,7 @@ def preset_name(family: str, preset: str) -> str:
 
 def all_presets() -> dict[str, Callable[[], nn.Module]]:
     """Every named model of every family: "full", "small", "tiny", "colour-small", ..."""
-    from ssh_model import colour_net
+    from ssh_model import colour_net  # deferred: colour_net builds on this module (a cycle at import time)
 
     return {**PRESETS, **{f"colour-{name}": make for name, make in colour_net.PRESETS.items()}}
 
@@ -226,7 +225,7 @@ def build_model(preset_or_config: str | dict[str, Any]) -> nn.Module:
     config = dict(preset_or_config)
     family = config.pop("family", "ssh")
     if family == "colour":
-        from ssh_model.colour_net import ColourNet
+        from ssh_model.colour_net import ColourNet  # deferred: the same cycle as in all_presets
 
         allowed, make = {"width", "grid", "encoder_size", "hidden"}, ColourNet
     elif family == "ssh":
@@ -264,6 +263,19 @@ def tensor_to_images(x: Tensor) -> np.ndarray:
 
 
 __all__ = [
-    "FAMILIES", "NORMS", "PRESETS", "SSHNet", "all_presets", "build_model", "count_parameters", "images_to_tensor",
-    "make_norm", "pad_to_multiple", "preset_name", "ssh_full", "ssh_small", "ssh_tiny", "tensor_to_images",
+    "FAMILIES",
+    "NORMS",
+    "PRESETS",
+    "SSHNet",
+    "all_presets",
+    "build_model",
+    "count_parameters",
+    "images_to_tensor",
+    "make_norm",
+    "pad_to_multiple",
+    "preset_name",
+    "ssh_full",
+    "ssh_small",
+    "ssh_tiny",
+    "tensor_to_images",
 ]

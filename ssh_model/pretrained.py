@@ -27,8 +27,10 @@ PRETRAINED_URI = "pretrained"  # the name users pass as a model (``--model pretr
 def pretrained_path() -> Path:
     """Where the shipped weights are; a clear error when the installed package lacks them."""
     if not PRETRAINED_FILE.is_file():
-        raise FileNotFoundError(f"the shipped weights are missing from the package ({PRETRAINED_FILE}); "
-                                f"reinstall ssh-harmonization or pass a model file")
+        raise FileNotFoundError(
+            f"the shipped weights are missing from the package ({PRETRAINED_FILE}); "
+            f"reinstall ssh-harmonization or pass a model file"
+        )
     return PRETRAINED_FILE
 
 

@@ -58,8 +58,9 @@ def mean_delta_e(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(deltaE_ciede2000(lab_a, lab_b)))
 
 
-def strength_for_shift(pixels: np.ndarray, regrade: Callable[[np.ndarray, float], np.ndarray], low: float,
-                       high: float, rng: np.random.Generator) -> float | None:
+def strength_for_shift(
+    pixels: np.ndarray, regrade: Callable[[np.ndarray, float], np.ndarray], low: float, high: float, rng: np.random.Generator
+) -> float | None:
     """A strength at which ``regrade(pixels, strength)`` shifts ``pixels`` by a mean CIEDE2000 drawn uniformly
     in [low, high].
 
@@ -99,8 +100,9 @@ def _object_crop(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _scaled_object(mask: np.ndarray, height: int, width: int, rng: np.random.Generator,
-                   area: tuple[float, float]) -> tuple[tuple[int, int, int, int], float, int, int]:
+def _scaled_object(
+    mask: np.ndarray, height: int, width: int, rng: np.random.Generator, area: tuple[float, float]
+) -> tuple[tuple[int, int, int, int], float, int, int]:
     """Where and how large an object goes on a (height, width) image: (its crop box, scale, x, y)."""
     x0, y0, x1, y1 = _object_crop(mask)
     object_pixels = float(np.count_nonzero(np.asarray(mask)[y0:y1, x0:x1] > 0))
@@ -110,15 +112,16 @@ def _scaled_object(mask: np.ndarray, height: int, width: int, rng: np.random.Gen
     return (x0, y0, x1, y1), scale, int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
 
 
-def place_mask(mask: np.ndarray, height: int, width: int, rng: np.random.Generator,
-               area: tuple[float, float] = OBJECT_AREA) -> np.ndarray:
+def place_mask(
+    mask: np.ndarray, height: int, width: int, rng: np.random.Generator, area: tuple[float, float] = OBJECT_AREA
+) -> np.ndarray:
     """An object's outline from ``mask`` (any size) scaled to cover ``area`` of a (height, width) image,
     at a random position: a bool (height, width) mask."""
     box, scale, x, y = _scaled_object(mask, height, width, rng, area)
     shape = Image.fromarray(np.where(np.asarray(mask) > 0, 255, 0).astype(np.uint8)).crop(box)
     w, h = max(1, round(shape.width * scale)), max(1, round(shape.height * scale))
     placed = np.zeros((height, width), dtype=bool)
-    placed[y:y + h, x:x + w] = np.asarray(shape.resize((w, h), Image.Resampling.BILINEAR)) >= 128
+    placed[y : y + h, x : x + w] = np.asarray(shape.resize((w, h), Image.Resampling.BILINEAR)) >= 128
     if not placed.any():
         raise ValueError("placed object mask is empty")
     return placed
@@ -126,14 +129,23 @@ def place_mask(mask: np.ndarray, height: int, width: int, rng: np.random.Generat
 
 def lut_regrade(seed: int) -> Callable[[np.ndarray, float], np.ndarray]:
     """The training generator's grade ``random_lut(seed)`` as a function of (pixels, strength)."""
+
     def regrade(pixels: np.ndarray, strength: float) -> np.ndarray:
         flat = np.ascontiguousarray(pixels.reshape(-1, 1, 3))
         return apply_lut(flat, random_lut(seed, size=17, strength=strength)).reshape(pixels.shape)
+
     return regrade
 
 
-def graded_composite(case_id: str, photo: np.ndarray, mask: np.ndarray, bucket: str, rng: np.random.Generator,
-                     family: str = "photo", max_tries: int = 20) -> Composite:
+def graded_composite(
+    case_id: str,
+    photo: np.ndarray,
+    mask: np.ndarray,
+    bucket: str,
+    rng: np.random.Generator,
+    family: str = "photo",
+    max_tries: int = 20,
+) -> Composite:
     """``photo`` with its ``mask`` region re-graded by a random edit whose shift falls in ``bucket``.
 
     Args:
@@ -178,8 +190,14 @@ class PastedComposite:
     mask: np.ndarray  # (H, W) float32 in [0, 1]
 
 
-def pasted_composite(case_id: str, foreground: np.ndarray, object_mask: np.ndarray, background: np.ndarray,
-                     rng: np.random.Generator, area: tuple[float, float] = OBJECT_AREA) -> PastedComposite:
+def pasted_composite(
+    case_id: str,
+    foreground: np.ndarray,
+    object_mask: np.ndarray,
+    background: np.ndarray,
+    rng: np.random.Generator,
+    area: tuple[float, float] = OBJECT_AREA,
+) -> PastedComposite:
     """Cut the object ``object_mask`` out of ``foreground`` and paste it, scaled to ``area`` of the
     background, at a random place on ``background`` (feathered edge)."""
     height, width = background.shape[:2]
@@ -189,10 +207,10 @@ def pasted_composite(case_id: str, foreground: np.ndarray, object_mask: np.ndarr
     pixels = np.asarray(Image.fromarray(foreground).crop(box).resize((w, h), Image.Resampling.LANCZOS))
     shape = Image.fromarray(np.where(np.asarray(object_mask) > 0, 255, 0).astype(np.uint8)).crop(box)
     hard = np.zeros((height, width), dtype=bool)
-    hard[y:y + h, x:x + w] = np.asarray(shape.resize((w, h), Image.Resampling.BILINEAR)) >= 128
+    hard[y : y + h, x : x + w] = np.asarray(shape.resize((w, h), Image.Resampling.BILINEAR)) >= 128
     soft = feather(hard)
     pasted = background.astype(np.float32).copy()
-    pasted[y:y + h, x:x + w] = pixels
+    pasted[y : y + h, x : x + w] = pixels
     alpha = soft[..., None]
     composite = np.rint(alpha * pasted + (1.0 - alpha) * background.astype(np.float32)).astype(np.uint8)
     return PastedComposite(case_id, composite, soft)
@@ -218,6 +236,19 @@ def assign_buckets(count: int) -> list[str]:
     return [names[i % len(names)] for i in range(count)]
 
 
-__all__ = ["BUCKETS", "PastedComposite", "assign_buckets", "bucket_range", "feather", "foreground_pixels",
-           "graded_composite", "lab_stats_distance", "lut_regrade", "mean_delta_e", "pasted_composite",
-           "photo_regrade", "place_mask", "strength_for_shift"]
+__all__ = [
+    "BUCKETS",
+    "PastedComposite",
+    "assign_buckets",
+    "bucket_range",
+    "feather",
+    "foreground_pixels",
+    "graded_composite",
+    "lab_stats_distance",
+    "lut_regrade",
+    "mean_delta_e",
+    "pasted_composite",
+    "photo_regrade",
+    "place_mask",
+    "strength_for_shift",
+]

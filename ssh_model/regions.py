@@ -67,8 +67,12 @@ def _pool2(values: np.ndarray) -> np.ndarray:
 
 def _upsample(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of float32 (h, w, 3) to (H, W) = ``shape``."""
-    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(values[..., c])).resize(
-        (shape[1], shape[0]), Image.Resampling.BILINEAR)) for c in range(values.shape[2])]
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(values[..., c])).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+        )
+        for c in range(values.shape[2])
+    ]
     return np.stack(planes, axis=2)
 
 
@@ -97,9 +101,13 @@ def push_pull_fill(image: np.ndarray, known: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(filled), 0, 255).astype(np.uint8)
 
 
-def background_reference(composite: np.ndarray, weights: np.ndarray, size: int = NET_SIZE,
-                         picture: Image.Image | None = None,
-                         mask_picture: Image.Image | None = None) -> np.ndarray:
+def background_reference(
+    composite: np.ndarray,
+    weights: np.ndarray,
+    size: int = NET_SIZE,
+    picture: Image.Image | None = None,
+    mask_picture: Image.Image | None = None,
+) -> np.ndarray:
     """uint8 (h, w, 3): the composite's background at low resolution, the foreground refilled (module doc).
 
     Args:
@@ -120,8 +128,10 @@ def background_reference(composite: np.ndarray, weights: np.ndarray, size: int =
     if grown.all():
         grown = touched  # a thin background: keep every clean pixel there is
     if grown.all():
-        raise HarmonizeInputError("full_mask", "the background left around the mask is too small to see at "
-                                               "network resolution: pass a background image")
+        raise HarmonizeInputError(
+            "full_mask",
+            "the background left around the mask is too small to see at network resolution: pass a background image",
+        )
     return push_pull_fill(small, ~grown)
 
 
@@ -135,8 +145,9 @@ def _grow(selected: np.ndarray) -> np.ndarray:
     return grown
 
 
-def region_reference(image: np.ndarray, region: np.ndarray, size: int = NET_SIZE,
-                     foreground: np.ndarray | None = None) -> np.ndarray:
+def region_reference(
+    image: np.ndarray, region: np.ndarray, size: int = NET_SIZE, foreground: np.ndarray | None = None
+) -> np.ndarray:
     """uint8 (h, w, 3): the part of ``image`` that ``region`` selects, at low resolution, the rest refilled.
 
     The reference a user chooses (``reference_mask``): the region's bounding box is area-downscaled
@@ -166,8 +177,5 @@ def region_reference(image: np.ndarray, region: np.ndarray, size: int = NET_SIZE
         if foreground is not None:
             known &= ~(resize_area(Image.fromarray(foreground), shape, box) > 0)
     if not known.any():
-        raise HarmonizeInputError("empty_reference", "the reference region is too small to see at network "
-                                                     "resolution")
+        raise HarmonizeInputError("empty_reference", "the reference region is too small to see at network resolution")
     return small if known.all() else push_pull_fill(small, known)
-
-

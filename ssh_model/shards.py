@@ -113,6 +113,7 @@ def schema_doc() -> dict[str, str]:
 
 # -- images -----------------------------------------------------------------------------------------
 
+
 def encode_pixels(image: np.ndarray, encoding: str = DEFAULT_ENCODING) -> bytes:
     """uint8 (S, S, 3) -> bytes in ``encoding``."""
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -172,7 +173,7 @@ def decode_column(column: pa.Array | pa.ChunkedArray, encoding: str, size: int) 
                 sizes = np.unique(np.diff(offsets)).tolist()
                 raise ValueError(f"raw images of {sizes} bytes, expected {step} for {size}x{size}x3")
             values = np.frombuffer(chunk.buffers()[2], np.uint8, rows * step, int(offsets[0]))
-            flat[position:position + rows] = values.reshape(rows, step)
+            flat[position : position + rows] = values.reshape(rows, step)
             position += rows
         return out
     position = 0
@@ -185,21 +186,31 @@ def decode_column(column: pa.Array | pa.ChunkedArray, encoding: str, size: int) 
 
 # -- rows -------------------------------------------------------------------------------------------
 
+
 def triplet_id(image_id: str, seed: int, k: int) -> str:
     return f"{image_id[:16]}-s{seed}-k{k}"
 
 
-def triplet_row(triplet: Triplet, *, image_id: str, split: str, k: int, seed: int,
-                encoding: str = DEFAULT_ENCODING) -> dict[str, Any]:
+def triplet_row(
+    triplet: Triplet, *, image_id: str, split: str, k: int, seed: int, encoding: str = DEFAULT_ENCODING
+) -> dict[str, Any]:
     """One schema row for ``triplet`` (images encoded with ``encoding``)."""
     size = int(triplet.content_a.shape[0])
     row: dict[str, Any] = {
-        "triplet_id": triplet_id(image_id, seed, k), "image_id": image_id, "split": split, "k": int(k),
-        "seed": int(seed), "lut_a": triplet.lut_a, "lut_b": triplet.lut_b,
+        "triplet_id": triplet_id(image_id, seed, k),
+        "image_id": image_id,
+        "split": split,
+        "k": int(k),
+        "seed": int(seed),
+        "lut_a": triplet.lut_a,
+        "lut_b": triplet.lut_b,
         "content_box": [int(v) for v in triplet.content_box],
         "reference_box": [int(v) for v in triplet.reference_box],
-        "content_flip": bool(triplet.content_flip), "reference_flip": bool(triplet.reference_flip),
-        "layout": triplet.layout, "crop_size": size, "encoding": encoding,
+        "content_flip": bool(triplet.content_flip),
+        "reference_flip": bool(triplet.reference_flip),
+        "layout": triplet.layout,
+        "crop_size": size,
+        "encoding": encoding,
     }
     for key in IMAGE_COLUMNS:
         image = getattr(triplet, key)
@@ -225,8 +236,7 @@ def decode_batch(batch: pa.RecordBatch | pa.Table, images: Iterable[str] = IMAGE
     sizes = set(batch.column("crop_size").to_pylist())
     encodings = set(batch.column("encoding").to_pylist())
     if len(sizes) > 1 or len(encodings) > 1:
-        raise ValueError(f"a batch must have one crop size and one encoding, got {sorted(sizes)} "
-                         f"and {sorted(encodings)}")
+        raise ValueError(f"a batch must have one crop size and one encoding, got {sorted(sizes)} and {sorted(encodings)}")
     out: dict[str, Any] = {}
     count = batch.num_rows
     size = sizes.pop() if sizes else 0
@@ -248,6 +258,7 @@ def decode_batch(batch: pa.RecordBatch | pa.Table, images: Iterable[str] = IMAGE
 
 
 # -- files ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class ShardInfo:
@@ -281,8 +292,7 @@ class ShardWriter:
             already-compressed images are stored as they are.
     """
 
-    def __init__(self, url: str, rows_per_group: int = ROWS_PER_GROUP,
-                 encoding: str = DEFAULT_ENCODING) -> None:
+    def __init__(self, url: str, rows_per_group: int = ROWS_PER_GROUP, encoding: str = DEFAULT_ENCODING) -> None:
         if rows_per_group < 1:
             raise ValueError(f"rows_per_group must be at least 1, got {rows_per_group}")
         self.info = ShardInfo(url)
@@ -293,13 +303,15 @@ class ShardWriter:
         parent = posixpath.dirname(path)
         if parent:
             self._fs.makedirs(parent, exist_ok=True)
-        self._target = (posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-                        if _is_local(self._fs) else path)
+        self._target = (
+            posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp") if _is_local(self._fs) else path
+        )
         self._handle = self._fs.open(self._target, "wb")
         image_codec = "zstd" if encoding == "raw" else "none"
         codecs = {name: image_codec if name in IMAGE_COLUMNS else "zstd" for name in TRIPLET_SCHEMA.names}
         self._writer = pq.ParquetWriter(
-            self._handle, TRIPLET_SCHEMA,
+            self._handle,
+            TRIPLET_SCHEMA,
             compression=codecs,
             use_dictionary=["split", "encoding", "lut_a", "lut_b"],
             write_statistics=list(METADATA_COLUMNS[:5]),
@@ -378,5 +390,4 @@ def check_schema(schema: pa.Schema, url: str = "<shard>") -> None:
     expected = [(f.name, f.type) for f in TRIPLET_SCHEMA]
     found = [(f.name, f.type) for f in schema]
     if found != expected:
-        raise ValueError(f"{url} is not a triplet shard of schema version {SCHEMA_VERSION}: "
-                         f"fields {[n for n, _ in found]}")
+        raise ValueError(f"{url} is not a triplet shard of schema version {SCHEMA_VERSION}: fields {[n for n, _ in found]}")

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from ssh_model.losses import LossConfig, ssh_forward
 from ssh_model.network import tensor_to_images
+from ssh_model.progress import format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ class TrainResult:
     seconds: float
 
 
-def batch_to_tensors(
-    batch: Mapping[str, np.ndarray | Tensor], device: torch.device | str = "cpu"
-) -> dict[str, Tensor]:
+def batch_to_tensors(batch: Mapping[str, np.ndarray | Tensor], device: torch.device | str = "cpu") -> dict[str, Tensor]:
     """uint8 (B, S, S, 3) arrays under TRIPLET_KEYS -> float (B, 3, S, S) tensors in [-1, 1] on ``device``.
 
     The uint8 data is moved first (4x less to copy) and converted on the device. Float tensors
@@ -162,9 +161,7 @@ def train_step(
     return {k: v.detach() for k, v in losses.items()}, outputs.detach()
 
 
-def sample_grid(
-    content: Tensor, reference: Tensor, output: Tensor, target: Tensor, rows: int = 4
-) -> np.ndarray:
+def sample_grid(content: Tensor, reference: Tensor, output: Tensor, target: Tensor, rows: int = 4) -> np.ndarray:
     """uint8 (rows*S, 4*S, 3): one example per row; columns content, reference, output, pseudo-GT.
 
     All inputs (B, 3, S, S) in [-1, 1]; the reference is resized to S x S when it differs.
@@ -179,12 +176,6 @@ def sample_grid(
         columns.append(tensor_to_images(x))  # (rows, S, S, 3)
     grid = np.concatenate(columns, axis=2)  # (rows, S, 4S, 3)
     return grid.reshape(-1, grid.shape[2], 3)
-
-
-def format_eta(seconds: float) -> str:
-    """h:mm:ss of a duration in seconds (negative counts as 0)."""
-    seconds = int(max(0.0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def train(
@@ -250,8 +241,14 @@ def train(
         terms = {k: v for k, v in history[-1].items() if k not in ("step", "lr")}
         logger.info(
             "step %d/%d loss %.4f (recon %.4f harm %.4f) lr %.2e %.1f samples/s eta %s",
-            step, cfg.steps, terms["total"], terms["recon"], terms["harm"],
-            lr, samples_per_s, format_eta(eta_s),
+            step,
+            cfg.steps,
+            terms["total"],
+            terms["recon"],
+            terms["harm"],
+            lr,
+            samples_per_s,
+            format_duration(eta_s),
         )
         if callback is not None:
             callback(StepEvent(step, cfg.steps, terms, lr, samples_per_s, eta_s, grid))
@@ -263,6 +260,16 @@ def train(
 
 
 __all__ = [
-    "TRIPLET_KEYS", "StepEvent", "TrainConfig", "TrainResult", "autocast_for", "batch_to_tensors",
-    "lr_factor", "make_optimizer", "make_scheduler", "sample_grid", "train", "train_step",
+    "TRIPLET_KEYS",
+    "StepEvent",
+    "TrainConfig",
+    "TrainResult",
+    "autocast_for",
+    "batch_to_tensors",
+    "lr_factor",
+    "make_optimizer",
+    "make_scheduler",
+    "sample_grid",
+    "train",
+    "train_step",
 ]

@@ -1,7 +1,7 @@
 """Dual-LUT triplets: SSH's self-supervised training examples from one natural photo.
 
 From one photo we cut two overlapping square crops, the content (crop 1) and the reference
-(crop 2), and grade them with two different LUTs alpha and beta (ssh-method.md):
+(crop 2), and grade them with two different LUTs alpha and beta (docs/method.md):
 
     content_a   = LUT_alpha(crop 1)      reference_a = LUT_alpha(crop 2)
     reference_b = LUT_beta(crop 2)       content_b   = LUT_beta(crop 1)   (the pseudo ground truth)
@@ -96,8 +96,7 @@ def crop_resize(image: np.ndarray, box: Box, size: int, flip: bool) -> np.ndarra
         raise ValueError(f"crop size must be positive, got {size}")
     crop = image[y0:y1, x0:x1]
     if crop.shape[:2] != (size, size):
-        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize(
-            (size, size), Image.Resampling.BILINEAR))
+        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((size, size), Image.Resampling.BILINEAR))
     if flip:
         crop = crop[:, ::-1]
     return np.ascontiguousarray(crop)
@@ -148,8 +147,9 @@ def _square_box(box: Box, side_limit: int) -> Box:
     return left, top, left + side, top + side
 
 
-def region_views(image: np.ndarray, rng: np.random.Generator, crop_size: int,
-                 outline: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Box, Box, bool]:
+def region_views(
+    image: np.ndarray, rng: np.random.Generator, crop_size: int, outline: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, Box, Box, bool]:
     """The ``"region"`` layout's (content, reference, content box, scene box, flip); see the module docstring.
 
     Content and reference are uint8 (S, S, 3) with S = ``crop_size``; the boxes are in source pixels.
@@ -167,21 +167,26 @@ def region_views(image: np.ndarray, rng: np.random.Generator, crop_size: int,
         mask = feather(place_mask(outline, scene_size, scene_size, rng, REGION_AREA))
     box = _square_box(with_margin(foreground_box(mask), scene_size, scene_size), scene_size)
     content = crop_resize(scene, box, crop_size, flip=False)  # (S, S, 3)
-    content_mask = np.asarray(Image.fromarray(mask).resize((crop_size, crop_size), Image.Resampling.BILINEAR,
-                                                           box=box))  # (S, S)
+    content_mask = np.asarray(
+        Image.fromarray(mask).resize((crop_size, crop_size), Image.Resampling.BILINEAR, box=box)
+    )  # (S, S)
     core = content_mask >= CORE_MASK
     if core.any() and not core.all():
         content = push_pull_fill(content, core)
     reference = background_reference(scene, mask, size=crop_size)  # (S, S, 3)
     scale = (scene_box[2] - scene_box[0]) / scene_size
     x0, x1 = (scene_size - box[2], scene_size - box[0]) if flip else (box[0], box[2])
-    content_box = (scene_box[0] + round(x0 * scale), scene_box[1] + round(box[1] * scale),
-                   scene_box[0] + round(x1 * scale), scene_box[1] + round(box[3] * scale))
+    content_box = (
+        scene_box[0] + round(x0 * scale),
+        scene_box[1] + round(box[1] * scale),
+        scene_box[0] + round(x1 * scale),
+        scene_box[1] + round(box[3] * scale),
+    )
     return content, reference, content_box, scene_box, flip
 
 
 def draw_layout(rng: np.random.Generator, region_fraction: float) -> str:
-    """"region" with probability ``region_fraction``, else "crops"; draws nothing from ``rng`` when the
+    """ "region" with probability ``region_fraction``, else "crops"; draws nothing from ``rng`` when the
     fraction is 0, so builds without region triplets are the same as before the layout existed."""
     return "region" if region_fraction > 0 and rng.random() < region_fraction else "crops"
 
@@ -197,8 +202,15 @@ def draw_luts(rng: np.random.Generator, bank: Sequence[LUT], natural_fraction: f
     return bank[first], bank[second]
 
 
-def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Generator,
-                 crop_size: int = 256, layout: str = "crops", outline: np.ndarray | None = None) -> Triplet:
+def make_triplet(
+    image: np.ndarray,
+    lut_a: LUT,
+    lut_b: LUT,
+    rng: np.random.Generator,
+    crop_size: int = 256,
+    layout: str = "crops",
+    outline: np.ndarray | None = None,
+) -> Triplet:
     """One dual-LUT triplet from ``image`` uint8 (H, W, 3); see the module docstring for the sampling.
 
     Args:
@@ -214,14 +226,23 @@ def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Gener
     image = check_image(image)
     if crop_size < MIN_CROP_SIZE:
         raise ValueError(f"crop_size must be at least {MIN_CROP_SIZE}, got {crop_size}")
-    if lut_a is lut_b or (lut_a.name and lut_a.name == lut_b.name) or (
-            lut_a.table.shape == lut_b.table.shape and np.array_equal(lut_a.table, lut_b.table)
-            and lut_a.domain_min == lut_b.domain_min and lut_a.domain_max == lut_b.domain_max):
+    if (
+        lut_a is lut_b
+        or (lut_a.name and lut_a.name == lut_b.name)
+        or (
+            lut_a.table.shape == lut_b.table.shape
+            and np.array_equal(lut_a.table, lut_b.table)
+            and lut_a.domain_min == lut_b.domain_min
+            and lut_a.domain_max == lut_b.domain_max
+        )
+    ):
         raise ValueError(f"a triplet needs two different LUTs, got {lut_a.name or '<unnamed>'} twice")
     height, width = image.shape[:2]
     if min(height, width) < crop_size // 2:
-        raise ValueError(f"photo of {width}x{height} px is too small for {crop_size} px crops: "
-                         f"its short side must be at least {crop_size // 2} px")
+        raise ValueError(
+            f"photo of {width}x{height} px is too small for {crop_size} px crops: "
+            f"its short side must be at least {crop_size // 2} px"
+        )
     if layout == "region":
         content, reference, content_box, reference_box, content_flip = region_views(image, rng, crop_size, outline)
         reference_flip = content_flip
@@ -231,9 +252,15 @@ def make_triplet(image: np.ndarray, lut_a: LUT, lut_b: LUT, rng: np.random.Gener
         content = crop_resize(image, content_box, crop_size, content_flip)  # (S, S, 3)
         reference = crop_resize(image, reference_box, crop_size, reference_flip)  # (S, S, 3)
     return Triplet(
-        content_a=apply_lut(content, lut_a), reference_a=apply_lut(reference, lut_a),
-        reference_b=apply_lut(reference, lut_b), content_b=apply_lut(content, lut_b),
-        content_box=content_box, reference_box=reference_box,
-        content_flip=content_flip, reference_flip=reference_flip,
-        lut_a=lut_a.name, lut_b=lut_b.name, layout=layout,
+        content_a=apply_lut(content, lut_a),
+        reference_a=apply_lut(reference, lut_a),
+        reference_b=apply_lut(reference, lut_b),
+        content_b=apply_lut(content, lut_b),
+        content_box=content_box,
+        reference_box=reference_box,
+        content_flip=content_flip,
+        reference_flip=reference_flip,
+        lut_a=lut_a.name,
+        lut_b=lut_b.name,
+        layout=layout,
     )

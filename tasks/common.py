@@ -1,22 +1,24 @@
-"""Helpers shared by the Prefect tasks: the run logger, Ray start-up, the environment Ray workers need."""
+"""What the Prefect tasks share: the run logger and the retry policy of tasks that do storage I/O.
+
+Only tasks that do plain storage I/O retry, and only on transient I/O errors (``is_transient_io_error``:
+refused or reset connections, unreachable endpoints, timeouts, HTTP 5xx, throttling): a bad catalog or
+a missing object will not get better by waiting. Retries back off (``IO_RETRY_DELAYS``) and stop once
+``IO_RETRY_BUDGET_S`` have passed since the first try, so an S3 endpoint that is down fails the flow in
+well under a minute (s3fs and botocore already retry each call for about 12 s), with one line naming
+the endpoint.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
+from datetime import UTC, datetime
+from typing import Any
 
-from ssh_model.settings import Settings
+from prefect.cache_policies import NO_CACHE
+
+from ssh_model.errors import is_transient
 
 logger = logging.getLogger(__name__)
-
-# Non-secret settings Ray workers need to reach the same storage as the driver: the project's settings
-# (not every SSH_* variable: OpenSSH's SSH_AUTH_SOCK and SSH_CONNECTION are not ours) and the S3
-# endpoint and region. Credentials are not forwarded: local workers inherit them, cluster workers get
-# them from their own environment.
-FORWARDED_ENV_NAMES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-# A private one-machine Ray has no nodes to drain: Ray Train's preemption watcher would only poll
-# (CPU the training workers need on a small machine). Clusters keep it.
-LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
 
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
@@ -30,31 +32,34 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
         return logger
 
 
-def forwarded_env() -> dict[str, str]:
-    """The settings' ``SSH_*`` and the S3 endpoint/region variables of this process, for Ray workers'
-    ``runtime_env``."""
-    names = {*Settings.env_names(), *FORWARDED_ENV_NAMES}
-    return {key: value for key, value in os.environ.items() if key in names}
+IO_RETRIES = 3
+IO_RETRY_DELAYS = [1, 3, 9]  # seconds before the 1st, 2nd and 3rd retry
+IO_RETRY_BUDGET_S = 15.0  # no retry starts once this long has passed since the task's first try
 
 
-def ray_init(num_cpus: int | None = None) -> bool:
-    """Connect to the cluster at ``RAY_ADDRESS``, else start a private local Ray; True when this call did.
+def is_transient_io_error(error: object) -> bool:
+    """True when waiting may help: refused or reset connections, unreachable endpoints (botocore's
+    EndpointConnectionError), connect and read timeouts, HTTP 5xx and throttling (SlowDown, 503), and
+    other OS-level I/O errors; False for missing or forbidden objects, bad URLs, bad data and non-errors.
+    Causes count: fsspec's HTTP ``FileNotFoundError`` raised from a refused connection is transient."""
+    return isinstance(error, BaseException) and is_transient(error)
 
-    A local start never attaches to some other Ray instance already running on the machine (its
-    workers could have another environment); ``num_cpus`` caps a local start (default: all cores).
-    The driver's ``SSH_*`` and S3 endpoint settings go to every worker through the job's runtime env.
-    """
-    import ray
 
-    if ray.is_initialized():
-        return False
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    env = forwarded_env()
-    if address == "local":
-        env.update(LOCAL_RAY_ENV)
-    options: dict = {"runtime_env": {"env_vars": env}, "include_dashboard": False}
-    if address == "local" and num_cpus is not None:
-        options["num_cpus"] = num_cpus
-    ray.init(address=address, **options)
-    logger.info("Ray started (%s): %s", address, ray.cluster_resources())
-    return True
+def seconds_since_first_try(task_run: Any) -> float:
+    started = getattr(task_run, "start_time", None)
+    if started is None:
+        return 0.0
+    return (datetime.now(UTC) - started).total_seconds()
+
+
+def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    """``retry_condition_fn``: retry a transient I/O error while within ``IO_RETRY_BUDGET_S``."""
+    return is_transient_io_error(getattr(state, "data", None)) and seconds_since_first_try(task_run) < IO_RETRY_BUDGET_S
+
+
+IO_TASK = {  # the options of every task that does storage I/O: @task(name=..., **IO_TASK)
+    "retries": IO_RETRIES,
+    "retry_delay_seconds": IO_RETRY_DELAYS,
+    "retry_condition_fn": retry_on_io,
+    "cache_policy": NO_CACHE,
+}

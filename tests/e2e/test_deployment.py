@@ -18,11 +18,11 @@ import pyarrow.parquet as pq
 from infra.local_stack import ARTIFACTS_DESTINATION, DATA_BUCKET, LocalStack
 from infra.prefect_stack import PrefectStack
 from infra.processes import family, is_running
+from pipeline.catalog import write_catalog
+from pipeline.registry import CHAMPION, MODEL_NAME, WEIGHTS_FILE, log_model, register_candidate
+from pipeline.tracking import configure
 from ssh_model.storage import exists, read_bytes
-from tasks.catalog import write_catalog
-from tasks.registry import CHAMPION, MODEL_NAME, WEIGHTS_FILE, log_model, register_candidate
-from tasks.tracking import configure
-from tests.tasks.batch_cases import save_tiny_model, write_case
+from tests.pipeline.batch_cases import save_tiny_model, write_case
 
 REPO = Path(__file__).resolve().parents[2]
 START, STOP = REPO / "infra" / "local" / "start.sh", REPO / "infra" / "local" / "stop.sh"
@@ -34,8 +34,12 @@ def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def sourced(env_file: Path) -> dict[str, str]:
     """The variables a shell gets from ``source env_file`` (bash runs the file, as for a user)."""
-    shell = subprocess.run(["bash", "-c", '. "$1" && env -0', "bash", str(env_file)], capture_output=True,
-                           check=True, env={"PATH": os.environ["PATH"]})
+    shell = subprocess.run(
+        ["bash", "-c", '. "$1" && env -0', "bash", str(env_file)],
+        capture_output=True,
+        check=True,
+        env={"PATH": os.environ["PATH"]},
+    )
     pairs = (item.split("=", 1) for item in shell.stdout.decode().split("\0") if "=" in item)
     return {k: v for k, v in pairs if k not in ("PATH", "PWD", "SHLVL", "_")}
 
@@ -43,8 +47,14 @@ def sourced(env_file: Path) -> dict[str, str]:
 def prefect(env: dict[str, str], home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``prefect <args>`` from the repo root with the stack's environment (and a throwaway PREFECT_HOME)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    result = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], capture_output=True, text=True,
-                            env={**clean, **env, "PREFECT_HOME": str(home)}, cwd=REPO, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", *args],
+        capture_output=True,
+        text=True,
+        env={**clean, **env, "PREFECT_HOME": str(home)},
+        cwd=REPO,
+        timeout=timeout,
+    )
     assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     return result
 
@@ -69,8 +79,7 @@ def register_champion(weights: str) -> str:
     return experiment
 
 
-def test_given_the_local_stack_when_a_user_deploys_and_runs_on_an_s3_catalog_then_results_land_on_s3(
-        tmp_path, monkeypatch):
+def test_given_the_local_stack_when_a_user_deploys_and_runs_on_an_s3_catalog_then_results_land_on_s3(tmp_path, monkeypatch):
     state = tmp_path / "stack"
     started = run(START, state, timeout=480)
     assert started.returncode == 0, started.stdout + started.stderr
@@ -98,8 +107,11 @@ def test_given_the_local_stack_when_a_user_deploys_and_runs_on_an_s3_catalog_the
             mlflow.set_tracking_uri(saved_uris[0])
             mlflow.set_registry_uri(saved_uris[1])
         # The model's files are in the stack's S3, put there by the MLflow server.
-        logged = [path for path in stack_fs(env).find(f"{ARTIFACTS_DESTINATION.removeprefix('s3://')}/{experiment}")
-                  if path.endswith(f"/{WEIGHTS_FILE}")]
+        logged = [
+            path
+            for path in stack_fs(env).find(f"{ARTIFACTS_DESTINATION.removeprefix('s3://')}/{experiment}")
+            if path.endswith(f"/{WEIGHTS_FILE}")
+        ]
         assert logged
         digests = {hashlib.sha256(read_bytes(f"s3://{path}")).hexdigest() for path in logged}
         assert digests == {hashlib.sha256(Path(weights).read_bytes()).hexdigest()}
@@ -113,10 +125,21 @@ def test_given_the_local_stack_when_a_user_deploys_and_runs_on_an_s3_catalog_the
         home = tmp_path / "client"
         deployed = prefect(env, home, "deploy", "--all")
         assert "harmonize-batch/default" in deployed.stdout, deployed.stdout
-        parameters = [f"catalog={catalog}", f"output_prefix={prefix}/out", f"model=models:/{MODEL_NAME}@{CHAMPION}",
-                      "concurrency=1"]
-        flow_run = prefect(env, home, "deployment", "run", "harmonize-batch/default",
-                           *[arg for p in parameters for arg in ("-p", p)], timeout=120)
+        parameters = [
+            f"catalog={catalog}",
+            f"output_prefix={prefix}/out",
+            f"model=models:/{MODEL_NAME}@{CHAMPION}",
+            "concurrency=1",
+        ]
+        flow_run = prefect(
+            env,
+            home,
+            "deployment",
+            "run",
+            "harmonize-batch/default",
+            *[arg for p in parameters for arg in ("-p", p)],
+            timeout=120,
+        )
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", flow_run.stdout).group(1)
         handle = stack.prefect()
         result = handle.wait_for_flow_run(flow_run_id, timeout=480)
@@ -148,6 +171,9 @@ def stack_fs(env: dict[str, str]):
     """An s3fs filesystem on the stack's S3 (its own instance, not fsspec's cached one)."""
     import s3fs
 
-    return s3fs.S3FileSystem(key=env["AWS_ACCESS_KEY_ID"], secret=env["AWS_SECRET_ACCESS_KEY"], skip_instance_cache=True,
-                             client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"],
-                                            "region_name": env["AWS_DEFAULT_REGION"]})
+    return s3fs.S3FileSystem(
+        key=env["AWS_ACCESS_KEY_ID"],
+        secret=env["AWS_SECRET_ACCESS_KEY"],
+        skip_instance_cache=True,
+        client_kwargs={"endpoint_url": env["AWS_ENDPOINT_URL"], "region_name": env["AWS_DEFAULT_REGION"]},
+    )

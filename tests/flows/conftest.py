@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from tests.tasks.batch_cases import tiny_model_url  # noqa: F401 - a fixture
+from tests.pipeline.batch_cases import tiny_model_url  # noqa: F401 - a fixture
 
 
 class ListHandler(logging.Handler):

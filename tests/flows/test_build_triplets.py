@@ -7,11 +7,11 @@ import pytest
 
 from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
+from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
+from pipeline.triplets import BUILD_MARKER, VersionConflict
 from ssh_model import storage
 from ssh_model.dataset import TripletDataset
 from ssh_model.shards import DEFAULT_ENCODING
-from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
-from tasks.triplets import BUILD_MARKER, VersionConflict
 
 OPTIONS = {"per_image": 2, "crop_size": 64, "seed": 3, "luts": "generator:1:8", "triplets_per_shard": 4}
 
@@ -93,8 +93,11 @@ def test_given_a_region_fraction_and_mild_grades_then_both_layouts_are_built_and
     result = build_triplets(data_root=root, version="v1-region", region_fraction=0.5, **options)
     # then the parameters say so, and the reader hands out triplets of both layouts
     assert result["params"]["region_fraction"] == 0.5 and result["params"]["luts"] == "generator:1:8:mild"
-    rows = [batch for split in result["counts"]
-            for batch in TripletDataset(result["version_root"], split=split, batch_size=1, rank=0, world_size=1)]
+    rows = [
+        batch
+        for split in result["counts"]
+        for batch in TripletDataset(result["version_root"], split=split, batch_size=1, rank=0, world_size=1)
+    ]
     layouts = [layout for batch in rows for layout in batch["layout"]]
     assert len(layouts) == result["triplets"] and set(layouts) == {"crops", "region"}
     for batch in rows:

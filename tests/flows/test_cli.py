@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
+from pipeline.catalog import read_table, write_catalog
 from ssh_model.images import read_image, read_mask
 from ssh_model.lut import apply_lut, random_lut
 from ssh_model.metrics import evaluate
-from tasks.catalog import read_table, write_catalog
-from tests.tasks.batch_cases import ellipse_mask, encode, smooth_photo, write_case
+from tests.pipeline.batch_cases import ellipse_mask, encode, smooth_photo, write_case
 
 SIZE = (40, 48)  # (H, W)
 
@@ -30,28 +30,47 @@ def write_image(path: Path, pixels: np.ndarray) -> str:
 def layers(tmp_path) -> dict[str, str]:
     """A foreground, a binary mask and a background, all SIZE, as PNG files."""
     rng = np.random.default_rng(0)
-    return {"foreground": write_image(tmp_path / "fg.png", smooth_photo(rng, *SIZE)),
-            "mask": write_image(tmp_path / "mask.png", ellipse_mask(*SIZE)),
-            "background": write_image(tmp_path / "bg.png", smooth_photo(rng, *SIZE))}
+    return {
+        "foreground": write_image(tmp_path / "fg.png", smooth_photo(rng, *SIZE)),
+        "mask": write_image(tmp_path / "mask.png", ellipse_mask(*SIZE)),
+        "background": write_image(tmp_path / "bg.png", smooth_photo(rng, *SIZE)),
+    }
 
 
 def composite_args(layers: dict[str, str], output: str, *options: str) -> list[str]:
     return ["composite", layers["foreground"], layers["mask"], layers["background"], "-o", output, *options]
 
 
-@pytest.mark.parametrize("command", [[], ["composite"], ["evaluate"], ["catalog"], ["catalog", "iharmony4"],
-                                     ["catalog", "realhm"], ["harmonize"], ["random-lut"], ["demo"]])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["composite"],
+        ["evaluate"],
+        ["catalog"],
+        ["catalog", "iharmony4"],
+        ["catalog", "realhm"],
+        ["harmonize"],
+        ["random-lut"],
+        ["demo"],
+    ],
+)
 def test_given_any_command_when_help_is_asked_then_its_arguments_are_explained(command, capsys):
     with pytest.raises(SystemExit) as exited:
         main([*command, "--help"])
     text = capsys.readouterr().out
     assert exited.value.code == 0 and text.startswith("usage: ssh-harmonize")
-    expected = {"": ["composite", "evaluate", "catalog", "harmonize", "random-lut"],
-                "composite": ["FOREGROUND", "MASK", "BACKGROUND", "--grade SEED", "--strength S", "--quality"],
-                "evaluate": ["CATALOG", "--model URI", "--baselines", "--limit N", "--json OUT.json", "256x256"],
-                "catalog": ["iharmony4", "realhm"], "iharmony4": ["DIR", "--split", "--subsets", "--skip-incomplete"],
-                "realhm": ["DIR", "NAME_mask.jpg", "NAME_gt.jpg", "--skip-incomplete"], "harmonize": ["--background"],
-                "random-lut": ["--seed", "--strength"], "demo": ["--data-root", "--steps"]}
+    expected = {
+        "": ["composite", "evaluate", "catalog", "harmonize", "random-lut"],
+        "composite": ["FOREGROUND", "MASK", "BACKGROUND", "--grade SEED", "--strength S", "--quality"],
+        "evaluate": ["CATALOG", "--model URI", "--baselines", "--limit N", "--json OUT.json", "256x256"],
+        "catalog": ["iharmony4", "realhm"],
+        "iharmony4": ["DIR", "--split", "--subsets", "--skip-incomplete"],
+        "realhm": ["DIR", "NAME_mask.jpg", "NAME_gt.jpg", "--skip-incomplete"],
+        "harmonize": ["--background"],
+        "random-lut": ["--seed", "--strength"],
+        "demo": ["--data-root", "--steps"],
+    }
     for word in expected[command[-1] if command else ""]:
         assert word in text
 
@@ -89,7 +108,8 @@ def test_given_an_output_extension_when_composited_then_it_sets_the_format(layer
 
 
 def test_given_layers_of_different_sizes_when_composited_then_the_error_names_the_file_and_both_sizes(
-        layers, tmp_path, capsys):
+    layers, tmp_path, capsys
+):
     layers["mask"] = write_image(tmp_path / "small-mask.png", ellipse_mask(20, 24))
     assert main(composite_args(layers, str(tmp_path / "out.png"))) == 2
     error = capsys.readouterr().err
@@ -97,15 +117,17 @@ def test_given_layers_of_different_sizes_when_composited_then_the_error_names_th
     assert not (tmp_path / "out.png").exists()
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"background": "missing.png"}, "missing.png: no such file"),
-    ({"output": "out.tif"}, "cannot tell the image format from '.tif'"),
-    ({"output": "bg.png"}, "is also an input"),
-    ({"options": ["--strength", "0.5"]}, "--strength needs --grade SEED"),
-    ({"options": ["--grade", "3", "--strength", "-1"]}, "--strength must be >= 0"),
-])
-def test_given_bad_composite_input_when_run_then_it_exits_2_with_one_clear_line(layers, tmp_path, capsys, change,
-                                                                                 message):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"background": "missing.png"}, "missing.png: no such file"),
+        ({"output": "out.tif"}, "cannot tell the image format from '.tif'"),
+        ({"output": "bg.png"}, "is also an input"),
+        ({"options": ["--strength", "0.5"]}, "--strength needs --grade SEED"),
+        ({"options": ["--grade", "3", "--strength", "-1"]}, "--strength must be >= 0"),
+    ],
+)
+def test_given_bad_composite_input_when_run_then_it_exits_2_with_one_clear_line(layers, tmp_path, capsys, change, message):
     output = str(tmp_path / change.pop("output", "out.png"))
     options = change.pop("options", [])
     layers.update({key: str(tmp_path / value) for key, value in change.items()})
@@ -117,8 +139,13 @@ def test_given_bad_composite_input_when_run_then_it_exits_2_with_one_clear_line(
 def test_given_a_missing_input_when_the_installed_command_runs_then_it_exits_2_without_a_traceback(layers, tmp_path):
     command = Path(sys.executable).parent / "ssh-harmonize"
     layers["mask"] = str(tmp_path / "no-mask.png")
-    done = subprocess.run([str(command), *composite_args(layers, str(tmp_path / "out.png"))], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [str(command), *composite_args(layers, str(tmp_path / "out.png"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 2
     assert f"{layers['mask']}: no such file" in done.stderr and "Traceback" not in done.stderr
 
@@ -129,7 +156,8 @@ def direct_scores(row: dict[str, str]) -> dict[str, float]:
 
 
 def test_given_a_catalog_with_ground_truth_when_evaluated_then_the_table_has_every_method_and_exact_scores(
-        tmp_path, tiny_model_url, capsys):
+    tmp_path, tiny_model_url, capsys
+):
     rng = np.random.default_rng(1)
     rows = [write_case(str(tmp_path), f"r{i}", rng, size=SIZE, fmt="PNG", background=i == 1) for i in range(2)]
     write_catalog(rows, str(tmp_path / "cat.csv"))
@@ -137,8 +165,12 @@ def test_given_a_catalog_with_ground_truth_when_evaluated_then_the_table_has_eve
     assert main(["evaluate", str(tmp_path / "cat.csv"), "--model", tiny_model_url, "--json", report]) == 0
 
     out = capsys.readouterr().out
-    for header in ("| set | method | items | mse | psnr | fmse | mse_256 | psnr_256 | fmse_256 |", "| model |",
-                   "| reinhard |", "| histogram |"):
+    for header in (
+        "| set | method | items | mse | psnr | fmse | mse_256 | psnr_256 | fmse_256 |",
+        "| model |",
+        "| reinhard |",
+        "| histogram |",
+    ):
         assert header in out
     scored = json.loads(Path(report).read_text())
     summary = {row["method"]: row for row in scored["summary"]}
@@ -155,7 +187,8 @@ def test_given_a_catalog_with_ground_truth_when_evaluated_then_the_table_has_eve
 
 
 def test_given_bad_rows_when_evaluated_then_each_is_reported_and_left_out_and_the_exit_is_1(
-        tmp_path, tiny_model_url, capsys):
+    tmp_path, tiny_model_url, capsys
+):
     rng = np.random.default_rng(2)
     good = write_case(str(tmp_path), "good", rng, size=SIZE, fmt="PNG")
     small_mask = write_case(str(tmp_path), "small-mask", rng, size=SIZE, fmt="PNG", mask_size=(20, 24))
@@ -164,8 +197,18 @@ def test_given_bad_rows_when_evaluated_then_each_is_reported_and_left_out_and_th
     no_target = write_case(str(tmp_path), "no-target", rng, size=SIZE, fmt="PNG", target=False)
     write_catalog([good, small_mask, gone, no_target], str(tmp_path / "cat.parquet"))
     report = tmp_path / "scores.json"
-    code = main(["evaluate", str(tmp_path / "cat.parquet"), "--model", tiny_model_url, "--baselines", "identity",
-                 "--json", str(report)])
+    code = main(
+        [
+            "evaluate",
+            str(tmp_path / "cat.parquet"),
+            "--model",
+            tiny_model_url,
+            "--baselines",
+            "identity",
+            "--json",
+            str(report),
+        ]
+    )
 
     assert code == 1
     error = capsys.readouterr().err
@@ -179,10 +222,13 @@ def test_given_bad_rows_when_evaluated_then_each_is_reported_and_left_out_and_th
     assert {f["id"] for f in scored["failed"]} == {"small-mask", "gone", "no-target"}
 
 
-@pytest.mark.parametrize(("extra", "message"), [
-    (["--baselines", "identity,magic"], "unknown baselines magic"),
-    (["--limit", "0"], "--limit must be at least 1"),
-])
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--baselines", "identity,magic"], "unknown baselines magic"),
+        (["--limit", "0"], "--limit must be at least 1"),
+    ],
+)
 def test_given_bad_evaluate_options_when_run_then_it_exits_2(tmp_path, capsys, extra, message):
     row = write_case(str(tmp_path), "a", np.random.default_rng(3), size=SIZE, fmt="PNG")
     write_catalog([row], str(tmp_path / "cat.jsonl"))
@@ -213,13 +259,16 @@ def write_iharmony4_images(root: Path, skip_mask: str | None = None) -> None:
             write_image(root / subset / "masks" / f"{stem}_1.png", ellipse_mask(*SIZE))
         for name in names:
             shifted = np.clip(photo.astype(int) + rng.integers(-40, 40, size=3), 0, 255).astype(np.uint8)
-            write_image(root / subset / "composite_images" / f"{name}.jpg",
-                        np.where(ellipse_mask(*SIZE)[..., None] > 0, shifted, photo))
+            write_image(
+                root / subset / "composite_images" / f"{name}.jpg",
+                np.where(ellipse_mask(*SIZE)[..., None] > 0, shifted, photo),
+            )
         (root / subset / f"{subset}_test.txt").write_text("".join(f"composite_images/{n}.jpg\n" for n in names))
 
 
 def test_given_an_iharmony4_folder_when_cataloged_and_evaluated_then_every_listed_sample_is_scored(
-        tmp_path, tiny_model_url, capsys):
+    tmp_path, tiny_model_url, capsys
+):
     write_iharmony4_images(tmp_path / "ih4")
     catalog = str(tmp_path / "ih4.parquet")
     assert main(["catalog", "iharmony4", str(tmp_path / "ih4"), "-o", catalog]) == 0
@@ -229,8 +278,23 @@ def test_given_an_iharmony4_folder_when_cataloged_and_evaluated_then_every_liste
     assert [c["id"] for c in cells] == ["HCOCO/c1_1_1", "HCOCO/c1_1_2", "HFlickr/f2_1_1"]
 
     report = tmp_path / "scores.json"
-    assert main(["evaluate", catalog, "--model", tiny_model_url, "--baselines", "identity", "--limit", "2",
-                 "--json", str(report)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                catalog,
+                "--model",
+                tiny_model_url,
+                "--baselines",
+                "identity",
+                "--limit",
+                "2",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
     scored = json.loads(report.read_text())
     assert [s["items"] for s in scored["summary"]] == [2, 2] and scored["rows_total"] == 2
 
@@ -241,8 +305,21 @@ def test_given_an_iharmony4_sample_without_its_mask_when_cataloged_then_it_exits
     assert main(["catalog", "iharmony4", str(tmp_path / "ih4"), "-o", str(catalog)]) == 2
     assert "HFlickr/f2_1_1: missing mask masks/f2_1.png" in capsys.readouterr().err and not catalog.exists()
 
-    assert main(["catalog", "iharmony4", str(tmp_path / "ih4"), "-o", str(catalog), "--skip-incomplete",
-                 "--subsets", "HFlickr,HCOCO"]) == 0
+    assert (
+        main(
+            [
+                "catalog",
+                "iharmony4",
+                str(tmp_path / "ih4"),
+                "-o",
+                str(catalog),
+                "--skip-incomplete",
+                "--subsets",
+                "HFlickr,HCOCO",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "2 rows (HCOCO: 2)" in captured.out and "skipped 1 incomplete samples" in captured.err
     assert [c["id"] for c in read_table(str(catalog))[1]] == ["HCOCO/c1_1_1", "HCOCO/c1_1_2"]
@@ -256,15 +333,18 @@ def test_given_a_realhm_folder_when_cataloged_then_rows_have_backgrounds(tmp_pat
     assert main(["catalog", "realhm", str(tmp_path / "RealHM"), "-o", catalog]) == 0
     assert "2 rows (vendor_testing_1: 2)" in capsys.readouterr().out
     cells = read_table(catalog)[1]
-    assert [(c["id"], c.get("background")) for c in cells] == [("vendor_testing_1/p1", str(folder / "p1_bg.jpg")),
-                                                          ("vendor_testing_1/p2", None)]
+    assert [(c["id"], c.get("background")) for c in cells] == [
+        ("vendor_testing_1/p1", str(folder / "p1_bg.jpg")),
+        ("vendor_testing_1/p2", None),
+    ]
 
     assert main(["catalog", "realhm", str(tmp_path / "RealHM"), "-o", str(tmp_path / "x.txt")]) == 2
     assert "unknown catalog format '.txt'" in capsys.readouterr().err
 
 
 def test_given_no_model_and_no_registry_when_harmonizing_then_the_shipped_weights_are_used_and_nothing_else_written(
-        layers, tmp_path, monkeypatch):
+    layers, tmp_path, monkeypatch
+):
     from ssh_model.inference import harmonize
     from ssh_model.pretrained import load_pretrained
 
@@ -315,7 +395,7 @@ def test_given_a_reference_mask_when_harmonized_then_it_changes_what_is_matched(
     # given: a background that is red on the left and blue on the right, and a reference mask per side
     background = np.zeros((*SIZE, 3), np.uint8)
     background[:, : SIZE[1] // 2] = (220, 40, 30)
-    background[:, SIZE[1] // 2:] = (30, 60, 220)
+    background[:, SIZE[1] // 2 :] = (30, 60, 220)
     composite = np.where(ellipse_mask(*SIZE)[..., None] > 0, read_image(layers["foreground"]), background)
     composite_url = write_image(tmp_path / "c.png", composite.astype(np.uint8))
     left, right = np.zeros(SIZE, np.uint8), np.zeros(SIZE, np.uint8)
@@ -324,21 +404,46 @@ def test_given_a_reference_mask_when_harmonized_then_it_changes_what_is_matched(
 
     # when
     for side, url in refs.items():
-        assert main(["harmonize", composite_url, layers["mask"], "-o", str(tmp_path / f"{side}-out.png"),
-                     "--reference-mask", url]) == 0
+        assert (
+            main(
+                [
+                    "harmonize",
+                    composite_url,
+                    layers["mask"],
+                    "-o",
+                    str(tmp_path / f"{side}-out.png"),
+                    "--reference-mask",
+                    url,
+                ]
+            )
+            == 0
+        )
 
     # then: matched to the red side the foreground is redder than matched to the blue side
     inside = ellipse_mask(*SIZE) > 0
     red = read_image(str(tmp_path / "left-out.png"))[inside].astype(float).mean(axis=0)
     blue = read_image(str(tmp_path / "right-out.png"))[inside].astype(float).mean(axis=0)
     assert red[0] - red[2] > blue[0] - blue[2] + 5
-    assert main(["harmonize", composite_url, layers["mask"], "-o", str(tmp_path / "e.png"),
-                 "--reference-mask", write_image(tmp_path / "empty.png", np.zeros(SIZE, np.uint8))]) == 2
+    assert (
+        main(
+            [
+                "harmonize",
+                composite_url,
+                layers["mask"],
+                "-o",
+                str(tmp_path / "e.png"),
+                "--reference-mask",
+                write_image(tmp_path / "empty.png", np.zeros(SIZE, np.uint8)),
+            ]
+        )
+        == 2
+    )
     assert "empty.png is empty" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("output", "message"), [("out.bmp", "cannot tell the image format from '.bmp'"),
-                                                 ("fg.png", "is also an input")])
+@pytest.mark.parametrize(
+    ("output", "message"), [("out.bmp", "cannot tell the image format from '.bmp'"), ("fg.png", "is also an input")]
+)
 def test_given_a_bad_output_when_harmonizing_then_it_exits_2_before_any_work(layers, tmp_path, capsys, output, message):
     assert main(["harmonize", layers["foreground"], layers["mask"], "-o", str(tmp_path / output)]) == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]

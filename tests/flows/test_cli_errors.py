@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from flows.cli import main
-from tasks.registry import WEIGHTS_FILE
-from tests.tasks.batch_cases import ellipse_mask, encode, smooth_photo
-from tests.tasks.training_cases import mlflow_store
+from pipeline.registry import WEIGHTS_FILE
+from tests.pipeline.batch_cases import ellipse_mask, encode, smooth_photo
+from tests.pipeline.training_cases import mlflow_store
 
 SIZE = (40, 48)
 NO_REGISTRY = "models:/no-such-model@champion"
@@ -43,18 +43,22 @@ def assert_nothing_written(workdir: Path, before: set[str]) -> None:
     assert not (workdir / "data").exists()
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    (NO_REGISTRY, "there is no model registry: MLFLOW_TRACKING_URI is not set"),
-    ("models:/ssh-harmonizer/3", "there is no model registry"),
-    ("models:/not-a-uri", "not a models:/name@alias or models:/name/version URI"),
-    ("gs://b/m.safetensors", "no filesystem backend for this URL scheme is installed"),
-    ("foo://x", "unsupported URL"),
-    ("missing.safetensors", "no such file or object"),
-    ("c.png", "not a safetensors file"),
-    ("pickled.safetensors", "not a safetensors file"),
-])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (NO_REGISTRY, "there is no model registry: MLFLOW_TRACKING_URI is not set"),
+        ("models:/ssh-harmonizer/3", "there is no model registry"),
+        ("models:/not-a-uri", "not a models:/name@alias or models:/name/version URI"),
+        ("gs://b/m.safetensors", "no filesystem backend for this URL scheme is installed"),
+        ("foo://x", "unsupported URL"),
+        ("missing.safetensors", "no such file or object"),
+        ("c.png", "not a safetensors file"),
+        ("pickled.safetensors", "not a safetensors file"),
+    ],
+)
 def test_given_a_model_that_cannot_be_loaded_when_harmonizing_then_one_line_names_it_and_nothing_is_written(
-        workdir, capsys, model, message):
+    workdir, capsys, model, message
+):
     before = {p.name for p in workdir.iterdir()}
 
     assert main(["harmonize", "c.png", "m.png", "-o", "out.png", "--model", model]) == 2
@@ -66,12 +70,16 @@ def test_given_a_model_that_cannot_be_loaded_when_harmonizing_then_one_line_name
     assert_nothing_written(workdir, before)
 
 
-@pytest.mark.parametrize(("output", "message"), [
-    ("gs://b/out.png", "output gs://b/out.png: no filesystem backend for this URL scheme is installed"),
-    ("foo://out.png", "output foo://out.png: unsupported URL"),
-])
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("gs://b/out.png", "output gs://b/out.png: no filesystem backend for this URL scheme is installed"),
+        ("foo://out.png", "output foo://out.png: unsupported URL"),
+    ],
+)
 def test_given_an_output_url_that_cannot_be_written_when_harmonizing_then_it_fails_first_in_one_line(
-        workdir, capsys, output, message):
+    workdir, capsys, output, message
+):
     before = {p.name for p in workdir.iterdir()}
 
     assert main(["harmonize", "c.png", "m.png", "-o", output, "--model", NO_REGISTRY]) == 2  # before the model
@@ -81,15 +89,17 @@ def test_given_an_output_url_that_cannot_be_written_when_harmonizing_then_it_fai
     assert_nothing_written(workdir, before)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["nope.png", "m.png"], "nope.png: no such file or object"),
-    (["foo://c.png", "m.png"], "foo://c.png: unsupported URL"),
-    (["c.png", "gs://b/m.png"], "gs://b/m.png: no filesystem backend for this URL scheme is installed"),
-    (["garbage.png", "m.png"], "garbage.png: not a recognised image format"),
-    (["c.png", "small.png"], "mask small.png is 24x20 but composite c.png is 48x40"),
-])
-def test_given_bad_input_files_when_harmonizing_then_one_line_names_the_file(workdir, capsys, tiny_model_url, args,
-                                                                              message):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope.png", "m.png"], "nope.png: no such file or object"),
+        (["foo://c.png", "m.png"], "foo://c.png: unsupported URL"),
+        (["c.png", "gs://b/m.png"], "gs://b/m.png: no filesystem backend for this URL scheme is installed"),
+        (["garbage.png", "m.png"], "garbage.png: not a recognised image format"),
+        (["c.png", "small.png"], "mask small.png is 24x20 but composite c.png is 48x40"),
+    ],
+)
+def test_given_bad_input_files_when_harmonizing_then_one_line_names_the_file(workdir, capsys, tiny_model_url, args, message):
     before = {p.name for p in workdir.iterdir()}
 
     assert main(["harmonize", *args, "-o", "out.png", "--model", tiny_model_url]) == 2
@@ -100,7 +110,8 @@ def test_given_bad_input_files_when_harmonizing_then_one_line_names_the_file(wor
 
 
 def test_given_a_registry_without_that_model_when_harmonizing_or_evaluating_then_one_line_says_so(
-        workdir, capsys, tmp_path_factory):
+    workdir, capsys, tmp_path_factory
+):
     store = tmp_path_factory.mktemp("registry")
     before = {p.name for p in workdir.iterdir()}
     with mlflow_store(str(store)):
@@ -111,10 +122,12 @@ def test_given_a_registry_without_that_model_when_harmonizing_or_evaluating_then
         evaluate_lines = error_lines(capsys.readouterr().err)
 
     assert len(harmonize_lines) == 1 and harmonize_lines[0].startswith(
-        f"ssh-harmonize harmonize: error: model {NO_REGISTRY}: cannot resolve it in the registry at sqlite:")
+        f"ssh-harmonize harmonize: error: model {NO_REGISTRY}: cannot resolve it in the registry at sqlite:"
+    )
     assert "no-such-model" in harmonize_lines[0].split("(", 1)[1]  # MLflow's own reason, on the same line
     assert len(evaluate_lines) == 1 and evaluate_lines[0].startswith(
-        "ssh-harmonize evaluate: error: model models:/ssh-harmonizer@no-such-alias: cannot resolve it")
+        "ssh-harmonize evaluate: error: model models:/ssh-harmonizer@no-such-alias: cannot resolve it"
+    )
     assert_nothing_written(workdir, {*before, "cat.csv"})
 
 
@@ -131,19 +144,28 @@ def test_given_no_registry_when_evaluating_with_a_registry_uri_then_it_exits_2_w
     assert_nothing_written(workdir, before)
 
 
-@pytest.mark.parametrize(("model", "message"), [
-    (NO_REGISTRY, "there is no model registry"),
-    ("gs://b/m.safetensors", "no filesystem backend for this URL scheme is installed"),
-])
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (NO_REGISTRY, "there is no model registry"),
+        ("gs://b/m.safetensors", "no filesystem backend for this URL scheme is installed"),
+    ],
+)
 def test_given_a_bad_model_when_the_installed_command_runs_then_one_line_exit_2_no_traceback_no_data(
-        workdir, model, message):
+    workdir, model, message
+):
     command = Path(sys.executable).parent / "ssh-harmonize"
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "SSH_DATA_ROOT", "SSH_MODEL_URI")}
     before = {p.name for p in workdir.iterdir()}
 
-    done = subprocess.run([str(command), "harmonize", "c.png", "m.png", "-o", "out.png", "--model", model],
-                          capture_output=True, text=True, timeout=180, cwd=workdir,
-                          env={**env, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [str(command), "harmonize", "c.png", "m.png", "-o", "out.png", "--model", model],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=workdir,
+        env={**env, "OMP_NUM_THREADS": "1"},
+    )
 
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
     lines = error_lines(done.stderr)

@@ -5,9 +5,9 @@ import mlflow
 import pytest
 
 from flows.compare_models import compare_models
-from tasks.registry import log_model, promotion_gate, register_candidate
-from tasks.tracking import KIND_TAG, tracked_run
-from tests.tasks.training_cases import (
+from pipeline.registry import log_model, promotion_gate, register_candidate
+from pipeline.tracking import KIND_TAG, tracked_run
+from tests.pipeline.training_cases import (
     mlflow_store,
     one_torch_thread,  # noqa: F401 - a fixture
     save_random_model,
@@ -35,8 +35,7 @@ def registry(tmp_path_factory, prefect_harness):
         yield folder, urls
 
 
-def test_given_versions_aliases_and_a_file_when_compared_then_one_table_covers_them_and_the_baselines(
-        registry, capsys):
+def test_given_versions_aliases_and_a_file_when_compared_then_one_table_covers_them_and_the_baselines(registry, capsys):
     folder, urls = registry
     result = compare_models(models=["champion", "2", urls[1], urls[2]], model_name=NAME, data_root=folder, **EVAL)
     printed = capsys.readouterr().out
@@ -56,8 +55,13 @@ def test_given_versions_aliases_and_a_file_when_compared_then_one_table_covers_t
     run = client.get_run(result["run_id"])
     artifacts = {a.path for a in client.list_artifacts(result["run_id"], "comparison")}
     assert run.data.tags[KIND_TAG] == "comparison"
-    assert {"comparison/summary.json", "comparison/summary.csv", "comparison/grid.png",
-            "comparison/table.md", "comparison/fixed_items.csv"} <= artifacts
+    assert {
+        "comparison/summary.json",
+        "comparison/summary.csv",
+        "comparison/grid.png",
+        "comparison/table.md",
+        "comparison/fixed_items.csv",
+    } <= artifacts
     assert run.data.metrics[f"fixed/{NAME}/1/psnr"] == pytest.approx(rows[f"{NAME}/1"]["psnr"])
 
 

@@ -6,14 +6,21 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.demo import HELD_OUT, VAL_TWIN, demo
+from pipeline.registry import CHAMPION, MODEL_NAME
 from ssh_model import storage
-from tasks.registry import CHAMPION, MODEL_NAME
-from tests.tasks.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
+from tests.pipeline.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {"steps": 2, "per_image": 2, "crop_size": 64, "preset": "tiny", "num_workers": 1, "eval_max_side": 64,
-        "eval_photos": 1}
+TINY = {
+    "steps": 2,
+    "per_image": 2,
+    "crop_size": 64,
+    "preset": "tiny",
+    "num_workers": 1,
+    "eval_max_side": 64,
+    "eval_photos": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +34,16 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
         second_report = storage.read_bytes(second["report"]).decode()
         versions = mlflow.MlflowClient().search_model_versions(f"name='{MODEL_NAME}'")
         champion = mlflow.MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    yield {"root": data_root, "first": first, "second": second, "versions": versions, "champion": champion,
-           "first_results": first_results, "second_results": second_results,
-           "second_report": second_report}
+    yield {
+        "root": data_root,
+        "first": first,
+        "second": second,
+        "versions": versions,
+        "champion": champion,
+        "first_results": first_results,
+        "second_results": second_results,
+        "second_report": second_report,
+    }
 
 
 @pytest.mark.timeout(900)
@@ -39,8 +53,7 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     manifest = pq.read_table(f"{runs['root']}/images/manifest.parquet").to_pylist()
     assert len(manifest) == 5
     assert not any(name in row["source_url"] for row in manifest for name in (*HELD_OUT, VAL_TWIN))
-    assert [row["source_url"].rsplit("/", 1)[-1] for row in manifest if row["split"] == "val"] == [
-        "motorcycle_right.png"]
+    assert [row["source_url"].rsplit("/", 1)[-1] for row in manifest if row["split"] == "val"] == ["motorcycle_right.png"]
     assert first["retrain"]["train"]["model_step"] in (0, 2)  # picked on the val photo's composites
     # the shipped model is version 1 and the champion; two training steps on four photos do not displace it
     gate = first["retrain"]["train"]["gate"]
@@ -60,7 +73,12 @@ def test_given_embedded_defaults_when_the_demo_runs_then_a_champion_harmonizes_h
     # the table the README's command prints: shipped, fresh and the three baselines, means over the composites
     lines = first["table"].splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == [
-        f"shipped ({MODEL_NAME}/1, champion)", f"fresh ({MODEL_NAME}/2)", "identity", "reinhard", "histogram"]
+        f"shipped ({MODEL_NAME}/1, champion)",
+        f"fresh ({MODEL_NAME}/2)",
+        "identity",
+        "reinhard",
+        "histogram",
+    ]
     identity = lines[4].split("|")
     assert float(identity[2]) == pytest.approx(sum(r["identity_psnr"] for r in results) / len(results), abs=0.01)
 

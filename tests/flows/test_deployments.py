@@ -26,8 +26,9 @@ def test_given_a_deployment_when_its_flow_is_loaded_then_every_parameter_it_sets
 
 def test_given_the_project_when_listing_deployments_then_retrain_runs_weekly_and_each_stage_has_its_own():
     by_flow = {flow_of(d["entrypoint"]).name: d for d in DEPLOYMENTS}
-    assert {"ingest-images", "build-triplets", "train-model", "compare-models", "harmonize-batch", "retrain",
-            "demo"} <= set(by_flow)
+    assert {"ingest-images", "build-triplets", "train-model", "compare-models", "harmonize-batch", "retrain", "demo"} <= set(
+        by_flow
+    )
     weekly = by_flow["retrain"]
     assert weekly["name"] == "weekly"
     assert weekly["schedules"][0]["cron"] == "0 3 * * 1" and weekly["schedules"][0]["active"] is False

@@ -10,13 +10,11 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.harmonize_batch import harmonize_batch
+from pipeline.catalog import write_catalog
 from ssh_model.storage import exists, read_bytes, write_bytes_atomic
-from tasks.catalog import write_catalog
-from tests.tasks.batch_cases import save_tiny_model, write_case
+from tests.pipeline.batch_cases import save_tiny_model, write_case
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "ray_local")
-
-
 
 
 @pytest.fixture
@@ -26,13 +24,13 @@ def s3_prefix(flow_s3_bucket) -> str:
 
 def artifacts_of(state) -> dict[str, str]:
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
     return {a.key: a.data for a in found}
 
 
-def test_given_an_s3_catalog_when_the_flow_runs_then_outputs_results_report_and_artifacts_exist(
-        s3_prefix, run_logs):
+def test_given_an_s3_catalog_when_the_flow_runs_then_outputs_results_report_and_artifacts_exist(s3_prefix, run_logs):
     rng = np.random.default_rng(21)
     rows = [write_case(s3_prefix, f"img-{i}", rng) for i in range(3)] + [write_case(s3_prefix, "broken", rng)]
     write_bytes_atomic(rows[-1]["composite"], b"\xff\xd8 not really a jpeg")
@@ -40,8 +38,15 @@ def test_given_an_s3_catalog_when_the_flow_runs_then_outputs_results_report_and_
     write_catalog(rows, catalog)
     model = save_tiny_model(f"{s3_prefix}/models/tiny.safetensors")
 
-    state = harmonize_batch(catalog=catalog, output_prefix=f"{s3_prefix}/out", model=model,
-                            max_error_rate=0.3, concurrency=1, jpeg_quality=85, return_state=True)
+    state = harmonize_batch(
+        catalog=catalog,
+        output_prefix=f"{s3_prefix}/out",
+        model=model,
+        max_error_rate=0.3,
+        concurrency=1,
+        jpeg_quality=85,
+        return_state=True,
+    )
 
     summary = state.result()
     assert (summary["ok"], summary["error"], summary["total"]) == (3, 1, 4)
@@ -62,29 +67,46 @@ def test_given_an_s3_catalog_when_the_flow_runs_then_outputs_results_report_and_
 
 
 def test_given_more_errors_than_allowed_when_the_flow_runs_then_it_fails_with_counts_after_publishing(
-        s3_prefix, tiny_model_url):
+    s3_prefix, tiny_model_url
+):
     rng = np.random.default_rng(22)
-    rows = [write_case(s3_prefix, "fine", rng), {**write_case(s3_prefix, "gone", rng),
-                                                 "mask": f"{s3_prefix}/in/no-such-mask.png"}]
+    rows = [
+        write_case(s3_prefix, "fine", rng),
+        {**write_case(s3_prefix, "gone", rng), "mask": f"{s3_prefix}/in/no-such-mask.png"},
+    ]
     catalog = f"{s3_prefix}/catalog.csv"
     write_catalog(rows, catalog)
 
-    state = harmonize_batch(catalog=catalog, output_prefix=f"{s3_prefix}/out", model=tiny_model_url,
-                            max_error_rate=0.25, concurrency=1, return_state=True)
+    state = harmonize_batch(
+        catalog=catalog,
+        output_prefix=f"{s3_prefix}/out",
+        model=tiny_model_url,
+        max_error_rate=0.25,
+        concurrency=1,
+        return_state=True,
+    )
 
     assert state.is_failed()
-    with pytest.raises(RuntimeError, match=r"1 of 2 rows failed \(50.0%\), more than max_error_rate 25.0% "
-                                           r"\(missing: 1\)"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"1 of 2 rows failed \(50.0%\), more than max_error_rate 25.0% "
+        r"\(missing: 1\)",
+    ):
         state.result()
     assert exists(f"{s3_prefix}/out/fine.jpg")
     assert exists(f"{s3_prefix}/out/_results/results.parquet")
     assert exists(f"{s3_prefix}/out/_results/report.html")
 
 
-def test_given_an_invalid_catalog_when_the_flow_runs_then_it_fails_before_reading_any_image(s3_prefix,
-                                                                                           tiny_model_url):
-    rows = [{"id": "a", "composite": f"{s3_prefix}/in/a.png", "mask": f"{s3_prefix}/in/am.png",
-             "output": f"{s3_prefix}/in/a.png"}]
+def test_given_an_invalid_catalog_when_the_flow_runs_then_it_fails_before_reading_any_image(s3_prefix, tiny_model_url):
+    rows = [
+        {
+            "id": "a",
+            "composite": f"{s3_prefix}/in/a.png",
+            "mask": f"{s3_prefix}/in/am.png",
+            "output": f"{s3_prefix}/in/a.png",
+        }
+    ]
     catalog = f"{s3_prefix}/catalog.jsonl"
     write_catalog(rows, catalog)
 
@@ -106,7 +128,8 @@ def test_given_bad_parameters_when_checked_then_every_problem_is_named():
 
 
 def test_given_no_model_and_no_registry_when_the_flow_runs_then_the_shipped_weights_harmonize_and_are_named(
-        s3_prefix, run_logs, tmp_path, monkeypatch):
+    s3_prefix, run_logs, tmp_path, monkeypatch
+):
     monkeypatch.setenv("SSH_MODEL_URI", "")
     monkeypatch.setenv("SSH_DATA_ROOT", str(tmp_path / "data"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -6,14 +6,15 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from flows.ingest_images import ingest_images
+from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
 from ssh_model import storage
 from ssh_model.samples import sample_photo_paths
-from tasks.ingest import MANIFEST_SCHEMA, images_url, read_table
-from tests.tasks.photo_cases import fault_files, good_files, write_files
+from tests.pipeline.photo_cases import fault_files, good_files, write_files
 
 
 def test_given_bundled_photos_and_a_folder_with_faults_when_the_flow_runs_then_each_fault_is_a_reject(
-        prefect_harness, tmp_path, run_logs):
+    prefect_harness, tmp_path, run_logs
+):
     rng = np.random.default_rng(40)
     faults = fault_files(rng)
     folder = str(tmp_path / "photos")
@@ -42,7 +43,8 @@ def test_given_bundled_photos_and_a_folder_with_faults_when_the_flow_runs_then_e
 
 
 def test_given_an_s3_bucket_when_the_flow_runs_twice_on_a_growing_glob_then_only_new_photos_are_added(
-        prefect_harness, s3_prefix):
+    prefect_harness, s3_prefix
+):
     rng = np.random.default_rng(41)
     write_files(f"{s3_prefix}/in", good_files(rng, 2))
     root = f"{s3_prefix}/data"

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from flows.train_model import train_model
+from pipeline.registry import CANDIDATE, CHAMPION, load_registered_model
 from ssh_model import storage
 from ssh_model.checkpoints import load_model, load_model_metadata
 from ssh_model.colour_net import ColourNet
-from tasks.registry import CANDIDATE, CHAMPION, load_registered_model
-from tests.tasks.training_cases import (
+from tests.pipeline.training_cases import (
     mlflow_store,
     one_torch_thread,  # noqa: F401 - a fixture
     write_triplet_version,
@@ -18,9 +18,21 @@ from tests.tasks.training_cases import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-OPTIONS = {"preset": "tiny", "batch_size": 2, "num_workers": 1, "checkpoint_every": 2, "log_every": 1,
-           "sample_every": 2, "warmup_steps": 1, "eval_max_side": 64, "eval_photos": 1, "val_limit": 4,
-           "gate_margin": 0.0, "model_name": "flow-test", "resource_wait_s": 60}
+OPTIONS = {
+    "preset": "tiny",
+    "batch_size": 2,
+    "num_workers": 1,
+    "checkpoint_every": 2,
+    "log_every": 1,
+    "sample_every": 2,
+    "warmup_steps": 1,
+    "eval_max_side": 64,
+    "eval_photos": 1,
+    "val_limit": 4,
+    "gate_margin": 0.0,
+    "model_name": "flow-test",
+    "resource_wait_s": 60,
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +47,33 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
         run = client.get_run(first["run_id"])
         artifacts = {a.path for a in client.list_artifacts(first["run_id"], "evaluation")}
         versions = {v: client.get_model_version("flow-test", v) for v in ("1", "2")}
-        aliases = {a: str(client.get_model_version_by_alias("flow-test", a).version)
-                   for a in (CANDIDATE, CHAMPION)}
+        aliases = {a: str(client.get_model_version_by_alias("flow-test", a).version) for a in (CANDIDATE, CHAMPION)}
         losses = client.get_metric_history(first["run_id"], "loss/total")
-        colour = train_model(data_root=data_root, version="v1", run_name="colour", steps=2, model_family="colour",
-                             **{**OPTIONS, "model_name": "flow-test-colour"})
+        colour = train_model(
+            data_root=data_root,
+            version="v1",
+            run_name="colour",
+            steps=2,
+            model_family="colour",
+            **{**OPTIONS, "model_name": "flow-test-colour"},
+        )
         colour_run = client.get_run(colour["run_id"])
         colour_champion, colour_version = load_registered_model("models:/flow-test-colour@champion")
-    yield {"root": data_root, "first": first, "second": second, "run_before": run_before, "run": run,
-           "artifacts": artifacts, "versions": versions, "aliases": aliases, "losses": losses,
-           "colour": colour, "colour_run": colour_run, "colour_champion": colour_champion,
-           "colour_version": colour_version}
+    yield {
+        "root": data_root,
+        "first": first,
+        "second": second,
+        "run_before": run_before,
+        "run": run,
+        "artifacts": artifacts,
+        "versions": versions,
+        "aliases": aliases,
+        "losses": losses,
+        "colour": colour,
+        "colour_run": colour_run,
+        "colour_champion": colour_champion,
+        "colour_version": colour_version,
+    }
 
 
 @pytest.mark.timeout(600)
@@ -58,8 +86,13 @@ def test_given_a_triplet_version_when_trained_then_the_run_has_config_tags_curve
     for method in ("model", "identity", "reinhard", "histogram"):
         assert np.isfinite(metrics[f"fixed/{method}/psnr"]) and np.isfinite(metrics[f"val/{method}/fmse"])
     assert metrics["train/samples_per_s"] > 0
-    assert {"evaluation/fixed_summary.json", "evaluation/fixed_summary.csv", "evaluation/val_items.csv",
-            "evaluation/fixed_grid.png", "evaluation/tables.md"} <= runs["artifacts"]
+    assert {
+        "evaluation/fixed_summary.json",
+        "evaluation/fixed_summary.csv",
+        "evaluation/val_items.csv",
+        "evaluation/fixed_grid.png",
+        "evaluation/tables.md",
+    } <= runs["artifacts"]
     assert sorted({m.step for m in runs["losses"]}) == [1, 2, 3, 4]  # both runs' curves, one MLflow run
     metadata = load_model_metadata(first["model_url"])
     assert metadata["run_id"] == first["run_id"]

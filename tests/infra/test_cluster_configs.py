@@ -14,8 +14,8 @@ import yaml
 from prefect.server.schemas.actions import validate_base_job_template
 from prefect.utilities.templating import apply_values, find_placeholders
 
+from pipeline.ray_runtime import FORWARDED_ENV_NAMES
 from ssh_model.settings import Settings
-from tasks.common import FORWARDED_ENV_NAMES
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
@@ -88,8 +88,13 @@ def test_given_the_ray_cluster_launcher_config_then_it_is_valid_and_runs_the_loc
     assert "." in config["file_mounts"].values()  # the checkout goes to every node
     assert any("pip install" in c and "-c requirements.lock ." in c for c in config["setup_commands"])
     head = " ".join(config["head_start_ray_commands"])
-    for option in ("--head", "--port=6379", "--dashboard-port=8265", "--ray-client-server-port=10001",
-                   "--dashboard-host=0.0.0.0"):
+    for option in (
+        "--head",
+        "--port=6379",
+        "--dashboard-port=8265",
+        "--ray-client-server-port=10001",
+        "--dashboard-host=0.0.0.0",
+    ):
         assert option in head
     assert "--address=$RAY_HEAD_IP:6379" in " ".join(config["worker_start_ray_commands"])
 
@@ -101,7 +106,10 @@ def test_given_the_kuberay_cluster_then_it_runs_the_locked_ray_with_gpu_workers_
 
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     assert {port["name"]: port["containerPort"] for port in head["ports"]} == {
-        "gcs": 6379, "dashboard": 8265, "client": 10001}
+        "gcs": 6379,
+        "dashboard": 8265,
+        "client": 10001,
+    }
     assert head["resources"]["requests"] and head["resources"]["limits"]
 
     groups = cluster["spec"]["workerGroupSpecs"]
@@ -185,9 +193,12 @@ def env_entries(value: object) -> list[tuple[str, object]]:
 
 def parsed_configs() -> list[tuple[str, object]]:
     """Each config's part that sets environments (a template's variables schema describes, it sets nothing)."""
-    return [("ray/cluster.yaml", load_yaml("ray/cluster.yaml")), ("ray/raycluster.yaml", load_yaml("ray/raycluster.yaml")),
-            ("prefect/process-pool.json", load_json("prefect/process-pool.json")["job_configuration"]),
-            ("prefect/kubernetes-pool.json", load_json("prefect/kubernetes-pool.json")["job_configuration"])]
+    return [
+        ("ray/cluster.yaml", load_yaml("ray/cluster.yaml")),
+        ("ray/raycluster.yaml", load_yaml("ray/raycluster.yaml")),
+        ("prefect/process-pool.json", load_json("prefect/process-pool.json")["job_configuration"]),
+        ("prefect/kubernetes-pool.json", load_json("prefect/kubernetes-pool.json")["job_configuration"]),
+    ]
 
 
 @pytest.mark.parametrize("path", config_files(), ids=lambda p: p.name)
@@ -207,8 +218,13 @@ def test_secret_variables_only_come_from_kubernetes_secrets():
 
 def test_every_environment_variable_a_config_sets_is_one_the_code_or_its_libraries_read():
     known = code_env_names()
-    assert {"RAY_ADDRESS", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL", "SSH_S3_ENDPOINT_URL",
-            "MLFLOW_S3_ENDPOINT_URL"} <= known  # the names the configs rely on are still read
+    assert {
+        "RAY_ADDRESS",
+        "MLFLOW_TRACKING_URI",
+        "AWS_ENDPOINT_URL",
+        "SSH_S3_ENDPOINT_URL",
+        "MLFLOW_S3_ENDPOINT_URL",
+    } <= known  # the names the configs rely on are still read
     for name, config in parsed_configs():
         unknown = {variable for variable, _ in env_entries(config)} - known - LIBRARY_ENV
         assert not unknown, f"{name} sets variables nothing reads: {sorted(unknown)}"

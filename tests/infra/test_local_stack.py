@@ -17,19 +17,37 @@ def test_given_values_with_shell_characters_when_written_then_bash_and_the_reade
 
     assert path.stat().st_mode & 0o777 == 0o600
     assert read_env_file(path) == env
-    shell = subprocess.run(["bash", "-c", '. "$1" && printf "%s" "$ODD"', "bash", str(path)], capture_output=True,
-                           text=True, check=True)
+    shell = subprocess.run(
+        ["bash", "-c", '. "$1" && printf "%s" "$ODD"', "bash", str(path)], capture_output=True, text=True, check=True
+    )
     assert shell.stdout == env["ODD"]
     assert read_env_file(tmp_path / "missing.sh") == {}
 
 
 def test_given_a_stack_state_when_summarised_then_it_shows_the_settings_but_not_the_keys(tmp_path):
     stack = LocalStack(tmp_path)
-    stack.state_file.write_text(json.dumps({
-        "pool": "local-process", "prefect_port": 4200, "processes": [],
-        "urls": {"s3": "http://127.0.0.1:1", "mlflow": "http://127.0.0.1:2", "prefect_api": "http://127.0.0.1:3/api"}}))
-    write_env_file({"MLFLOW_TRACKING_URI": "http://127.0.0.1:2", "AWS_ACCESS_KEY_ID": "ssh-0123456789ab",
-                    "AWS_SECRET_ACCESS_KEY": "f" * 40}, stack.env_file)
+    stack.state_file.write_text(
+        json.dumps(
+            {
+                "pool": "local-process",
+                "prefect_port": 4200,
+                "processes": [],
+                "urls": {
+                    "s3": "http://127.0.0.1:1",
+                    "mlflow": "http://127.0.0.1:2",
+                    "prefect_api": "http://127.0.0.1:3/api",
+                },
+            }
+        )
+    )
+    write_env_file(
+        {
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:2",
+            "AWS_ACCESS_KEY_ID": "ssh-0123456789ab",
+            "AWS_SECRET_ACCESS_KEY": "f" * 40,
+        },
+        stack.env_file,
+    )
 
     summary = stack.summary()
     assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:2" in summary
@@ -41,8 +59,9 @@ def test_given_a_stack_state_when_summarised_then_it_shows_the_settings_but_not_
 def test_given_nothing_started_when_stopped_or_checked_then_it_says_so(tmp_path):
     stack = LocalStack(tmp_path / "none")
     assert stack.stop() is None and stack.health() is None
-    status = subprocess.run([sys.executable, "-m", "infra.local_stack", "status", "--state", str(stack.dir)],
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [sys.executable, "-m", "infra.local_stack", "status", "--state", str(stack.dir)], capture_output=True, text=True
+    )
     assert status.returncode == 3 and "no local stack" in status.stdout
 
 
@@ -72,12 +91,16 @@ def test_given_a_recorded_pid_now_held_by_another_process_then_it_counts_as_stop
         other.wait()
 
 
-
 def test_given_a_component_that_does_not_come_up_in_time_when_starting_then_it_fails_with_its_log_and_leaves_nothing(
-        tmp_path):
+    tmp_path,
+):
     state = tmp_path / "stack"
-    started = subprocess.run([sys.executable, "-m", "infra.local_stack", "start", "--state", str(state),
-                              "--timeout", "0.01"], capture_output=True, text=True, timeout=120)
+    started = subprocess.run(
+        [sys.executable, "-m", "infra.local_stack", "start", "--state", str(state), "--timeout", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert started.returncode == 1
     assert "did not start" in started.stderr and "S3 gateway" in started.stderr, started.stderr
     assert not (state / "state.json").exists() and not (state / "env.sh").exists()

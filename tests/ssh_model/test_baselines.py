@@ -30,8 +30,7 @@ def scene() -> dict[str, np.ndarray]:
 
 def test_registry_names():
     assert set(BASELINES) == {"identity", "reinhard", "histogram"}
-    assert (BASELINES["identity"], BASELINES["reinhard"], BASELINES["histogram"]) == (
-        identity, reinhard, match_histograms)
+    assert (BASELINES["identity"], BASELINES["reinhard"], BASELINES["histogram"]) == (identity, reinhard, match_histograms)
 
 
 def test_identity_returns_the_input_as_a_copy(scene):

@@ -90,9 +90,9 @@ def test_checkpoint_holds_no_pickle(tmp_path):
     data = read_bytes(url)
     # then the file is plain safetensors: an 8-byte length, a JSON header, raw tensor bytes
     size = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + size])
+    header = json.loads(data[8 : 8 + size])
     assert header["__metadata__"]["format"] == "ssh-harmonizer/1"
-    assert b"\x80\x04" not in data[:8 + size]  # no pickle protocol marker in the header
+    assert b"\x80\x04" not in data[: 8 + size]  # no pickle protocol marker in the header
 
 
 def test_non_safetensors_file_gives_a_clear_error(tmp_path):

@@ -40,8 +40,25 @@ def test_seventeen_terms():
     rgb = np.array([[0.2, 0.3, 0.5]])
     features = polynomial_features(rgb)[0]
     r, g, b = 0.2, 0.3, 0.5
-    expected = [r, g, b, r * g, r * b, g * b, r * r, g * g, b * b, r * g * b, r * r * g, g * g * b, b * b * r,
-                r**3, g**3, b**3, 1.0]
+    expected = [
+        r,
+        g,
+        b,
+        r * g,
+        r * b,
+        g * b,
+        r * r,
+        g * g,
+        b * b,
+        r * g * b,
+        r * r * g,
+        g * g * b,
+        b * b * r,
+        r**3,
+        g**3,
+        b**3,
+        1.0,
+    ]
     assert np.allclose(features, expected)
 
 

@@ -22,10 +22,12 @@ def shards(tmp_path_factory):
     return str(root.parent), urls, images
 
 
-def epoch_ids(root: str, rank: int, world: int, epoch: int, workers: int, seed: int = 0,
-              drop_last: bool = True) -> list[list[str]]:
-    dataset = TripletDataset(root, split="train", batch_size=BATCH, seed=seed, rank=rank, world_size=world,
-                             drop_last=drop_last, shuffle_buffer=32)
+def epoch_ids(
+    root: str, rank: int, world: int, epoch: int, workers: int, seed: int = 0, drop_last: bool = True
+) -> list[list[str]]:
+    dataset = TripletDataset(
+        root, split="train", batch_size=BATCH, seed=seed, rank=rank, world_size=world, drop_last=drop_last, shuffle_buffer=32
+    )
     dataset.set_epoch(epoch)
     loader = DataLoader(dataset, batch_size=None, num_workers=workers)
     batches = [batch["triplet_id"] for batch in loader]
@@ -35,8 +37,7 @@ def epoch_ids(root: str, rank: int, world: int, epoch: int, workers: int, seed: 
 
 def test_given_two_ranks_and_two_workers_when_an_epoch_runs_then_every_row_is_read_once(shards):
     root, _, images = shards
-    per_rank = [[tid for batch in epoch_ids(root, rank, 2, epoch=0, workers=2) for tid in batch]
-                for rank in (0, 1)]
+    per_rank = [[tid for batch in epoch_ids(root, rank, 2, epoch=0, workers=2) for tid in batch] for rank in (0, 1)]
     assert len(per_rank[0]) == len(per_rank[1]) == (152 // (2 * BATCH)) * BATCH  # 72 each, 8 rows dropped
     seen = Counter(per_rank[0] + per_rank[1])
     assert max(seen.values()) == 1
@@ -67,11 +68,24 @@ def test_given_no_drop_last_then_every_row_is_read_and_ranks_still_get_equal_bat
 def test_plan_gives_workers_whole_batches_and_splits_row_groups_only_at_boundaries(shards):
     units = discover_units(shards[0], "train")
     assert [u.rows for u in units] == [16, 16, 16, 16, 6, 16, 16, 13, 16, 16, 5]
-    plans = [plan_epoch(units, batch_size=BATCH, epoch=0, seed=0, shuffle=True, rank=rank, world_size=2,
-                        worker=worker, num_workers=2, drop_last=True) for rank in (0, 1) for worker in (0, 1)]
+    plans = [
+        plan_epoch(
+            units,
+            batch_size=BATCH,
+            epoch=0,
+            seed=0,
+            shuffle=True,
+            rank=rank,
+            world_size=2,
+            worker=worker,
+            num_workers=2,
+            drop_last=True,
+        )
+        for rank in (0, 1)
+        for worker in (0, 1)
+    ]
     assert [rows for _, rows in plans] == [32, 40, 32, 40]
-    covered = Counter((u.url, u.row_group, row) for slices, _ in plans for u in slices
-                      for row in range(u.start, u.stop))
+    covered = Counter((u.url, u.row_group, row) for slices, _ in plans for u in slices for row in range(u.start, u.stop))
     assert max(covered.values()) == 1 and len(covered) == 144
 
 
@@ -92,9 +106,12 @@ def test_given_a_build_manifest_then_units_come_from_it_without_listing(shards, 
     build = tmp_path / "v1"
     (build / "train").mkdir(parents=True)
     (build / "train" / "part-00000.parquet").write_bytes(storage.read_bytes(urls[0]))
-    manifest = {"files": [{"path": "train/part-00000.parquet", "split": "train", "rows": 70,
-                           "row_groups": [16, 16, 16, 16, 6]},
-                          {"path": "val/part-00000.parquet", "split": "val", "rows": 3, "row_groups": [3]}]}
+    manifest = {
+        "files": [
+            {"path": "train/part-00000.parquet", "split": "train", "rows": 70, "row_groups": [16, 16, 16, 16, 6]},
+            {"path": "val/part-00000.parquet", "split": "val", "rows": 3, "row_groups": [3]},
+        ]
+    }
     (build / "manifest.json").write_text(json.dumps(manifest))
     (build / "train" / "part-00009.parquet").write_bytes(b"an unlisted file is never opened")
     dataset = TripletDataset(str(build), split="train", batch_size=10, shuffle=False, rank=0, world_size=1)
@@ -108,8 +125,7 @@ def test_given_too_few_rows_for_a_batch_on_each_rank_then_it_says_so(shards):
 
 
 def test_given_torch_distributed_is_initialised_then_rank_and_world_size_come_from_it(shards, tmp_path):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
-                                         world_size=1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         dataset = TripletDataset(shards[0], batch_size=BATCH)
         assert dataset.placement() == (0, 1) and len(dataset) == 152 // BATCH

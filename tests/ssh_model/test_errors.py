@@ -19,12 +19,15 @@ def raised_by(url: str) -> BaseException:
     raise AssertionError(f"{url} was read")
 
 
-@pytest.mark.parametrize(("url", "reason", "says"), [
-    ("foo://bucket/a.png", "unsupported_url", "unsupported URL (ValueError: Protocol not known: foo)"),
-    ("gs://bucket/a.png", "unsupported_url", "no filesystem backend for this URL scheme is installed"),
-    ("http://127.0.0.1:1/a.png", "unreachable", "cannot reach the storage endpoint (ClientConnectorError"),
-    ("memory://errors-test/none.png", "missing", "no such file or object"),
-])
+@pytest.mark.parametrize(
+    ("url", "reason", "says"),
+    [
+        ("foo://bucket/a.png", "unsupported_url", "unsupported URL (ValueError: Protocol not known: foo)"),
+        ("gs://bucket/a.png", "unsupported_url", "no filesystem backend for this URL scheme is installed"),
+        ("http://127.0.0.1:1/a.png", "unreachable", "cannot reach the storage endpoint (ClientConnectorError"),
+        ("memory://errors-test/none.png", "missing", "no such file or object"),
+    ],
+)
 def test_given_a_storage_failure_when_typed_then_the_reason_is_its_cause_and_the_message_one_line(url, reason, says):
     error = storage_error(raised_by(url), url, "composite")
 
@@ -52,8 +55,12 @@ def test_given_credentials_in_a_url_when_typed_then_the_message_hides_them():
 def test_given_typed_errors_when_pickled_then_class_reason_and_transience_survive():
     for error in (HarmonizeInputError("unreachable", "a: b", transient=True), ImageError("too_large", "c: d")):
         copy = pickle.loads(pickle.dumps(error))
-        assert (type(copy), copy.reason, str(copy), copy.transient) == (type(error), error.reason, str(error),
-                                                                         error.transient)
+        assert (type(copy), copy.reason, str(copy), copy.transient) == (
+            type(error),
+            error.reason,
+            str(error),
+            error.transient,
+        )
 
 
 def test_given_image_errors_then_they_are_typed_input_errors_with_known_reasons_only():
@@ -63,8 +70,18 @@ def test_given_image_errors_then_they_are_typed_input_errors_with_known_reasons_
         ImageError("mask_size", "x")
     with pytest.raises(ValueError, match="unknown HarmonizeInputError reason 'bogus'"):
         HarmonizeInputError("bogus", "x")
-    assert {"unsupported_url", "unreachable", "forbidden", "missing", "timeout", "unreadable", "too_large",
-            "mask_size", "empty_mask", "unsafe_output"} <= set(REASONS)
+    assert {
+        "unsupported_url",
+        "unreachable",
+        "forbidden",
+        "missing",
+        "timeout",
+        "unreadable",
+        "too_large",
+        "mask_size",
+        "empty_mask",
+        "unsafe_output",
+    } <= set(REASONS)
 
 
 def test_given_an_image_over_pillows_own_limit_when_decoded_then_the_message_quotes_our_limit():

@@ -78,7 +78,7 @@ def test_odd_size_shape_dtype_and_untouched_background(rng, tiny_model):
 def test_extreme_aspects_and_small_images(rng, tiny_model, shape):
     composite = textured_photo(rng, *shape)
     mask = np.zeros(shape, bool)
-    mask[shape[0] // 4: shape[0] // 2 + 1, shape[1] // 4: shape[1] // 2 + 1] = True
+    mask[shape[0] // 4 : shape[0] // 2 + 1, shape[1] // 4 : shape[1] // 2 + 1] = True
     details = harmonize_details(composite, mask, tiny_model)
     assert details.image.shape == (*shape, 3)
     assert max(details.content.shape[:2]) == 256 and min(details.content.shape[:2]) >= 16
@@ -244,8 +244,9 @@ def test_harmonize_files_reads_rgba_and_grey_masks(tmp_path, rng):
     with pytest.raises(ValueError, match="small.png"):
         harmonize_files(str(tmp_path / "c.png"), str(tmp_path / "small.png"), OracleModel())
     background_url = str(tmp_path / "c.png")
-    with_background = harmonize_files(str(tmp_path / "c.png"), str(tmp_path / "m.png"), OracleModel(),
-                                      background_url=background_url)
+    with_background = harmonize_files(
+        str(tmp_path / "c.png"), str(tmp_path / "m.png"), OracleModel(), background_url=background_url
+    )
     assert with_background.shape == (90, 120, 3)
 
 
@@ -329,7 +330,7 @@ def two_tone_scene(height: int = 96, width: int = 160) -> tuple[np.ndarray, np.n
     """A composite whose background is warm on the left and cool on the right, a grey square in the middle."""
     scene = np.zeros((height, width, 3), np.uint8)
     scene[:, : width // 2] = (200, 120, 60)
-    scene[:, width // 2:] = (50, 110, 210)
+    scene[:, width // 2 :] = (50, 110, 210)
     mask = np.zeros((height, width), np.float32)
     mask[30:66, 65:95] = 1
     scene[mask > 0] = 128

@@ -15,6 +15,7 @@ from ssh_model.images import (
     decode_image,
     decode_mask,
     encode_image,
+    output_format,
     probe_image,
     read_image,
     read_mask,
@@ -46,6 +47,7 @@ def png_with_header_size(width: int, height: int) -> bytes:
 
 
 # --- faults ---------------------------------------------------------------------------------------------
+
 
 def test_zero_bytes_is_empty():
     with pytest.raises(ImageError) as caught:
@@ -98,6 +100,7 @@ def test_unknown_reason_is_refused():
 
 
 # --- modes ----------------------------------------------------------------------------------------------
+
 
 def test_rgb_png_roundtrip_is_exact(rng):
     image = rng.integers(0, 256, (33, 47, 3), dtype=np.uint8)
@@ -171,8 +174,10 @@ def s15_fixed(value: float) -> bytes:
 
 def display_p3_like_profile(gamma: float = 2.2) -> bytes:
     """A minimal ICC v2 RGB matrix/TRC profile with Display P3 primaries (D50-adapted) and a gamma curve."""
+
     def xyz(v):
         return b"XYZ " + bytes(4) + b"".join(s15_fixed(c) for c in v)
+
     curve = b"curv" + bytes(4) + struct.pack(">IH", 1, int(gamma * 256)) + bytes(2)
     text = b"wide gamut test\0"
     desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(8 + 2 + 1 + 67)
@@ -212,6 +217,7 @@ def test_unusable_icc_profile_is_ignored(rng):
 
 # --- masks ----------------------------------------------------------------------------------------------
 
+
 def test_mask_from_grey_rgb_rgba_16bit_and_bilevel(rng):
     grey = rng.integers(0, 256, (10, 12), dtype=np.uint8)
     from_grey = decode_mask(encoded(grey, "PNG"))
@@ -225,13 +231,14 @@ def test_mask_from_grey_rgb_rgba_16bit_and_bilevel(rng):
     opaque = rgba.copy()
     opaque[..., :3], opaque[..., 3] = grey[..., None], 255
     assert np.allclose(decode_mask(encoded(opaque, "PNG")), grey / 255.0, atol=1 / 255)
-    sixteen = (grey.astype(np.uint16) * 257)
+    sixteen = grey.astype(np.uint16) * 257
     assert np.allclose(decode_mask(encoded(sixteen, "PNG")), grey / 255.0, atol=1e-6)
     bilevel = decode_mask(encoded(grey, "PNG", mode="1"))
     assert set(np.unique(bilevel)) <= {0.0, 1.0} and bilevel.mean() > 0
 
 
 # --- encoding and URLs ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "jpg", "WEBP"])
 def test_encode_formats(rng, fmt):
@@ -284,3 +291,11 @@ def test_float_and_32bit_grey_tiffs(rng):
     assert np.allclose(decode_mask(encoded(values, "TIFF")), values)
     sixteen_in_32 = rng.integers(0, 65536, (6, 7)).astype(np.int32)
     assert np.allclose(decode_mask(encoded(sixteen_in_32, "TIFF")), sixteen_in_32 / 65535.0, atol=1e-6)
+
+
+def test_output_format_follows_the_extension_then_the_fallback():
+    assert output_format("s3://b/x.JPEG", "PNG") == "JPEG"
+    assert output_format("s3://b/x.webp?versionId=3") == "WEBP"
+    assert output_format("s3://b/noext", "MPO") == "JPEG"
+    assert output_format("s3://b/noext", "GIF") is None  # the batch job then writes PNG
+    assert output_format("out.tif") is None

@@ -52,8 +52,9 @@ def test_given_an_rgba_composite_then_its_alpha_is_the_mask_unless_a_mask_is_giv
     assert split_alpha(np.dstack([rgb, np.full((4, 5), 255, np.uint8)]))[1] is None  # opaque: no mask in it
 
 
-@pytest.mark.parametrize("composite", [np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5, 4), np.uint8) + 255],
-                         ids=["rgb", "opaque-rgba"])
+@pytest.mark.parametrize(
+    "composite", [np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5, 4), np.uint8) + 255], ids=["rgb", "opaque-rgba"]
+)
 def test_given_no_mask_and_no_transparency_then_no_mask_names_the_composite(composite):
     with pytest.raises(HarmonizeInputError, match="shot.png has no transparency") as caught:
         composite_and_mask(composite, None, "composite shot.png")

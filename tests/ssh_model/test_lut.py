@@ -67,6 +67,7 @@ def bank():
 
 # -- the LUT type and its layout ---------------------------------------------------------------------
 
+
 def test_identity_table_is_indexed_b_g_r_and_flattens_in_cube_row_order():
     lut = identity_lut(5)
     assert lut.size == 5 and lut.table.dtype == np.float32 and lut.table.shape == (5, 5, 5, 3)
@@ -94,6 +95,7 @@ def test_a_lut_keeps_a_private_read_only_float32_copy_and_rejects_bad_tables():
 
 # -- .cube files -------------------------------------------------------------------------------------
 
+
 def test_given_a_cube_with_title_comments_and_domain_when_parsed_then_rows_fill_red_fastest():
     lut = parse_cube(SMALL_CUBE, source="small.cube")
     assert lut.title == "warm # test" and lut.size == 2 and lut.has_unit_domain
@@ -106,30 +108,48 @@ def test_given_a_cube_with_title_comments_and_domain_when_parsed_then_rows_fill_
 
 def test_resolve_style_input_range_bom_and_crlf_are_understood():
     text = "\ufeffLUT_3D_SIZE 2\r\nLUT_3D_INPUT_RANGE -0.5 1.5\r\nLUT_IN_VIDEO_RANGE\r\n" + "\r\n".join(
-        " ".join(str(float(v)) for v in row) for row in identity_grid(2).reshape(-1, 3))
+        " ".join(str(float(v)) for v in row) for row in identity_grid(2).reshape(-1, 3)
+    )
     lut = parse_cube(text)
     assert lut.domain_min == (-0.5, -0.5, -0.5) and lut.domain_max == (1.5, 1.5, 1.5)
     np.testing.assert_array_equal(lut.table, identity_grid(2))
 
 
-@pytest.mark.parametrize(("text", "line", "message"), [
-    ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 3 + "0 x 0\n" + "0 0 0\n" * 4, 5, "not a number"),
-    ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 2 + "0 0\n" + "0 0 0\n" * 5, 4, "needs 3 numbers, got 2"),
-    ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 2 + "0 0 0 0\n" + "0 0 0\n" * 5, 4, "needs 3 numbers, got 4"),
-    ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 9, 10, "more than LUT_3D_SIZE**3 = 8"),
-    ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 7 + "# trailing comment\n", 9, "= 8 table rows, found 7"),
-    ("TITLE \"no size\"\n" + "0 0 0\n" * 8, 2, "before LUT_3D_SIZE"),
-    ("TITLE \"empty\"\n# nothing else\n", 2, "no LUT_3D_SIZE"),
-    ("# a 1D LUT\nLUT_1D_SIZE 1024\n", 2, "1D LUT"),
-    ("LUT_3D_SIZE 1\n0 0 0\n", 1, "2..256"),
-    ("LUT_3D_SIZE 2.5\n", 1, "one integer"),
-    ("LUT_3D_SIZE 2\nLUT_3D_SIZE 2\n", 2, "given twice"),
-    ("LUT_3D_SIZE 2\n" + "0 0 0\n" + "DOMAIN_MIN 0 0 0\n" + "0 0 0\n" * 7, 3, "after the table data"),
-    ("LUT_3D_SIZE 2\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 0 1\n" + "0 0 0\n" * 8, 3, "below DOMAIN_MAX"),
-    ("LUT_3D_SIZE 2\n" + "0 0 nan\n" + "0 0 0\n" * 7, 2, "non-finite"),
-], ids=["bad-number", "two-values", "four-values", "too-many-rows", "too-few-rows", "data-before-size",
-        "no-size", "1d-lut", "size-too-small", "size-not-integer", "size-twice", "keyword-after-data",
-        "empty-domain", "nan"])
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 3 + "0 x 0\n" + "0 0 0\n" * 4, 5, "not a number"),
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 2 + "0 0\n" + "0 0 0\n" * 5, 4, "needs 3 numbers, got 2"),
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 2 + "0 0 0 0\n" + "0 0 0\n" * 5, 4, "needs 3 numbers, got 4"),
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 9, 10, "more than LUT_3D_SIZE**3 = 8"),
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" * 7 + "# trailing comment\n", 9, "= 8 table rows, found 7"),
+        ('TITLE "no size"\n' + "0 0 0\n" * 8, 2, "before LUT_3D_SIZE"),
+        ('TITLE "empty"\n# nothing else\n', 2, "no LUT_3D_SIZE"),
+        ("# a 1D LUT\nLUT_1D_SIZE 1024\n", 2, "1D LUT"),
+        ("LUT_3D_SIZE 1\n0 0 0\n", 1, "2..256"),
+        ("LUT_3D_SIZE 2.5\n", 1, "one integer"),
+        ("LUT_3D_SIZE 2\nLUT_3D_SIZE 2\n", 2, "given twice"),
+        ("LUT_3D_SIZE 2\n" + "0 0 0\n" + "DOMAIN_MIN 0 0 0\n" + "0 0 0\n" * 7, 3, "after the table data"),
+        ("LUT_3D_SIZE 2\nDOMAIN_MIN 0 0 0\nDOMAIN_MAX 1 0 1\n" + "0 0 0\n" * 8, 3, "below DOMAIN_MAX"),
+        ("LUT_3D_SIZE 2\n" + "0 0 nan\n" + "0 0 0\n" * 7, 2, "non-finite"),
+    ],
+    ids=[
+        "bad-number",
+        "two-values",
+        "four-values",
+        "too-many-rows",
+        "too-few-rows",
+        "data-before-size",
+        "no-size",
+        "1d-lut",
+        "size-too-small",
+        "size-not-integer",
+        "size-twice",
+        "keyword-after-data",
+        "empty-domain",
+        "nan",
+    ],
+)
 def test_given_a_malformed_cube_then_the_error_names_the_source_and_the_line(text, line, message):
     with pytest.raises(CubeFormatError, match=re.escape(message)) as caught:
         parse_cube(text, source="grades/bad.cube")
@@ -148,8 +168,13 @@ def test_given_a_random_lut_when_written_and_read_back_then_it_is_exact_to_six_d
 
 
 def test_a_non_unit_domain_survives_the_round_trip_in_memory_storage():
-    lut = LUT(identity_grid(3) * 2.0, title='say "hi"\nthere', domain_min=(-0.25, 0.0, 0.0),
-              domain_max=(1.25, 2.0, 1.0), name="wide")
+    lut = LUT(
+        identity_grid(3) * 2.0,
+        title='say "hi"\nthere',
+        domain_min=(-0.25, 0.0, 0.0),
+        domain_max=(1.25, 2.0, 1.0),
+        name="wide",
+    )
     write_cube(lut, "memory://lut-tests/wide.cube")
     back = read_cube("memory://lut-tests/wide.cube")
     assert back.domain_min == (-0.25, 0.0, 0.0) and back.domain_max == (1.25, 2.0, 1.0)
@@ -193,6 +218,7 @@ def test_given_cube_files_on_s3_when_the_folder_is_read_then_all_arrive(s3_prefi
 
 # -- the generator -----------------------------------------------------------------------------------
 
+
 def test_random_lut_is_deterministic_per_seed_and_zero_strength_is_the_identity():
     first, again, other = random_lut(7, size=9), random_lut(7, size=9), random_lut(8, size=9)
     assert first.name == "gen-7" and first.title == again.title
@@ -229,8 +255,9 @@ def test_a_mild_bank_holds_the_same_grades_mostly_gentler_and_other_distribution
     mixed = lut_bank(0, count=20, size=17, distribution="mixed")
     # then every grade is the full one scaled down (the same steps), and the mild ones are the gentlest
     for name, variant in (("mild", mild), ("mixed", mixed)):
-        changes = [np.abs(v.table - ident).mean() / np.abs(f.table - ident).mean()
-                   for v, f in zip(variant, bank[:20], strict=True)]
+        changes = [
+            np.abs(v.table - ident).mean() / np.abs(f.table - ident).mean() for v, f in zip(variant, bank[:20], strict=True)
+        ]
         assert max(changes) <= 1.0 + 1e-6, name
         assert [step_names(v) for v in variant] == [step_names(f) for f in bank[:20]]
     mild_change = np.median([np.abs(v.table - ident).mean() for v in mild])
@@ -278,6 +305,7 @@ def test_graded_photo_keeps_the_grey_ramp_order_and_changes_it_visibly(bank):
 
 
 # -- applying ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("size", [17, 33])
 def test_pillow_torch_and_float64_reference_agree_within_one_level(size):
@@ -338,13 +366,16 @@ def test_a_lut_with_a_wide_domain_or_a_big_grid_is_applied_to_the_right_colours(
     assert np.abs(apply_lut(image, big).astype(int) - image).max() <= 1
 
 
-@pytest.mark.parametrize(("bad", "error", "message"), [
-    (np.zeros((4, 4, 3), np.float32), ValueError, "uint8"),
-    (np.zeros((4, 4), np.uint8), ValueError, r"\(H, W, 3\)"),
-    (np.zeros((4, 4, 4), np.uint8), ValueError, r"\(H, W, 3\)"),
-    (np.zeros((0, 4, 3), np.uint8), ValueError, "empty"),
-    ([[[0, 0, 0]]], TypeError, "numpy"),
-])
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (np.zeros((4, 4, 3), np.float32), ValueError, "uint8"),
+        (np.zeros((4, 4), np.uint8), ValueError, r"\(H, W, 3\)"),
+        (np.zeros((4, 4, 4), np.uint8), ValueError, r"\(H, W, 3\)"),
+        (np.zeros((0, 4, 3), np.uint8), ValueError, "empty"),
+        ([[[0, 0, 0]]], TypeError, "numpy"),
+    ],
+)
 def test_apply_lut_rejects_what_is_not_a_uint8_rgb_image(bad, error, message):
     with pytest.raises(error, match=message):
         apply_lut(bad, identity_lut(2))

@@ -76,8 +76,9 @@ def test_metric_errors(rng):
 @pytest.mark.parametrize("spread", [3, 40, 120])
 def test_ssim_matches_skimage(rng, spread):
     a, b = noisy_pair(rng, (40, 52, 3), spread)
-    expected = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                     data_range=255, channel_axis=2)
+    expected = structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=2
+    )
     assert ssim(a, b) == pytest.approx(expected, abs=1e-5)
 
 
@@ -85,8 +86,9 @@ def test_ssim_flat_images_and_identity(rng):
     a = np.full((32, 32, 3), 200, np.uint8)
     b = a.copy()
     b[16:] = 201
-    expected = structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                     data_range=255, channel_axis=2)
+    expected = structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=2
+    )
     assert ssim(a, b) == pytest.approx(expected, abs=1e-6)
     c, _ = noisy_pair(rng)
     assert ssim(c, c) == pytest.approx(1.0)

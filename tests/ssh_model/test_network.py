@@ -132,7 +132,7 @@ def test_padding_reflects_and_falls_back_to_replicate_for_tiny_images():
     x = random_images(rng, 1, 20, 17)
     padded, (left, right, top, bottom) = pad_to_multiple(x)
     assert padded.shape[-2:] == (32, 32)
-    assert torch.equal(padded[..., top:top + 20, left:left + 17], x)
+    assert torch.equal(padded[..., top : top + 20, left : left + 17], x)
     tiny, _ = pad_to_multiple(random_images(rng, 1, 3, 5))
     assert tiny.shape[-2:] == (16, 16)
 

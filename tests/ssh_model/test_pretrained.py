@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.evaluation import downscaled
 from ssh_model.checkpoints import load_model_metadata
 from ssh_model.composites import blob_mask
 from ssh_model.images import read_image
@@ -12,7 +13,6 @@ from ssh_model.metrics import fmse
 from ssh_model.pretrained import MODEL_CARD, PRETRAINED_FILE, load_pretrained
 from ssh_model.quality_set import graded_composite
 from ssh_model.samples import sample_photo
-from tasks.evaluation import downscaled
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "flower")  # bundled with scikit-image / scikit-learn
 
@@ -31,13 +31,11 @@ def test_given_the_installed_package_when_the_weights_are_read_then_they_are_sma
     metadata = load_model_metadata(str(PRETRAINED_FILE))
     assert metadata["format"].startswith("ssh-harmonizer/")
     card = MODEL_CARD.read_text(encoding="utf-8")
-    for needed in ("Model card", "BSDS500", "ImageNet", "non-commercial", "python -m flows.retrain",
-                   "quality-table:start"):
+    for needed in ("Model card", "BSDS500", "ImageNet", "non-commercial", "python -m flows.retrain", "quality-table:start"):
         assert needed in card
 
 
-def test_given_strongly_regraded_composites_when_harmonized_by_the_shipped_model_then_the_foreground_error_falls(
-        model):
+def test_given_strongly_regraded_composites_when_harmonized_by_the_shipped_model_then_the_foreground_error_falls(model):
     # given: photos the model never trained on, a foreground re-graded by a photographic edit of the strong bucket
     before, after = [], []
     for index, name in enumerate(PHOTOS):

@@ -116,8 +116,16 @@ def test_given_raw_images_in_several_chunks_then_the_column_decodes_into_one_wri
 def test_given_a_triplet_when_made_a_row_then_it_carries_boxes_flips_luts_and_ids():
     rng = np.random.default_rng(6)
     pixels = [rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8) for _ in range(4)]
-    triplet = Triplet(*pixels, content_box=(1, 2, 30, 31), reference_box=(5, 6, 40, 41), content_flip=True,
-                      reference_flip=False, lut_a="gen-s0-i1", lut_b="gen-s0-i7", layout="region")
+    triplet = Triplet(
+        *pixels,
+        content_box=(1, 2, 30, 31),
+        reference_box=(5, 6, 40, 41),
+        content_flip=True,
+        reference_flip=False,
+        lut_a="gen-s0-i1",
+        lut_b="gen-s0-i7",
+        layout="region",
+    )
     row = triplet_row(triplet, image_id="ab" * 32, split="val", k=3, seed=11, encoding="png")
     table = rows_table([row])
     assert table.schema.equals(TRIPLET_SCHEMA)

@@ -24,10 +24,7 @@ from ssh_model.train import (
 
 def random_batches(seed: int, count: int, batch: int = 2, size: int = 32) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [
-        {k: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for k in TRIPLET_KEYS}
-        for _ in range(count)
-    ]
+    return [{k: rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8) for k in TRIPLET_KEYS} for _ in range(count)]
 
 
 def test_batch_to_tensors_scales_uint8_to_minus_one_one():
@@ -185,8 +182,6 @@ def test_small_network_learns_to_harmonize_from_one_photo():
         with torch.no_grad():
             predicted = tensor_to_images(model(content, reference))
         model_psnr = np.mean([psnr(p, t) for p, t in zip(predicted, test_batch["content_b"], strict=True)])
-        identity_psnr = np.mean(
-            [psnr(c, t) for c, t in zip(test_batch["content_a"], test_batch["content_b"], strict=True)]
-        )
+        identity_psnr = np.mean([psnr(c, t) for c, t in zip(test_batch["content_a"], test_batch["content_b"], strict=True)])
         gains.append(model_psnr - identity_psnr)
     assert gains[0] > 0.5, gains

@@ -65,7 +65,11 @@ def test_the_same_generator_state_gives_the_same_triplet_and_other_seeds_differ(
     for key in IMAGE_KEYS:
         np.testing.assert_array_equal(getattr(first, key), getattr(again, key))
     assert (first.content_box, first.reference_box, first.content_flip, first.reference_flip) == (
-        again.content_box, again.reference_box, again.content_flip, again.reference_flip)
+        again.content_box,
+        again.reference_box,
+        again.content_flip,
+        again.reference_flip,
+    )
     others = [make_triplet(image, *luts, np.random.default_rng(seed), crop_size=32) for seed in range(8)]
     assert len({(t.content_box, t.reference_box) for t in others}) >= 6
     assert any(not np.array_equal(t.content_a, first.content_a) for t in others)
@@ -113,8 +117,7 @@ def test_the_two_luts_must_differ(luts):
     lut_a, _ = luts
     renamed_copy = LUT(lut_a.table, name="another-name")
     same_name = LUT(random_lut(9, size=5).table, name=lut_a.name)
-    for first, second in ((lut_a, lut_a), (lut_a, same_name), (lut_a, renamed_copy),
-                          (LUT(lut_a.table), LUT(lut_a.table))):
+    for first, second in ((lut_a, lut_a), (lut_a, same_name), (lut_a, renamed_copy), (LUT(lut_a.table), LUT(lut_a.table))):
         with pytest.raises(ValueError, match="two different LUTs"):
             make_triplet(image, first, second, np.random.default_rng(0), crop_size=32)
     other = LUT(random_lut(9, size=5).table, name="other")
@@ -152,6 +155,7 @@ def test_given_the_region_layout_then_content_b_is_content_a_regraded_and_the_vi
     sx0, sy0, sx1, sy1 = triplet.reference_box
     assert sx0 <= cx0 < cx1 <= sx1 and sy0 <= cy0 < cy1 <= sy1
     assert (cx1 - cx0) * (cy1 - cy0) < (sx1 - sx0) * (sy1 - sy0)
+
     # The content view shows the photo's pixels of the content box, mirrored as recorded (its margin
     # outside the blob is refilled, so only part of it matches).
     def matching(flip: bool) -> float:
@@ -163,8 +167,7 @@ def test_given_the_region_layout_then_content_b_is_content_a_regraded_and_the_vi
 
 def test_an_unknown_layout_is_refused(luts):
     with pytest.raises(ValueError, match="unknown triplet layout 'blobs'"):
-        make_triplet(photo(np.random.default_rng(0), 64, 64), *luts, np.random.default_rng(0), crop_size=32,
-                     layout="blobs")
+        make_triplet(photo(np.random.default_rng(0), 64, 64), *luts, np.random.default_rng(0), crop_size=32, layout="blobs")
 
 
 def test_given_no_natural_fraction_when_luts_are_drawn_then_two_bank_grades_and_the_old_random_stream():
@@ -189,8 +192,10 @@ def test_given_an_object_outline_when_a_region_triplet_is_made_then_it_takes_tha
     image = photo(np.random.default_rng(6), 96, 128)
     outline = np.zeros((40, 30), bool)
     outline[5:35, 10:20] = True  # a tall bar: a shape no blob would make
-    made = [make_triplet(image, *luts, np.random.default_rng(3), crop_size=32, layout="region", outline=outline)
-            for _ in range(2)]
+    made = [
+        make_triplet(image, *luts, np.random.default_rng(3), crop_size=32, layout="region", outline=outline)
+        for _ in range(2)
+    ]
     blob = make_triplet(image, *luts, np.random.default_rng(3), crop_size=32, layout="region")
     assert made[0].layout == "region"
     assert all(np.array_equal(getattr(made[0], k), getattr(made[1], k)) for k in IMAGE_KEYS)

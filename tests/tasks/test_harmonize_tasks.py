@@ -15,12 +15,13 @@ from botocore.exceptions import (
 )
 from prefect import flow
 
+from pipeline.catalog import CatalogError, write_catalog
 from ssh_model.errors import HarmonizeInputError
 from ssh_model.images import ImageError
 from ssh_model.storage import read_bytes
-from tasks.catalog import CatalogError, write_catalog
-from tasks.harmonize_tasks import is_transient_io_error, load_catalog
-from tests.tasks.http_cases import FLAKY_FAILURES
+from tasks.common import is_transient_io_error
+from tasks.harmonize_tasks import load_catalog
+from tests.pipeline.http_cases import FLAKY_FAILURES
 
 PLANTED_SECRET = "planted-secret-4f1c9e"
 
@@ -52,8 +53,9 @@ def socket_read_timeout() -> OSError:
 
 
 def client_error(code: str, status: int) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "GetObject")
+    return ClientError(
+        {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+    )
 
 
 def test_given_network_failures_when_classified_then_each_is_transient(failing_http_server):
@@ -96,7 +98,8 @@ def test_given_permanent_failures_or_non_errors_when_classified_then_none_is_tra
 
 
 def test_given_a_catalog_behind_a_server_answering_503_when_loaded_then_a_retry_gets_it(
-        prefect_harness, failing_http_server, tmp_path):
+    prefect_harness, failing_http_server, tmp_path
+):
     local = str(tmp_path / "c.csv")
     write_catalog([{"id": "a", "composite": "s3://in/a.jpg", "mask": "s3://in/m.png"}], local)
     failing_http_server.files["c.csv"] = read_bytes(local)
@@ -108,7 +111,8 @@ def test_given_a_catalog_behind_a_server_answering_503_when_loaded_then_a_retry_
 
 
 def test_given_an_unreachable_s3_endpoint_when_the_catalog_is_loaded_then_it_fails_in_well_under_a_minute(
-        prefect_harness, monkeypatch):
+    prefect_harness, monkeypatch
+):
     monkeypatch.setenv("SSH_S3_ENDPOINT_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key-id")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", PLANTED_SECRET)

@@ -1,0 +1,493 @@
+"""Distributed training of the SSH network on Ray Train: TorchTrainer, DDP, checkpoints, resume.
+
+The driver (``run_training``, wrapped by the ``train-ssh-model`` Prefect task) launches a
+``TorchTrainer`` with ``ScalingConfig(num_workers, use_gpu, resources_per_worker)``; every worker
+runs ``train_loop_per_worker``:
+
+1. builds the network (a preset or a config), wraps it with ``ray.train.torch.prepare_model``
+   (DDP over NCCL on GPUs, gloo on CPUs; channels-last on GPUs), and the optimizer and schedule
+   of ``ssh_model.train``;
+2. restores the latest checkpoint when there is one (``ray.train.get_checkpoint()``: after a
+   worker failure, ``FailureConfig(max_failures)`` restarts the group from it; a re-run with the
+   same run name and storage finds it too, because Ray Train keys the run's storage by its name);
+3. streams its own part of the triplet shards with ``TripletDataset(rank=world_rank,
+   world_size=...)`` (every rank gets the same number of batches) through a DataLoader;
+4. runs ``ssh_model.train.train`` (one ``train_step`` per batch, bf16 autocast on GPUs, no host
+   sync between log steps) and every ``checkpoint_every`` steps reports a checkpoint (a
+   safetensors training state: weights, config, optimizer, step) with ``ray.train.report``;
+5. with ``select_photos``, rank 0 also scores the model on composites of those photos before the
+   first step and at every checkpoint and keeps the best (``pipeline.selection``): the run returns the
+   best model, not the last.
+
+Rank 0 sends progress events (loss, samples/s, ETA, sample grids) to the driver through a Ray
+queue; the driver logs a progress line per event and hands each event to ``on_event`` (the flow
+logs them to MLflow). Training never uses Ray Data: on a 2-core machine a Ray Data pipeline and
+the training workers could wait on each other's CPUs forever. Each worker reserves its CPUs
+(``resources_per_worker``) and the driver refuses to start (after ``resource_wait_s``) when they
+are not free, instead of queueing forever; the controller's retries of a worker group that cannot
+start are capped too (``controller_failure_limit``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+from ray.train.torch import TorchConfig, TorchTrainer
+from ray.util.queue import Queue
+
+from pipeline.evaluation import SELECT_MAX_SIDE, selection_composites
+from pipeline.ray_runtime import forwarded_env, ray_init
+from pipeline.selection import BestSoFar, best_of_checkpoint
+from pipeline.training_events import EVENT_QUEUE_SIZE, RankZeroEvents, drain_events, progress_line
+from ssh_model import storage
+from ssh_model.checkpoints import load_training_state, save_training_state
+from ssh_model.dataset import TripletDataset
+from ssh_model.losses import LossConfig
+from ssh_model.network import build_model
+from ssh_model.train import StepEvent, TrainConfig, make_optimizer, make_scheduler, train
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.safetensors"
+JOB_FILE = "job.json"
+COMMIT_TIMEOUT_S = 600.0
+
+
+class InsufficientResources(RuntimeError):
+    """The Ray cluster does not have the CPUs/GPUs the workers need free (training would wait forever)."""
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """What every training worker does (pickled to the workers; ``as_dict`` is JSON for params).
+
+    Args:
+        data: a triplet version root (``{data_root}/triplets/{version}``), a folder of shards or one shard.
+        model: a preset name (``ssh_model.network.all_presets``) or a ``model.config`` dict.
+        train: the optimisation settings; ``train.batch_size`` is triplets per worker per step.
+        checkpoint_every: steps between checkpoints (the last step is always checkpointed).
+        loader_workers: DataLoader processes per training worker (0 = decode in the training process).
+        threads: torch CPU threads per worker (the CPUs each worker reserves).
+        split: the shard split to train on.
+        shuffle_buffer: rows each loader holds for shuffling.
+        channels_last: use channels-last memory on GPUs.
+        select_photos: URLs of photos not trained on whose composites pick the returned model
+            (``pipeline.selection``); empty: the last model is returned.
+        select_max_side: those photos are downscaled to this long side first.
+        step_hook: called on every worker after each step as ``step_hook(step, rank)`` (instrumentation;
+            the fault-injection tests kill a worker from it); not saved with the job.
+    """
+
+    data: str
+    model: str | dict[str, Any] = "small"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint_every: int = 100
+    loader_workers: int = 0
+    threads: int = 1
+    split: str = "train"
+    shuffle_buffer: int = 256
+    channels_last: bool = True
+    select_photos: tuple[str, ...] = ()
+    select_max_side: int = SELECT_MAX_SIDE
+    step_hook: Callable[[int, int], None] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
+        if self.train.steps < 1 or self.train.batch_size < 1:
+            raise ValueError("steps and batch_size must be at least 1")
+        if self.loader_workers < 0 or self.threads < 1:
+            raise ValueError("loader_workers must be >= 0 and threads >= 1")
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("step_hook")
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainingJob:
+        """The job of ``as_dict``; keys of older versions (``fault_step``, ``fault_marker``) are ignored."""
+        values = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        train_values = dict(values.get("train", {}))
+        train_values["losses"] = LossConfig(**train_values.get("losses", {}))
+        return cls(
+            **{**values, "train": TrainConfig(**train_values), "select_photos": tuple(values.get("select_photos", ()))}
+        )
+
+
+@dataclass
+class TrainingOutcome:
+    """What a training run produced (on the driver)."""
+
+    model: torch.nn.Module  # the selected weights, else the final ones (SSHNet or ColourNet), CPU, eval mode
+    steps: int  # the step count of the final checkpoint
+    start_steps: list[int]  # the step each attempt started from (0, then the checkpoints it resumed from)
+    checkpoint_path: str  # where Ray Train stored the final checkpoint
+    storage_path: str  # the run's folder on storage (keyed by the run name)
+    seconds: float
+    samples_per_s: float  # over the whole run, all workers (0 when nothing was trained)
+    progress: list[dict[str, Any]] = field(default_factory=list)  # progress events (without grids)
+    summary: dict[str, Any] = field(default_factory=dict)  # what rank 0 returned
+    selected_step: int | None = None  # the step of the returned model when it was selected ...
+    selected_psnr: float | None = None  # ... and its mean PSNR on the selection composites
+
+
+# -- worker side ------------------------------------------------------------------------------------
+
+
+def _loader(dataset: Any, workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    options: dict[str, Any] = {"batch_size": None, "num_workers": workers, "pin_memory": pin_memory}
+    if workers:
+        options.update(prefetch_factor=4, persistent_workers=False)
+    return torch.utils.data.DataLoader(dataset, **options)
+
+
+def resume_position(step: int, batches_per_epoch: int) -> tuple[int, int]:
+    """(epoch, batches left in that epoch) after ``step`` optimizer steps."""
+    epoch, done = divmod(step, batches_per_epoch)
+    return epoch, batches_per_epoch - done
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """The function every Ray Train worker runs (see the module docstring)."""
+    job: TrainingJob = config["job"]
+    cfg = job.train
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    events = RankZeroEvents(config.get("events"), rank)
+    device = ray.train.torch.get_device()
+    if device.type == "cpu":
+        torch.set_num_threads(job.threads)  # this worker process only: the CPUs it reserved
+    else:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+    model = build_model(job.model)
+    if device.type == "cuda" and job.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # To the device; DDP when world > 1. Gradients live in the all-reduce buckets (no copy), and batch
+    # norm statistics stay per rank (no broadcast each forward; checkpoints keep rank 0's): on CPUs
+    # every collective is compute the workers do not do.
+    model = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"gradient_as_bucket_view": True, "broadcast_buffers": False}
+    )
+    optimizer = make_optimizer(model, cfg)
+    best = (
+        BestSoFar(selection_composites(job.select_photos, job.select_max_side))
+        if (rank == 0 and job.select_photos)
+        else None
+    )
+    start_step = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            start_step, extra = load_training_state(os.path.join(folder, STATE_FILE), model, optimizer)
+            if best is not None:
+                best.restore(folder, extra)
+    if best is not None and start_step == 0:
+        events.send("select", step=0, select_psnr=best.score(model, 0))
+    scheduler = make_scheduler(optimizer, cfg, start_step)
+    dataset = TripletDataset(
+        job.data,
+        split=job.split,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world,
+        drop_last=True,
+        shuffle_buffer=job.shuffle_buffer,
+    )
+    per_epoch = len(dataset)
+    events.send(
+        "start",
+        step=start_step,
+        steps=cfg.steps,
+        world_size=world,
+        device=str(device),
+        batches_per_epoch=per_epoch,
+        triplets=dataset.total_rows,
+    )
+    last_checkpoint = start_step
+
+    def save_checkpoint(step: int) -> None:
+        nonlocal last_checkpoint
+        metrics: dict[str, Any] = {"step": step}
+        if rank == 0:
+            extra = {"job": job.as_dict(), "world_size": world}
+            if best is not None:
+                metrics["select_psnr"] = best.score(model, step)
+                extra.update(best.state())
+                events.send("select", step=step, select_psnr=metrics["select_psnr"], best_step=best.step)
+            with tempfile.TemporaryDirectory() as folder:
+                save_training_state(os.path.join(folder, STATE_FILE), model, optimizer, step, extra=extra)
+                if best is not None:
+                    best.save(folder)
+                with open(os.path.join(folder, JOB_FILE), "w") as handle:
+                    json.dump(job.as_dict(), handle, indent=1)
+                ray.train.report(
+                    metrics, checkpoint=ray.train.Checkpoint.from_directory(folder), checkpoint_dir_name=f"step-{step:08d}"
+                )
+            # The controller registers reports when it next polls the workers; wait for that, or a
+            # crash in the next seconds would lose this checkpoint and restart from the one before.
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=COMMIT_TIMEOUT_S
+            )
+            events.send("checkpoint", step=step)
+        else:
+            ray.train.report(metrics)  # every rank reports the same number of times (a barrier)
+        last_checkpoint = step
+
+    def batches() -> Iterator[dict[str, Any]]:
+        """Batches forever (epoch after epoch); between steps, the checkpoint and the step hook run."""
+        step = start_step
+        epoch, left = resume_position(start_step, per_epoch)
+        while True:
+            dataset.set_epoch(epoch)
+            # On a resume mid-epoch the epoch's order restarts and only the batches it had left are
+            # taken: cheap (nothing is decoded to be skipped), not the exact rows the lost run had left.
+            for taken, batch in enumerate(_loader(dataset, job.loader_workers, device.type == "cuda")):
+                if taken >= left:
+                    break
+                yield batch
+                step += 1  # the batch was trained on when the next one is asked for
+                if step % job.checkpoint_every == 0 and step < cfg.steps:
+                    save_checkpoint(step)
+                if job.step_hook is not None:
+                    job.step_hook(step, rank)
+            epoch, left = epoch + 1, per_epoch
+
+    def on_step(event: StepEvent) -> None:
+        events.send(
+            "progress",
+            step=event.step,
+            steps=event.steps,
+            losses=event.losses,
+            lr=event.lr,
+            samples_per_s=event.samples_per_s * world,
+            eta_s=event.eta_s,
+            grid=event.grid,
+            cpu_s=time.process_time(),
+        )  # rank 0's CPU seconds so far (utilisation = d cpu / d time)
+
+    started = time.perf_counter()
+    result = train(
+        model,
+        batches(),
+        cfg,
+        device=device,
+        callback=on_step,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        start_step=start_step,
+    )
+    if result.steps > last_checkpoint:
+        save_checkpoint(result.steps)
+    seconds = time.perf_counter() - started
+    trained = (result.steps - start_step) * cfg.batch_size * world
+    return {
+        "steps": result.steps,
+        "start_step": start_step,
+        "seconds": seconds,
+        "triplets": trained,
+        "samples_per_s": trained / seconds if seconds > 0 else 0.0,
+        "world_size": world,
+        "device": str(device),
+    }
+
+
+# -- driver side ------------------------------------------------------------------------------------
+
+
+def worker_resources(use_gpu: bool, threads: int, loader_workers: int) -> dict[str, float]:
+    """CPUs (and a GPU) each training worker reserves: its torch threads plus its loader processes."""
+    resources: dict[str, float] = {"CPU": float(threads + loader_workers)}
+    if use_gpu:
+        resources["GPU"] = 1.0
+    return resources
+
+
+def wait_for_resources(needed: dict[str, float], timeout_s: float) -> None:
+    """Return when ``needed`` is free on the cluster; raise InsufficientResources after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources()
+        if all(free.get(name, 0.0) >= amount - 1e-9 for name, amount in needed.items()):
+            return
+        if time.monotonic() >= deadline:
+            total = ray.cluster_resources()
+            raise InsufficientResources(
+                f"training needs {needed} free but after {timeout_s:.0f}s only "
+                f"{ {k: free.get(k, 0.0) for k in needed} } of { {k: total.get(k, 0.0) for k in needed} } "
+                f"are: something else holds them (a Ray Data job still running, another training?). "
+                f"Use fewer workers, free the resources, or raise resource_wait_s."
+            )
+        time.sleep(0.25)
+
+
+def _url_of(path: str, storage_root: str) -> str:
+    protocol = storage.protocol_of(storage_root)
+    return path if protocol == "file" else f"{protocol}://{path}"
+
+
+def run_training(
+    job: TrainingJob,
+    *,
+    run_name: str,
+    storage_root: str,
+    num_workers: int = 2,
+    use_gpu: bool = False,
+    max_failures: int = 2,
+    resource_wait_s: float | None = 120.0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> TrainingOutcome:
+    """Train with Ray Train and return the final model; resumes the run ``run_name`` when it exists.
+
+    Args:
+        job: what the workers do.
+        run_name: the run's name; its storage is ``{storage_root}/{run_name}``, so the same name resumes.
+        storage_root: where Ray Train keeps runs and checkpoints (local path or ``s3://``).
+        num_workers: training workers (one per GPU with ``use_gpu``).
+        use_gpu: one GPU per worker, NCCL, bf16 autocast (when ``job.train.amp``).
+        max_failures: worker-group failures to recover from (each restarts from the last checkpoint).
+        resource_wait_s: how long to wait for the workers' CPUs/GPUs to be free before refusing to
+            start (None = do not check, e.g. on an autoscaling cluster).
+        on_event: called in a driver thread with every worker event (start, progress, checkpoint);
+            progress events carry ``grid`` (uint8 sample grid) at sample steps.
+        log: where progress lines go (the Prefect task passes its run logger).
+    """
+    ray_init()
+    resources = worker_resources(use_gpu, job.threads, job.loader_workers)
+    if resource_wait_s is not None:
+        wait_for_resources({k: v * num_workers for k, v in resources.items()}, resource_wait_s)
+    if storage.protocol_of(storage_root) == "file":
+        storage_root = os.path.abspath(storage_root)
+        storage_fs, storage_path = None, storage_root
+    else:
+        storage_fs, storage_path = storage.pyarrow_filesystem(storage_root)
+    if storage.protocol_of(job.data) == "file":
+        job = replace(job, data=os.path.abspath(job.data))
+    events = Queue(maxsize=EVENT_QUEUE_SIZE, actor_options={"num_cpus": 0})
+    start_steps: list[int] = []
+    progress: list[dict[str, Any]] = []
+
+    def handle(event: dict[str, Any]) -> None:
+        if event["kind"] == "start":
+            start_steps.append(int(event["step"]))
+        if event["kind"] == "progress":
+            progress.append({k: v for k, v in event.items() if k != "grid"})
+        log.info("%s", progress_line(event))
+        if on_event is not None:
+            on_event(event)
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"job": job, "events": events},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            failure_config=ray.train.FailureConfig(max_failures=max_failures, controller_failure_limit=2),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            worker_runtime_env={"env_vars": forwarded_env()},
+        ),
+    )
+    log.info(
+        "training %s on %d %s worker(s) (%s each), run %s under %s",
+        job.model,
+        num_workers,
+        "GPU" if use_gpu else "CPU",
+        resources,
+        run_name,
+        storage_root,
+    )
+    stop = threading.Event()
+    drainer = threading.Thread(target=drain_events, args=(events, handle, stop), name="train-events", daemon=True)
+    drainer.start()
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        drainer.join(timeout=30)
+        ray.kill(events.actor)
+    seconds = time.perf_counter() - started
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {run_name} finished without a checkpoint under {storage_root}")
+    model = build_model(job.model)
+    with result.checkpoint.as_directory() as folder:
+        steps, extra = load_training_state(os.path.join(folder, STATE_FILE), model)
+        selected = best_of_checkpoint(folder, extra)
+    selected_step = selected_psnr = None
+    if selected is not None:
+        model, selected_step, selected_psnr = selected
+        log.info(
+            "selected the model of step %d of %d: mean PSNR %.2f dB on %d held-out photo(s)' composites",
+            selected_step,
+            steps,
+            selected_psnr,
+            len(job.select_photos),
+        )
+    summary = dict(result.return_value or {})
+    trained = float(summary.get("triplets", 0))
+    samples_per_s = trained / summary["seconds"] if summary.get("seconds") else 0.0
+    checkpoint_url = _url_of(result.checkpoint.path, storage_root)
+    log.info(
+        "training done: step %d in %.1fs (%.1f samples/s over the run); final checkpoint %s",
+        steps,
+        seconds,
+        samples_per_s,
+        checkpoint_url,
+    )
+    return TrainingOutcome(
+        model=model.eval(),
+        steps=steps,
+        start_steps=start_steps,
+        checkpoint_path=checkpoint_url,
+        storage_path=storage.join(storage_root, run_name),
+        seconds=seconds,
+        samples_per_s=samples_per_s,
+        progress=progress,
+        summary=summary,
+        selected_step=selected_step,
+        selected_psnr=selected_psnr,
+    )
+
+
+def default_job(data: str, preset: str, steps: int, batch_size: int, **train_options: Any) -> TrainingJob:
+    """A job: TrainConfig defaults overridden by ``train_options`` (keys of TrainConfig or TrainingJob)."""
+    job_keys = {f for f in TrainingJob.__dataclass_fields__} - {"data", "model", "train"}
+    job_options = {k: train_options.pop(k) for k in list(train_options) if k in job_keys}
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, **train_options)
+    return TrainingJob(data=data, model=preset, train=cfg, **job_options)
+
+
+__all__ = [
+    "JOB_FILE",
+    "STATE_FILE",
+    "InsufficientResources",
+    "TrainingJob",
+    "TrainingOutcome",
+    "default_job",
+    "resume_position",
+    "run_training",
+    "train_loop_per_worker",
+    "wait_for_resources",
+    "worker_resources",
+]

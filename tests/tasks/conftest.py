@@ -1,2 +1,0 @@
-from tests.tasks.batch_cases import tiny_model_url  # noqa: F401 - a fixture
-from tests.tasks.http_cases import failing_http_server  # noqa: F401 - a fixture
