@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ssh_model.errors import HarmonizeInputError
+
 if TYPE_CHECKING:
     from pipeline.catalog import CatalogRow
     from pipeline.evaluation import Evaluation, Method
@@ -274,7 +276,10 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
 
 def describe_error(err: BaseException) -> str:
-    """One line for an expected error: the message, with ``file: why`` for OS errors."""
+    """One line for an expected error: the message, with ``file: why`` for OS errors, and a typed error's
+    reason code at the end (``[mask_size]``), the same code a batch job's results table records."""
+    if isinstance(err, HarmonizeInputError):
+        return f"{err} [{err.reason}]"
     if isinstance(err, FileNotFoundError):
         if err.filename is not None:
             return f"{err.filename}: {err.strerror or 'no such file or object'}"

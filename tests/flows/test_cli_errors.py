@@ -44,20 +44,20 @@ def assert_nothing_written(workdir: Path, before: set[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("model", "message"),
+    ("model", "message", "reason"),
     [
-        (NO_REGISTRY, "there is no model registry: MLFLOW_TRACKING_URI is not set"),
-        ("models:/ssh-harmonizer/3", "there is no model registry"),
-        ("models:/not-a-uri", "not a models:/name@alias or models:/name/version URI"),
-        ("gs://b/m.safetensors", "no filesystem backend for this URL scheme is installed"),
-        ("foo://x", "unsupported URL"),
-        ("missing.safetensors", "no such file or object"),
-        ("c.png", "not a safetensors file"),
-        ("pickled.safetensors", "not a safetensors file"),
+        (NO_REGISTRY, "there is no model registry: MLFLOW_TRACKING_URI is not set", "no_registry"),
+        ("models:/ssh-harmonizer/3", "there is no model registry", "no_registry"),
+        ("models:/not-a-uri", "not a models:/name@alias or models:/name/version URI", "unknown_model"),
+        ("gs://b/m.safetensors", "no filesystem backend for this URL scheme is installed", "unsupported_url"),
+        ("foo://x", "unsupported URL", "unsupported_url"),
+        ("missing.safetensors", "no such file or object", "missing"),
+        ("c.png", "not a safetensors file", "not_a_model"),
+        ("pickled.safetensors", "not a safetensors file", "not_a_model"),
     ],
 )
 def test_given_a_model_that_cannot_be_loaded_when_harmonizing_then_one_line_names_it_and_nothing_is_written(
-    workdir, capsys, model, message
+    workdir, capsys, model, message, reason
 ):
     before = {p.name for p in workdir.iterdir()}
 
@@ -66,6 +66,7 @@ def test_given_a_model_that_cannot_be_loaded_when_harmonizing_then_one_line_name
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith(f"ssh-harmonize harmonize: error: model {model}: ")
     assert message in lines[0]
+    assert lines[0].endswith(f"[{reason}]")  # the code a batch job's results table would record
     assert WEIGHTS_FILE not in lines[0]  # never a temporary copy's path
     assert_nothing_written(workdir, before)
 

@@ -19,7 +19,7 @@ from ssh_model.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
-CODE = [REPO / "ssh_model", REPO / "tasks", REPO / "flows"]
+CODE = [REPO / "ssh_model", REPO / "pipeline", REPO / "tasks", REPO / "flows"]
 # Read by the libraries rather than by our code: boto3/s3fs (keys), Prefect (its API).
 LIBRARY_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_URL"}
 SECRET_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}

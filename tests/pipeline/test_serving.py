@@ -177,7 +177,7 @@ def test_given_a_version_without_the_signature_then_serve_refuses_in_one_line_an
     error = capsys.readouterr().err
     assert "Traceback" not in error
     assert [line for line in error.splitlines() if line.startswith("ssh-harmonize")] == [
-        f"ssh-harmonize serve: error: {servable_problem(uri)}"
+        f"ssh-harmonize serve: error: {servable_problem(uri)} [not_a_model]"
     ]
 
     # when: upgraded, the champion is a new version with the signature

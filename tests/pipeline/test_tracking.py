@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 
+from pipeline import tracking
 from pipeline.tracking import (
     RUN_NAME_TAG,
     RunRecorder,
@@ -20,7 +21,6 @@ from pipeline.tracking import (
     tracked_run,
     tracking_uri,
 )
-from tasks import tracking
 from tests.pipeline.training_cases import mlflow_store
 
 

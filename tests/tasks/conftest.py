@@ -1,0 +1,1 @@
+from tests.pipeline.http_cases import failing_http_server  # noqa: F401 - a fixture
