@@ -78,7 +78,8 @@ def loader_rate(root: str, batch: int, seconds: float = 5.0) -> float:
 def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, batch: int) -> dict[str, Any]:
     """Steady-state training samples/s (all workers) from the progress events after the warm-up, and how
     much CPU rank 0 got in that window (``utilisation`` = CPU seconds / wall seconds; 1.0 = a free core)."""
-    from pipeline.training import TrainingJob, run_training
+    from pipeline.training import run_training
+    from pipeline.training_worker import TrainingJob
 
     events: list[dict[str, Any]] = []
     # A progress event every 2 steps (train-model's default is 20): each one makes rank 0 sync with the

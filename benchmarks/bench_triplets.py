@@ -88,11 +88,10 @@ def encoding_table(crop: int, count: int = 12) -> list[dict]:
 
 
 def ingest_samples(root: str) -> None:
-    from pipeline.ingest import expand_sources
-    from tasks.ingest import ingest_photos
+    from pipeline.ingest import expand_sources, ingest_photos
 
     urls, empty = expand_sources(["builtin://samples"])
-    ingest_photos.fn(urls, root, empty, max_workers=4)
+    ingest_photos(urls, root, empty, max_workers=4)
 
 
 def build_params(root: str, crop: int, per_image: int, encoding: str):
@@ -146,7 +145,8 @@ def generation(root: str, cpus: int, crop: int, per_image: int, encodings: list[
     """Build one version per encoding with Ray on ``cpus`` CPUs (after a warm-up build)."""
     import ray
 
-    from pipeline.triplets import run_shard_builders, version_root_of
+    from pipeline.triplet_versions import version_root_of
+    from pipeline.triplets import run_shard_builders
 
     ray.init(num_cpus=cpus, address="local", include_dashboard=False, logging_level=logging.WARNING)
     rows = []

@@ -19,7 +19,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pipeline.triplet_plan import default_lut_spec
-from pipeline.triplets import BUILD_MARKER, version_root_of
+from pipeline.triplet_versions import BUILD_MARKER, version_root_of
 from ssh_model import storage
 from ssh_model.settings import get_settings
 from ssh_model.shards import DEFAULT_ENCODING, ROWS_PER_GROUP

@@ -41,18 +41,19 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from pipeline.ingest import photo_urls
-from pipeline.ray_runtime import ray_init
+from pipeline.ray_runtime import cluster_gpus
 from pipeline.registry import MODEL_NAME
 from pipeline.tracking import EXPERIMENT, RunRecorder, git_commit, log_params_once, tracked_run
-from pipeline.training import TrainingJob, default_job
-from pipeline.triplets import BUILD_MARKER, version_root_of
+from pipeline.training import default_job
+from pipeline.training_worker import TrainingJob
+from pipeline.triplet_versions import BUILD_MARKER, version_root_of
 from ssh_model import storage
 from ssh_model.network import preset_name
 from ssh_model.settings import get_settings
 from tasks.common import run_logger
 from tasks.evaluation import evaluate_models
 from tasks.registry import promotion_gate_task, register_model_task
-from tasks.training import record_evaluations, save_model_task, train_model_task
+from tasks.training import record_evaluations_task, save_model_task, train_model_task
 
 # Defaults per kind of worker: (preset, steps, batch per worker, loader workers per worker).
 GPU_DEFAULTS = ("full", 20_000, 32, 8)
@@ -68,14 +69,6 @@ def data_version(root: str) -> str:
         )
     digest = hashlib.sha256(storage.read_bytes(marker)).hexdigest()[:12]
     return f"{root.rstrip('/').rsplit('/', 1)[-1]}@{digest}"
-
-
-def detect_gpus() -> int:
-    """GPUs in the Ray cluster (starts or joins Ray)."""
-    import ray
-
-    ray_init()
-    return int(ray.cluster_resources().get("GPU", 0))
 
 
 def summary_markdown(result: dict[str, Any], tables: dict[str, str]) -> str:
@@ -162,7 +155,7 @@ def train_model(
     data_root = storage.absolute(data_root or settings.data_root)
     root = version_root_of(data_root, version)
     data_tag = data_version(root)
-    gpus = detect_gpus()
+    gpus = cluster_gpus()
     use_gpu = gpus > 0 if use_gpu is None else use_gpu
     auto_preset, auto_steps, auto_batch, auto_loaders = GPU_DEFAULTS if use_gpu else CPU_DEFAULTS
     preset = preset_name(model_family, auto_preset if preset == "auto" else preset)
@@ -240,6 +233,7 @@ def train_model(
             storage.join(data_root, "models", run_name, "model.safetensors"),
             {**metadata, "data_version": data_tag, "git_commit": commit},
         )
+        mlflow.set_tag("model.url", model_url)
         evaluations = evaluate_models(
             {"model": outcome.model},
             triplets=root,
@@ -248,7 +242,7 @@ def train_model(
             val_limit=val_limit,
             keep_outputs=True,
         )
-        tables = record_evaluations(recorder, evaluations, outcome.steps)
+        tables = record_evaluations_task(recorder, evaluations, outcome.steps)
         result: dict[str, Any] = {
             "run_name": run_name,
             "run_id": run_id,
@@ -262,13 +256,8 @@ def train_model(
             "evaluation": {k: v.summary() for k, v in evaluations.items()},
         }
         if register_model:
-            tags = {
-                "ssh.run_name": run_name,
-                "ssh.steps": str(outcome.steps),
-                "data.version": data_tag,
-                "git.commit": commit,
-            }
-            version_number = register_model_task(model_url, run_id, model_name, tags)
+            version_tags = {"ssh.run_name": run_name, "data.version": data_tag, "git.commit": commit}
+            version_number = register_model_task(model_url, run_id, outcome.steps, model_name, version_tags)
             decision = promotion_gate_task(
                 version_number,
                 name=model_name,

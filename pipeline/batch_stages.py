@@ -118,7 +118,7 @@ def load_model_payload(model_uri: str) -> ModelPayload:
 
 def model_from_payload(payload: ModelPayload, device: str = "cpu") -> Any:
     """The network of a payload, in eval mode on ``device``."""
-    return model_from_bytes(payload.weights, payload.uri, device)
+    return model_from_bytes(payload.weights, f"model {redact(payload.uri)}", device)
 
 
 # ---------------------------------------------------------------- stage 1: fetch

@@ -44,16 +44,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ssh_model.errors import redact, storage_error
-from ssh_model.images import FORMATS_BY_EXTENSION
+from ssh_model.images import IMAGE_EXTENSIONS
 from ssh_model.settings import get_settings
-from ssh_model.storage import is_under, join, read_bytes
+from ssh_model.storage import is_under, join, read_bytes, write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("id", "composite")
 OPTIONAL_COLUMNS = ("mask", "background", "reference_mask", "target", "output")
 INPUT_COLUMNS = ("composite", "mask", "background", "reference_mask", "target")
-OUTPUT_EXTENSIONS = tuple(FORMATS_BY_EXTENSION)  # what outputs can be encoded as
 RESULTS_DIRNAME = "_results"  # reserved folder under the output prefix: results table, report, fragments
 DEFAULT_OUTPUT_DIRNAME = "harmonized"  # the default prefix is {data_root}/harmonized/{catalog file stem}
 MAX_LISTED_PROBLEMS = 50
@@ -199,7 +198,7 @@ def _extension(url: str) -> str:
 def output_extension(composite_url: str) -> str:
     """The extension of a derived output: the composite's, when it can be written (else ``.png``)."""
     ext = _extension(composite_url)
-    return ext if ext.lower() in OUTPUT_EXTENSIONS else ".png"
+    return ext if ext.lower() in IMAGE_EXTENSIONS else ".png"
 
 
 def default_output_prefix(catalog_url: str) -> str:
@@ -241,9 +240,9 @@ def place_output(value: str | None, derived_name: str, prefix: str) -> tuple[str
         return url, f"is outside the output prefix {prefix}"
     if normalized(url) == results_dir or is_under(normalized(url), results_dir):
         return url, f"is inside the reserved results folder {results_dir}"
-    if extension.lower() not in OUTPUT_EXTENSIONS:
+    if extension.lower() not in IMAGE_EXTENSIONS:
         found = f"extension {extension!r}" if extension else "no image extension"
-        return url, f"has {found}; outputs end in {', '.join(OUTPUT_EXTENSIONS)}"
+        return url, f"has {found}; outputs end in {', '.join(IMAGE_EXTENSIONS)}"
     if "://" not in prefix and not is_under(os.path.realpath(normalized(url)), os.path.realpath(prefix)):
         return url, f"leaves the output prefix {prefix} through a symbolic link"
     return url, None
@@ -365,8 +364,6 @@ def read_catalog(url: str, output_prefix: str | None = None) -> Catalog:
 
 def write_catalog(rows: list[dict[str, str]], url: str) -> None:
     """Write catalog rows (dicts of strings) in the format of ``url``'s extension; for users and tests."""
-    from ssh_model.storage import write_bytes_atomic
-
     kind = catalog_format(url)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     if kind == "parquet":

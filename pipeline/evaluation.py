@@ -25,12 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from pipeline.tracking import RunRecorder, log_rows
 from ssh_model.baselines import BASELINES
 from ssh_model.composites import Composite, blob_mask, evaluation_set
+from ssh_model.dataset import TripletDataset
 from ssh_model.images import read_image
 from ssh_model.inference import NET_SIZE, harmonize
 from ssh_model.metrics import evaluate
@@ -242,8 +245,6 @@ def evaluate_triplets(
 
     Returns None when the version has no triplets of that split (e.g. too few photos for a val split).
     """
-    from ssh_model.dataset import TripletDataset
-
     try:
         dataset = TripletDataset(
             source, split=split, batch_size=batch_size, shuffle=False, rank=0, world_size=1, drop_last=False
@@ -330,7 +331,23 @@ def comparison_grid(
     return np.asarray(canvas)
 
 
+def record_evaluations(recorder: RunRecorder, evaluations: dict[str, Evaluation], step: int) -> dict[str, str]:
+    """Metrics, summary and per-item tables, and the fixed set's image grid into the active MLflow run;
+    returns the markdown table of each evaluation."""
+    tables = {}
+    for name, evaluation in evaluations.items():
+        recorder.metrics(metrics_for_logging(evaluation), step)
+        log_rows(evaluation.summary(), f"evaluation/{name}_summary")
+        log_rows(evaluation.rows, f"evaluation/{name}_items")
+        tables[name] = format_table(evaluation.summary(by_level=name == "fixed"))
+    fixed = evaluations["fixed"]
+    mlflow.log_image(comparison_grid(fixed.items, fixed.outputs), "evaluation/fixed_grid.png")
+    mlflow.log_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()), "evaluation/tables.md")
+    return tables
+
+
 __all__ = [
+    "record_evaluations",
     "BENCHMARK_METRICS",
     "EVAL_SEED",
     "Evaluation",

@@ -48,6 +48,7 @@ from ssh_model import storage
 from ssh_model.images import IMAGE_EXTENSIONS, ImageError, decode_image, probe_image
 from ssh_model.progress import progress_line
 from ssh_model.samples import BUILTIN_SAMPLES_URL, sample_photo_paths
+from ssh_model.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -325,3 +326,50 @@ def read_all(
                     counts["rejected"],
                 )
     return outcomes
+
+
+def ingest_photos(
+    urls: Sequence[str],
+    data_root: str,
+    empty_sources: Sequence[dict[str, str]] = (),
+    max_workers: int = 8,
+    sources: Sequence[str] = (),
+    log: logging.Logger | logging.LoggerAdapter = logger,
+) -> IngestSummary:
+    """Read the new URLs, copy the good photos, and update the manifest and rejects tables."""
+    settings = get_settings()
+    started = time.monotonic()
+    manifest_url = images_url(data_root, "manifest.parquet")
+    rejects_url = images_url(data_root, "rejects.parquet")
+    manifest, rejects = read_table(manifest_url, MANIFEST_SCHEMA), read_table(rejects_url, REJECTS_SCHEMA)
+    known = set(manifest.column("source_url").to_pylist())
+    todo = [url for url in urls if url not in known]
+    log.info("%d URLs already in the manifest, %d to read (%d threads)", len(urls) - len(todo), len(todo), max_workers)
+    outcomes = read_all(todo, data_root, settings.max_image_pixels, settings.min_image_side, max_workers, log=log)
+    outcomes += [Outcome(r["url"], reason=r["reason"], detail=r["detail"]) for r in empty_sources]
+    new_manifest, new_rejects = merge_outcomes(manifest, rejects, outcomes, [*todo, *sources])
+    summary = IngestSummary(
+        sources=list(sources),
+        listed=len(urls),
+        skipped_known=len(urls) - len(todo),
+        added=new_manifest.num_rows - manifest.num_rows,
+        manifest_url=manifest_url,
+        rejects_url=rejects_url,
+        images=new_manifest.num_rows,
+    )
+    # The manifest last: a photo it names always has its blob, and rejects never refer to a newer manifest.
+    summary.rejects_written = write_if_changed(rejects_url, new_rejects, rejects)
+    summary.manifest_written = write_if_changed(manifest_url, new_manifest, manifest)
+    summary.rejected = new_rejects.num_rows
+    summary.splits = dict(sorted(Counter(new_manifest.column("split").to_pylist()).items()))
+    summary.reasons = dict(sorted(Counter(new_rejects.column("reason").to_pylist()).items()))
+    summary.seconds = round(time.monotonic() - started, 3)
+    log.info(
+        "manifest: %d photos (+%d) %s; rejects: %d %s",
+        summary.images,
+        summary.added,
+        summary.splits,
+        summary.rejected,
+        summary.reasons,
+    )
+    return summary

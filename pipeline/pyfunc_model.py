@@ -72,7 +72,7 @@ class SSHHarmonizerModel(PythonModel):
     """Harmonizes composites with the network stored in the ``weights`` artifact."""
 
     def load_context(self, context) -> None:
-        import torch
+        import torch  # deferred with harmonize: loading the pyfunc reads the weights first
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = load_model(context.artifacts["weights"], device=device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ssh_model.settings import Settings
 
@@ -33,7 +35,7 @@ def ray_init(num_cpus: int | None = None) -> bool:
     workers could have another environment); ``num_cpus`` caps a local start (default: all cores).
     The driver's ``SSH_*`` and S3 endpoint settings go to every worker through the job's runtime env.
     """
-    import ray
+    import ray  # deferred: forwarded_env is read by processes that never start Ray
 
     if ray.is_initialized():
         return False
@@ -49,4 +51,26 @@ def ray_init(num_cpus: int | None = None) -> bool:
     return True
 
 
-__all__ = ["FORWARDED_ENV_NAMES", "LOCAL_RAY_ENV", "forwarded_env", "ray_init"]
+def cluster_gpus() -> int:
+    """GPUs in the Ray cluster (starts or joins Ray)."""
+    import ray  # deferred, as in ray_init
+
+    ray_init()
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[None]:
+    """``ray_init`` for the block; a Ray this call started is shut down after it, so the job's actors give
+    their CPUs back before the next stage (one already running is left as it is)."""
+    started = ray_init(num_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray  # deferred, as in ray_init
+
+            ray.shutdown()
+
+
+__all__ = ["FORWARDED_ENV_NAMES", "LOCAL_RAY_ENV", "cluster_gpus", "forwarded_env", "ray_init", "ray_session"]

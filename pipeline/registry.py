@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,6 @@ CHAMPION = "champion"
 WEIGHTS_FILE = "model.safetensors"
 PYFUNC_CODE = str(Path(__file__).with_name("pyfunc_model.py"))
 PIP_REQUIREMENTS = ["ssh-harmonization", "mlflow", "torch", "safetensors", "numpy", "pillow"]
-GATE_PREFIX = "gate."
-
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))$")
 
 
@@ -84,6 +81,22 @@ def register_candidate(
     client.set_registered_model_alias(name, alias, version.version)
     logger.info("registered %s version %s (alias %s)", name, version.version, alias)
     return client.get_model_version(name, version.version)
+
+
+def register_once(
+    model_url: str, run_id: str, steps: int, name: str = MODEL_NAME, tags: dict[str, str] | None = None
+) -> str:
+    """Register the model file of run ``run_id`` at ``steps`` as a version of ``name`` with alias ``candidate``,
+    once: a version of this run with the same ``ssh.steps`` is reused (and its ``candidate`` alias set again),
+    so a retry or a re-run never registers the same model twice. Returns the version number."""
+    existing = [v for v in versions_of_run(run_id, name) if v.tags.get("ssh.steps") == str(steps)]
+    if existing:
+        version = str(existing[0].version)
+        mlflow.MlflowClient().set_registered_model_alias(name, CANDIDATE, version)
+        logger.info("run %s at step %d is already registered as %s version %s", run_id, steps, name, version)
+        return version
+    info = log_model(model_url)
+    return str(register_candidate(info.model_uri, name, tags={**(tags or {}), "ssh.steps": str(steps)}).version)
 
 
 def register_pretrained(name: str = MODEL_NAME, data_root: str | None = None) -> str:
@@ -324,128 +337,10 @@ def upgrade_version(uri: str, name: str = MODEL_NAME) -> str:
     return str(new.version)
 
 
-# -- the promotion gate -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """What the gate decided for one candidate version (also stored as ``gate.*`` version tags)."""
-
-    promoted: bool
-    reason: str
-    metric: str
-    margin: float
-    candidate_version: str
-    candidate_score: float
-    champion_version: str  # "" when there was no champion
-    champion_score: float | None
-
-    def as_tags(self) -> dict[str, str]:
-        values = asdict(self)
-        values["decision"] = "promoted" if self.promoted else "refused"
-        return {f"{GATE_PREFIX}{k}": "" if v is None else str(v) for k, v in values.items()}
-
-
-def decide(candidate: float, champion: float | None, margin: float, higher_better: bool) -> tuple[bool, str]:
-    """Promote when there is no champion, or when the candidate beats it by at least ``margin``."""
-    if champion is None:
-        return True, "no champion yet"
-    gain = candidate - champion if higher_better else champion - candidate
-    if gain >= margin:
-        return True, f"beats the champion by {gain:.4f} (margin {margin})"
-    return False, f"gain {gain:.4f} is below the margin {margin}"
-
-
-def promotion_gate(
-    candidate_version: str,
-    *,
-    name: str = MODEL_NAME,
-    metric: str = "psnr",
-    margin: float = 0.1,
-    eval_max_side: int | None = None,
-    eval_photos: int | None = None,
-    size: int | None = None,
-) -> GateDecision:
-    """Compare a candidate version with the champion on the fixed evaluation set; promote it or not.
-
-    Both are evaluated now, on the same composites (``pipeline.evaluation.fixed_evaluation_set``), so a
-    change to the evaluation code never compares old numbers with new ones.
-
-    Args:
-        candidate_version: the registry version number of the candidate.
-        name: the registered model.
-        metric: the gate metric (mean over the set); "psnr"/"ssim" higher is better, "mse"/"fmse" lower.
-        margin: how much better (in the metric's units) the candidate must be.
-        eval_max_side, eval_photos: the evaluation set's photo size cap and count (None = reference set).
-        size: the network resolution for harmonize (default: harmonize's own).
-    """
-    # deferred: evaluation pulls the fixed evaluation set's photos and the baselines, only the gate needs them
-    from pipeline.evaluation import evaluate_composites, fixed_evaluation_set, higher_is_better, methods_for
-
-    higher_better = higher_is_better(metric)
-    client = mlflow.MlflowClient()
-    candidate_label = f"{name}/{candidate_version}"
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        champion = None
-    models = {candidate_label: load_registered_model(f"models:/{name}/{candidate_version}")[0]}
-    is_champion = champion is not None and str(champion.version) == str(candidate_version)
-    if champion is not None and not is_champion:
-        models[version_label(champion)] = load_registered_model(f"models:/{name}/{champion.version}")[0]
-    options = {} if size is None else {"size": size}
-    evaluation = evaluate_composites(
-        methods_for(models, baselines=(), **options), fixed_evaluation_set(eval_max_side, eval_photos)
-    )
-    candidate_score = evaluation.score(candidate_label, metric)
-    champion_score = None
-    if champion is not None:
-        label = version_label(champion)
-        champion_score = evaluation.score(label, metric) if label in models else candidate_score
-    if is_champion:  # e.g. a re-run of the flow: keep the decision recorded when it was promoted
-        return GateDecision(
-            promoted=True,
-            reason="already the champion",
-            metric=metric,
-            margin=float(margin),
-            candidate_version=str(candidate_version),
-            candidate_score=candidate_score,
-            champion_version=str(candidate_version),
-            champion_score=champion_score,
-        )
-    promoted, reason = decide(candidate_score, champion_score, margin, higher_better)
-    decision = GateDecision(
-        promoted=promoted,
-        reason=reason,
-        metric=metric,
-        margin=float(margin),
-        candidate_version=str(candidate_version),
-        candidate_score=candidate_score,
-        champion_version="" if champion is None else str(champion.version),
-        champion_score=champion_score,
-    )
-    for key, value in decision.as_tags().items():
-        client.set_model_version_tag(name, str(candidate_version), key, value)
-    if promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(candidate_version))
-    logger.info(
-        "promotion gate for %s: %s, %s (%s): candidate %.4f, champion %s",
-        candidate_label,
-        "PROMOTED" if promoted else "refused",
-        reason,
-        metric,
-        candidate_score,
-        "none" if champion_score is None else f"{champion_score:.4f}",
-    )
-    return decision
-
-
 __all__ = [
     "CANDIDATE",
     "CHAMPION",
     "MODEL_NAME",
-    "GateDecision",
-    "decide",
     "default_model_uri",
     "download_weights",
     "expand_model_ref",
@@ -455,7 +350,6 @@ __all__ = [
     "model_bytes",
     "model_of",
     "parse_models_uri",
-    "promotion_gate",
     "register_candidate",
     "register_pretrained",
     "resolve_version",

@@ -261,7 +261,7 @@ class RunRecorder:
 
 def log_rows(rows: Sequence[Mapping[str, Any]], artifact_file: str) -> None:
     """Rows as table artifacts of the active run: ``<stem>.json`` (mlflow.log_table) and ``<stem>.csv``."""
-    import pandas as pd
+    import pandas as pd  # deferred: only tables of rows need pandas (MLflow's log_table)
 
     frame = pd.DataFrame(list(rows))
     stem = artifact_file.removesuffix(".json").removesuffix(".csv")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ssh_model.progress import format_duration
+from ssh_model.train import step_line
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def drain_events(events: Any, handle: Callable[[dict[str, Any]], None], stop: th
     Waits inside the queue actor (a blocking get with a timeout) instead of polling it: on a 2-core
     machine a 5 Hz poll of an actor costs the training workers a few percent of a core.
     """
-    from ray.util.queue import Empty
+    from ray.util.queue import Empty  # deferred: rank 0's events module is imported by the driver before Ray starts
 
     while True:
         try:
@@ -62,16 +62,10 @@ def drain_events(events: Any, handle: Callable[[dict[str, Any]], None], stop: th
             return
 
 
-def progress_line(event: dict[str, Any]) -> str:
+def event_line(event: dict[str, Any]) -> str:
     """One human line for a worker event."""
     if event["kind"] == "progress":
-        losses = event["losses"]
-        return (
-            f"step {event['step']}/{event['steps']} loss {losses['total']:.4f} "
-            f"(recon {losses['recon']:.4f} harm {losses['harm']:.4f}) lr {event['lr']:.2e} "
-            f"{event['samples_per_s']:.1f} samples/s "
-            f"eta {format_duration(event['eta_s'])}"
-        )
+        return step_line(event["step"], event["steps"], event["losses"], event["lr"], event["samples_per_s"], event["eta_s"])
     if event["kind"] == "start":
         verb = "resuming from step" if event["step"] else "starting at step"
         return (
@@ -87,4 +81,4 @@ def progress_line(event: dict[str, Any]) -> str:
     return f"{event['kind']}: {event}"
 
 
-__all__ = ["EVENT_QUEUE_SIZE", "RankZeroEvents", "drain_events", "progress_line"]
+__all__ = ["EVENT_QUEUE_SIZE", "RankZeroEvents", "drain_events", "event_line"]

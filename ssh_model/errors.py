@@ -36,7 +36,7 @@ IMAGE_REASONS = {
     "too_large": "width x height over the pixel limit (SSH_MAX_IMAGE_PIXELS or the max_pixels given)",
     "not_rgb": "no colour channels where a colour photo is required",
 }
-# Problems with what is given to harmonize: raised by ``ssh_model.images.check_composite`` and
+# Problems with what is given to harmonize: raised by ``ssh_model.inputs`` and
 # ``ssh_model.regions``, where they are found; the batch job and the CLI report them as they are.
 ROW_REASONS = {
     "bad_array": "an in-memory image or mask of the wrong type, shape or value range",

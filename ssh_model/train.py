@@ -178,6 +178,14 @@ def sample_grid(content: Tensor, reference: Tensor, output: Tensor, target: Tens
     return grid.reshape(-1, grid.shape[2], 3)
 
 
+def step_line(step: int, steps: int, losses: Mapping[str, float], lr: float, samples_per_s: float, eta_s: float) -> str:
+    """The one progress line of training: step, losses, learning rate, throughput and ETA."""
+    return (
+        f"step {step}/{steps} loss {losses['total']:.4f} (recon {losses['recon']:.4f} harm {losses['harm']:.4f}) "
+        f"lr {lr:.2e} {samples_per_s:.1f} samples/s eta {format_duration(eta_s)}"
+    )
+
+
 def train(
     model: nn.Module,
     batches: Iterable[Mapping[str, np.ndarray | Tensor]],
@@ -239,17 +247,7 @@ def train(
         if is_sample:
             grid = sample_grid(tensors["content_a"], tensors["reference_b"], outputs, tensors["content_b"])
         terms = {k: v for k, v in history[-1].items() if k not in ("step", "lr")}
-        logger.info(
-            "step %d/%d loss %.4f (recon %.4f harm %.4f) lr %.2e %.1f samples/s eta %s",
-            step,
-            cfg.steps,
-            terms["total"],
-            terms["recon"],
-            terms["harm"],
-            lr,
-            samples_per_s,
-            format_duration(eta_s),
-        )
+        logger.info("%s", step_line(step, cfg.steps, terms, lr, samples_per_s, eta_s))
         if callback is not None:
             callback(StepEvent(step, cfg.steps, terms, lr, samples_per_s, eta_s, grid))
     flush()

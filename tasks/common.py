@@ -14,7 +14,9 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from ssh_model.errors import is_transient
 
@@ -23,9 +25,6 @@ logger = logging.getLogger(__name__)
 
 def run_logger() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a flow or task run (lines reach the Prefect UI), else a plain logger."""
-    from prefect import get_run_logger
-    from prefect.exceptions import MissingContextError
-
     try:
         return get_run_logger()
     except MissingContextError:

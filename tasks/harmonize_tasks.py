@@ -6,17 +6,17 @@ tasks that do plain storage I/O retry (``tasks.common.IO_TASK``); the inference 
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
+from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.batch_inference import JobOptions, JobOutcome, run_job
 from pipeline.batch_stages import ModelPayload, load_model_payload
 from pipeline.catalog import Catalog, read_catalog
 from pipeline.job_report import render_job_report
-from pipeline.ray_runtime import ray_init
+from pipeline.ray_runtime import ray_session
 from pipeline.results import load_previous, merge_results, new_run_id, report_url
 from ssh_model.storage import write_bytes_atomic
-from tasks.common import IO_TASK
+from tasks.common import IO_TASK, run_logger
 
 
 @task(name="load-catalog", **IO_TASK)
@@ -27,7 +27,7 @@ def load_catalog(url: str, output_prefix: str | None) -> Catalog:
     (``pipeline.catalog.default_output_prefix``). Rows with unsafe outputs fail alone later (unsafe_output).
     """
     catalog = read_catalog(url, output_prefix)
-    get_run_logger().info(
+    run_logger().info(
         "catalog %s: %d rows; outputs under %s; results in %s", url, len(catalog), catalog.output_prefix, catalog.results_dir
     )
     return catalog
@@ -37,7 +37,7 @@ def load_catalog(url: str, output_prefix: str | None) -> Catalog:
 def resolve_model(model_uri: str) -> ModelPayload:
     """Load the model behind ``model_uri`` once; an alias is pinned to this version for the whole run."""
     model = load_model_payload(model_uri)
-    get_run_logger().info("model %s resolves to version %s (%d bytes)", model_uri, model.version, len(model.weights))
+    run_logger().info("model %s resolves to version %s (%d bytes)", model_uri, model.version, len(model.weights))
     return model
 
 
@@ -45,29 +45,22 @@ def resolve_model(model_uri: str) -> ModelPayload:
 def load_previous_results(results_dir: str) -> dict[str, dict]:
     previous = load_previous(results_dir)
     if previous:
-        get_run_logger().info("%d rows have records from earlier runs", len(previous))
+        run_logger().info("%d rows have records from earlier runs", len(previous))
     return previous
 
 
 @task(name="harmonize-rows", cache_policy=NO_CACHE)
 def harmonize_rows(catalog: Catalog, options: JobOptions, model: ModelPayload, previous: dict[str, dict]) -> JobOutcome:
     """The Ray Data job; not retried (a re-run of the flow resumes where this one stopped)."""
-    log = get_run_logger()
-    started_ray = ray_init()
-    try:
-        return run_job(catalog, options, model, previous, new_run_id(), log=log)
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+    with ray_session():
+        return run_job(catalog, options, model, previous, new_run_id(), log=run_logger())
 
 
 @task(name="publish-results", **IO_TASK)
 def publish_results(results_dir: str) -> str:
     """Merge the run's record fragments into the results table (idempotent, so safe to retry)."""
     url, table = merge_results(results_dir)
-    get_run_logger().info("results table: %s (%d rows)", url, table.num_rows)
+    run_logger().info("results table: %s (%d rows)", url, table.num_rows)
     return url
 
 

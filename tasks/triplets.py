@@ -1,7 +1,7 @@
 """The Prefect tasks of build-triplets: plan (and clean or resume), generate the shards on Ray, publish.
 
-The work itself is ``pipeline.triplets``; these wrappers add the task names the UI shows and log
-through Prefect's run logger.
+The work itself is ``pipeline.triplets`` and ``pipeline.triplet_versions``; these wrappers add the
+task names the UI shows and log through Prefect's run logger.
 """
 
 from __future__ import annotations
@@ -12,28 +12,10 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from pipeline.triplet_plan import (
-    BuildParams,
-    ShardPlan,
-    check_build_arguments,
-    image_manifest,
-    load_lut_bank,
-    load_outlines,
-    lut_bank_digest,
-    outlines_digest,
-    plan_shards,
-)
-from pipeline.triplets import (
-    BUILD_MARKER,
-    Preparation,
-    marker_payload,
-    prepare_version,
-    run_shard_builders,
-    version_root_of,
-    write_json,
-)
-from ssh_model import storage
-from ssh_model.settings import get_settings
+from pipeline import triplet_versions, triplets
+from pipeline.triplet_plan import BuildParams, ShardPlan
+from pipeline.triplet_versions import Preparation, version_root_of
+from pipeline.triplets import run_shard_builders
 from tasks.common import run_logger
 
 
@@ -54,47 +36,22 @@ def plan_build(
     natural_fraction: float = 0.0,
 ) -> tuple[BuildParams, Preparation]:
     """Read the image manifest and the LUT bank, fix the parameters, and clean or resume the version."""
-    log = run_logger()
-    check_build_arguments(
-        per_image, crop_size, seed, encoding, rows_per_group, triplets_per_shard, region_fraction, natural_fraction
-    )
-    settings = get_settings()
-    manifest, manifest_sha = image_manifest(data_root)
-    if manifest.num_rows == 0:
-        raise ValueError(f"the image manifest under {data_root} is empty: ingest some photos first")
-    bank = load_lut_bank(luts, settings.lut_size)
-    outlines = load_outlines(masks) if masks else []
-    params = BuildParams(
+    return triplets.plan_build(
+        data_root=data_root,
+        version=version,
         luts=luts,
-        lut_size=settings.lut_size,
-        lut_bank_sha256=lut_bank_digest(bank),
-        image_manifest_sha256=manifest_sha,
         per_image=per_image,
         crop_size=crop_size,
         seed=seed,
         encoding=encoding,
         rows_per_group=rows_per_group,
-        images_per_shard=max(1, triplets_per_shard // per_image),
-        region_fraction=float(region_fraction),
-        natural_fraction=float(natural_fraction),
-        masks=masks or "",
-        masks_sha256=outlines_digest(outlines) if outlines else "",
+        triplets_per_shard=triplets_per_shard,
+        overwrite=overwrite,
+        region_fraction=region_fraction,
+        masks=masks,
+        natural_fraction=natural_fraction,
+        log=run_logger(),
     )
-    plans = plan_shards(manifest, params.images_per_shard)
-    log.info(
-        "%d photos, %d LUTs (%s), %d triplets per photo at %d px (%.0f%% region layout, %s; %.0f%% with a "
-        "natural reference) -> %d shards",
-        manifest.num_rows,
-        len(bank),
-        luts,
-        per_image,
-        crop_size,
-        100 * region_fraction,
-        f"{len(outlines)} object outlines" if outlines else "blob regions",
-        100 * natural_fraction,
-        len(plans),
-    )
-    return params, prepare_version(version_root_of(data_root, version), params, plans, overwrite, log=log)
 
 
 @task(name="generate-triplet-shards", cache_policy=NO_CACHE)
@@ -108,18 +65,6 @@ def generate_shards(
 @task(name="publish-triplet-version", cache_policy=NO_CACHE)
 def publish_version(data_root: str, version: str, params: BuildParams, entries: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Check every planned shard exists, then write the completion marker (last)."""
-    root = version_root_of(data_root, version)
-    payload = marker_payload(version, params, entries)
-    for entry in payload["files"]:
-        if not storage.exists(storage.join(root, entry["path"])):
-            raise RuntimeError(f"shard {entry['path']} is missing under {root}; the version is not complete")
-    write_json(storage.join(root, BUILD_MARKER), payload)
-    run_logger().info(
-        "version %s complete: %d triplets in %d files (%s), %d bytes per triplet",
-        root,
-        payload["triplets"],
-        len(payload["files"]),
-        ", ".join(f"{k} {v['triplets']}" for k, v in sorted(payload["counts"].items())),
-        payload["bytes_per_triplet"],
+    return triplet_versions.publish_version(
+        data_root=data_root, version=version, params=params, entries=entries, log=run_logger()
     )
-    return payload

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
     "ssh_model": {"prefect", "ray", "mlflow", "pipeline", "tasks", "flows"},
     "pipeline": {"prefect", "tasks", "flows"},
-    "tasks": {"flows"},
+    "tasks": {"flows", "mlflow", "ray"},  # Ray and MLflow work belong to pipeline/
 }
 
 

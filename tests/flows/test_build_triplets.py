@@ -8,7 +8,7 @@ import pytest
 from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
 from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
-from pipeline.triplets import BUILD_MARKER, VersionConflict
+from pipeline.triplet_versions import BUILD_MARKER, VersionConflict
 from ssh_model import storage
 from ssh_model.dataset import TripletDataset
 from ssh_model.shards import DEFAULT_ENCODING

@@ -5,7 +5,8 @@ import mlflow
 import pytest
 
 from flows.compare_models import compare_models
-from pipeline.registry import log_model, promotion_gate, register_candidate
+from pipeline.gate import promotion_gate
+from pipeline.registry import log_model, register_candidate
 from pipeline.tracking import KIND_TAG, tracked_run
 from tests.pipeline.training_cases import (
     mlflow_store,

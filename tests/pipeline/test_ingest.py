@@ -14,19 +14,19 @@ from pipeline.ingest import (
     expand_sources,
     images_url,
     ingest_one,
+    ingest_photos,
     photo_urls,
     read_table,
     split_of,
 )
 from ssh_model import storage
 from ssh_model.samples import sample_photo_paths
-from tasks.ingest import ingest_photos
 from tests.pipeline.photo_cases import fault_files, good_files, smooth_photo, write_files
 
 
 def run_ingest(sources: list[str], data_root: str, max_workers: int = 4):
     urls, empty = expand_sources(sources)
-    return ingest_photos.fn(urls, data_root, empty, max_workers=max_workers, sources=sources)
+    return ingest_photos(urls, data_root, empty, max_workers=max_workers, sources=sources)
 
 
 def test_split_is_a_fixed_function_of_the_hash_with_about_90_5_5_percent():

@@ -14,17 +14,16 @@ import torch
 from PIL import Image
 
 from pipeline.evaluation import evaluate_composites, fixed_evaluation_set, methods_for
+from pipeline.gate import decide, promotion_gate
 from pipeline.registry import (
     CANDIDATE,
     CHAMPION,
     MODEL_NAME,
-    decide,
     default_model_uri,
     expand_model_ref,
     load_registered_model,
     log_model,
     parse_models_uri,
-    promotion_gate,
     register_candidate,
     register_pretrained,
 )

@@ -10,8 +10,9 @@ import torch
 
 from pipeline.evaluation import selection_composites, selection_score
 from pipeline.tracking import RunRecorder, tracked_run
-from pipeline.training import STATE_FILE, InsufficientResources, TrainingJob, resume_position, run_training
-from pipeline.training_events import progress_line
+from pipeline.training import InsufficientResources, run_training
+from pipeline.training_events import event_line
+from pipeline.training_worker import STATE_FILE, TrainingJob, resume_position
 from ssh_model import storage
 from ssh_model.checkpoints import load_training_state
 from ssh_model.images import encode_image
@@ -54,7 +55,7 @@ def test_given_a_ray_data_build_when_two_workers_train_then_they_finish_and_log_
     torch.manual_seed(0)
     untrained = ssh_tiny().state_dict()
     assert any(not torch.equal(v, untrained[k]) for k, v in outcome.model.state_dict().items())
-    assert "samples/s" in progress_line(outcome.progress[-1]) and "eta" in progress_line(outcome.progress[-1])
+    assert "samples/s" in event_line(outcome.progress[-1]) and "eta" in event_line(outcome.progress[-1])
 
 
 @pytest.mark.timeout(300)

@@ -18,18 +18,17 @@ from pipeline.triplet_plan import (
     plan_shards,
     triplet_rng,
 )
-from pipeline.triplets import (
+from pipeline.triplet_versions import (
     BUILD_MARKER,
     BUILD_PARAMS,
     VersionConflict,
-    build_shard,
     expected_groups,
     marker_payload,
     prepare_version,
-    run_shard_builders,
     version_root_of,
     write_json,
 )
+from pipeline.triplets import build_shard, run_shard_builders
 from ssh_model import storage
 from ssh_model.lut import apply_lut, random_lut, write_cube
 from ssh_model.shards import decode_batch

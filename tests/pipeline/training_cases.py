@@ -66,7 +66,7 @@ def write_triplet_version(
 ) -> str:
     """A complete version at ``root``: ``{split}/part-00000.parquet`` with ``splits[split]`` photos x
     ``per_image`` triplets each, and the completion marker. Returns ``root``."""
-    from pipeline.triplets import BUILD_MARKER, marker_payload, write_json
+    from pipeline.triplet_versions import BUILD_MARKER, marker_payload, write_json
 
     bank, params = _params(crop_size, per_image, rows_per_group, max(splits.values()))
     entries = []
@@ -102,14 +102,8 @@ def build_version_with_ray(
     and its completion marker. Returns the version root."""
     from pipeline.ingest import MANIFEST_SCHEMA, images_url, split_of
     from pipeline.triplet_plan import plan_shards
-    from pipeline.triplets import (
-        BUILD_MARKER,
-        marker_payload,
-        prepare_version,
-        run_shard_builders,
-        version_root_of,
-        write_json,
-    )
+    from pipeline.triplet_versions import BUILD_MARKER, marker_payload, prepare_version, version_root_of, write_json
+    from pipeline.triplets import run_shard_builders
 
     rows = []
     for _ in range(photos):
