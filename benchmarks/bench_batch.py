@@ -133,7 +133,7 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
     """The bare loop: what one actor does per row, with nothing around it, on one torch thread."""
     import torch
 
-    from pipeline.batch_stages import load_model_payload, model_from_payload
+    from pipeline.batch_actor import load_model_payload, model_from_payload
     from ssh_model.images import decode_image, decode_mask, encode_image
     from ssh_model.inference import harmonize
     from ssh_model.storage import join, read_bytes, write_bytes_atomic

@@ -52,15 +52,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import ray
 
-from pipeline.batch_stages import (
-    PLAN_SCHEMA,
-    PREVIOUS_KEYS,
-    THUMBS,
-    Harmonizer,
-    ModelPayload,
-    fetch_inputs,
-    load_model_payload,
-)
+from pipeline.batch_actor import Harmonizer, ModelPayload, load_model_payload
+from pipeline.batch_stages import PLAN_SCHEMA, PREVIOUS_KEYS, THUMBS, fetch_inputs
 from pipeline.catalog import Catalog
 from pipeline.job_report import RunSummary, SummaryBuilder
 from pipeline.ray_runtime import ray_init

@@ -9,8 +9,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.batch_actor import ModelPayload, load_model_payload
 from pipeline.batch_inference import JobOptions, JobOutcome, run_job
-from pipeline.batch_stages import ModelPayload, load_model_payload
 from pipeline.catalog import Catalog, read_catalog
 from pipeline.job_report import render_job_report
 from pipeline.ray_runtime import ray_session
