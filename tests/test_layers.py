@@ -1,6 +1,8 @@
 """The layers of the project import downwards only: flows -> tasks -> pipeline -> ssh_model."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +32,11 @@ def test_given_a_layer_then_none_of_its_modules_imports_a_layer_above_it_or_a_fo
     assert modules
     offending = {str(path.relative_to(ROOT)): sorted(imported_packages(path) & FORBIDDEN[layer]) for path in modules}
     assert {path: found for path, found in offending.items() if found} == {}
+
+
+def test_given_the_batch_fetch_stage_when_imported_then_torch_and_ray_are_not():
+    # The fetch tasks run in many light Ray workers; importing torch there costs each one seconds and memory.
+    code = "import sys, pipeline.batch_stages; print(sorted({'torch', 'ray'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
