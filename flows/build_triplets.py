@@ -99,17 +99,17 @@ def build_triplets(
     params, prepared = plan_build(
         data_root,
         version,
-        luts,
-        per_image,
-        crop_size,
-        seed,
-        encoding,
-        rows_per_group,
-        triplets_per_shard,
-        overwrite,
-        region_fraction,
-        masks,
-        natural_fraction,
+        luts=luts,
+        per_image=per_image,
+        crop_size=crop_size,
+        seed=seed,
+        encoding=encoding,
+        rows_per_group=rows_per_group,
+        triplets_per_shard=triplets_per_shard,
+        overwrite=overwrite,
+        region_fraction=region_fraction,
+        masks=masks,
+        natural_fraction=natural_fraction,
     )
     if prepared.complete is not None:
         log.info("%s is complete with the same parameters: nothing to do (overwrite=True rebuilds it)", root)

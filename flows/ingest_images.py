@@ -58,7 +58,7 @@ def ingest_images(sources: list[str] | None = None, data_root: str | None = None
     log = run_logger()
     log.info("ingesting %s into %s", sources, data_root)
     urls, empty_sources = list_sources(sources)
-    summary = ingest_photos(urls, data_root, empty_sources, max_workers=max_workers, sources=sources)
+    summary = ingest_photos(urls, data_root, empty_sources=empty_sources, max_workers=max_workers, sources=sources)
     create_markdown_artifact(summary_markdown(summary), key="ingest-images-summary", description="ingest-images run summary")
     return summary.as_dict()
 

@@ -6,6 +6,7 @@ The work itself is ``pipeline.ingest``; these wrappers add the task names and Pr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -24,19 +25,6 @@ def list_sources(sources: Sequence[str]) -> tuple[list[str], list[dict[str, str]
 
 
 @task(name="ingest-photos", cache_policy=NO_CACHE)
-def ingest_photos(
-    urls: Sequence[str],
-    data_root: str,
-    empty_sources: Sequence[dict[str, str]] = (),
-    max_workers: int = 8,
-    sources: Sequence[str] = (),
-) -> IngestSummary:
-    """Read the new URLs, copy the good photos, and update the manifest and rejects tables."""
-    return ingest.ingest_photos(
-        urls=urls,
-        data_root=data_root,
-        empty_sources=empty_sources,
-        max_workers=max_workers,
-        sources=sources,
-        log=run_logger(),
-    )
+def ingest_photos(urls: Sequence[str], data_root: str, **options: Any) -> IngestSummary:
+    """``pipeline.ingest.ingest_photos`` (the arguments and their defaults are there) with the run's logger."""
+    return ingest.ingest_photos(urls, data_root, log=run_logger(), **options)

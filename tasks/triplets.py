@@ -20,38 +20,9 @@ from tasks.common import run_logger
 
 
 @task(name="plan-triplet-build", cache_policy=NO_CACHE)
-def plan_build(
-    data_root: str,
-    version: str,
-    luts: str,
-    per_image: int,
-    crop_size: int,
-    seed: int,
-    encoding: str,
-    rows_per_group: int,
-    triplets_per_shard: int,
-    overwrite: bool,
-    region_fraction: float = 0.0,
-    masks: str | None = None,
-    natural_fraction: float = 0.0,
-) -> tuple[BuildParams, Preparation]:
-    """Read the image manifest and the LUT bank, fix the parameters, and clean or resume the version."""
-    return triplets.plan_build(
-        data_root=data_root,
-        version=version,
-        luts=luts,
-        per_image=per_image,
-        crop_size=crop_size,
-        seed=seed,
-        encoding=encoding,
-        rows_per_group=rows_per_group,
-        triplets_per_shard=triplets_per_shard,
-        overwrite=overwrite,
-        region_fraction=region_fraction,
-        masks=masks,
-        natural_fraction=natural_fraction,
-        log=run_logger(),
-    )
+def plan_build(data_root: str, version: str, **options: Any) -> tuple[BuildParams, Preparation]:
+    """``pipeline.triplets.plan_build`` (the arguments and their defaults are there) with the run's logger."""
+    return triplets.plan_build(data_root, version, log=run_logger(), **options)
 
 
 @task(name="generate-triplet-shards", cache_policy=NO_CACHE)
