@@ -74,15 +74,14 @@ def write_output(url: str, data: bytes, role: str = "output") -> None:
         raise storage_error(err, url, role) from err
 
 
-def require_same_size(first: tuple[str, str, np.ndarray], *others: tuple[str, str, np.ndarray]) -> None:
-    """Each of ``(role, url, pixels)`` in ``others`` must have the height and width of ``first``."""
-    role, url, pixels = first
+def require_same_size(first: tuple[str, np.ndarray], *others: tuple[str, np.ndarray]) -> None:
+    """Each of ``(label, pixels)`` in ``others`` (a label such as "mask m.png") must have the height and width
+    of ``first``."""
+    label, pixels = first
     height, width = pixels.shape[:2]
-    for other_role, other_url, other in others:
+    for other_label, other in others:
         if other.shape[:2] != (height, width):
-            raise InputError(
-                f"{other_role} {other_url} is {other.shape[1]}x{other.shape[0]} but {role} {url} is {width}x{height}"
-            )
+            raise InputError(f"{other_label} is {other.shape[1]}x{other.shape[0]} but {label} is {width}x{height}")
 
 
 def refuse_overwriting(output: str, inputs: list[str]) -> None:
@@ -100,19 +99,8 @@ def split_names(text: str) -> list[str]:
 # -- composite --------------------------------------------------------------------------------------
 
 
-def read_mask_or_alpha(image_url: str, mask_url: str | None, role: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """(RGB pixels of ``image_url``, its mask, how to name the mask): the mask file when given, else the
-    image's own alpha; neither is the one-line "no_mask" error naming the image."""
-    from ssh_model.images import read_image_and_alpha, read_mask
-    from ssh_model.inputs import composite_and_mask
-
-    image, alpha = read_image_and_alpha(image_url)
-    image, mask = composite_and_mask(image, read_mask(mask_url) if mask_url else alpha, f"{role} {image_url}")
-    return image, mask, mask_url or f"the alpha of {image_url}"
-
-
 def cmd_composite(args: argparse.Namespace) -> int:
-    from ssh_model.images import encode_image, read_image
+    from ssh_model.images import encode_image, read_image, read_image_with_mask
     from ssh_model.inference import blend_region
     from ssh_model.lut import apply_lut, random_lut
 
@@ -123,10 +111,10 @@ def cmd_composite(args: argparse.Namespace) -> int:
         raise InputError(f"--strength must be >= 0, got {strength:g}")
     fmt = output_format(writable(args.output))
     refuse_overwriting(args.output, [args.foreground, *filter(None, [args.mask]), args.background])
-    foreground, mask, mask_name = read_mask_or_alpha(args.foreground, args.mask, "foreground")
+    foreground, mask, mask_name = read_image_with_mask(args.foreground, args.mask, "foreground")
     background = read_image(args.background)
     require_same_size(
-        ("foreground", args.foreground, foreground), ("mask", mask_name, mask), ("background", args.background, background)
+        (f"foreground {args.foreground}", foreground), (mask_name, mask), (f"background {args.background}", background)
     )
     if args.grade is not None:
         foreground = apply_lut(foreground, random_lut(args.grade, strength=strength))
@@ -143,13 +131,13 @@ def cmd_composite(args: argparse.Namespace) -> int:
 def load_row(row: CatalogRow) -> tuple[Composite, np.ndarray | None]:
     """A catalog row's images as an evaluation item (composite, mask, target) and its background, if any."""
     from ssh_model.composites import Composite
-    from ssh_model.images import read_image
+    from ssh_model.images import read_image, read_image_with_mask
 
     if not row.target:
         raise InputError("no target (ground truth) in the catalog")
-    composite, mask, mask_name = read_mask_or_alpha(row.composite, row.mask, "composite")
+    composite, mask, mask_name = read_image_with_mask(row.composite, row.mask)
     target = read_image(row.target)
-    require_same_size(("composite", row.composite, composite), ("mask", mask_name, mask), ("target", row.target, target))
+    require_same_size((f"composite {row.composite}", composite), (mask_name, mask), (f"target {row.target}", target))
     background = read_image(row.background) if row.background else None
     return Composite(id=row.id, composite=composite, mask=mask, target=target, lut="", level=""), background
 

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ssh_model.errors import IMAGE_REASONS, STORAGE_REASONS, HarmonizeInputError, storage_error
+from ssh_model.inputs import composite_and_mask
 from ssh_model.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -269,6 +270,18 @@ def read_image_and_alpha(url: str, max_pixels: int | None = None) -> tuple[np.nd
     return decode_image_and_alpha(_read(url), url, max_pixels=max_pixels)
 
 
+def read_image_with_mask(
+    url: str, mask_url: str | None = None, role: str = "composite", max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(RGB (H, W, 3) of the image at ``url``, its mask as float32 (H, W), how messages name the mask): the mask
+    at ``mask_url`` when given, else the image's own alpha (an RGBA cut-out); neither is the "no_mask" error
+    naming the image as ``"{role} {url}"``."""
+    image, alpha = read_image_and_alpha(url, max_pixels)
+    mask = read_mask(mask_url, max_pixels) if mask_url else alpha
+    image, mask = composite_and_mask(image, mask, f"{role} {url}")
+    return image, mask, f"mask {mask_url}" if mask_url else f"the alpha of {url}"
+
+
 def read_mask(url: str, max_pixels: int | None = None) -> np.ndarray:
     """``decode_mask`` of the bytes at an fsspec URL -> float32 (H, W) in [0, 1]."""
     return decode_mask(_read(url), url, max_pixels=max_pixels)
@@ -327,5 +340,6 @@ __all__ = [
     "probe_image",
     "read_image",
     "read_image_and_alpha",
+    "read_image_with_mask",
     "read_mask",
 ]

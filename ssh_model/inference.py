@@ -50,7 +50,7 @@ from PIL import Image
 
 from ssh_model.colour import ColourTransform, fit_colour_transform
 from ssh_model.colour_net import apply_transform
-from ssh_model.images import read_image, read_image_and_alpha, read_mask
+from ssh_model.images import read_image, read_image_with_mask, read_mask
 from ssh_model.inputs import MASK_EPSILON, check_composite, check_reference, composite_and_mask
 from ssh_model.lut import LUT, apply_lut, apply_lut_torch, luts_to_tensor
 from ssh_model.network import images_to_tensor
@@ -346,9 +346,7 @@ def harmonize_files(
 ) -> np.ndarray:
     """``harmonize`` on images at fsspec URLs (EXIF, grey and 16-bit handled by ``ssh_model.images``);
     without ``mask_url`` the composite's alpha is the mask. Returns uint8 (H, W, 3)."""
-    composite, alpha = read_image_and_alpha(composite_url)
-    mask = read_mask(mask_url) if mask_url else alpha  # None: "no_mask", naming the composite
-    mask_name = f"mask {mask_url}" if mask_url else f"the alpha of {composite_url}"
+    composite, mask, mask_name = read_image_with_mask(composite_url, mask_url)
     background = read_image(background_url) if background_url else None
     reference_mask = read_mask(reference_mask_url) if reference_mask_url else None
     return harmonize_details(

@@ -169,13 +169,12 @@ def region_reference(
     shape = net_shape(box[2] - box[0], box[3] - box[1], size)
     small = resize_area(Image.fromarray(image), shape, box)  # (h, w, 3)
     inside = resize_area(Image.fromarray(region), shape, box)  # (h, w) float32
-    known = inside >= CORE_MASK
+    touched = np.zeros(inside.shape, bool)  # low-resolution pixels the foreground reaches
     if foreground is not None:
-        known &= ~_grow(resize_area(Image.fromarray(foreground), shape, box) > 0)
+        touched = resize_area(Image.fromarray(foreground), shape, box) > 0
+    known = (inside >= CORE_MASK) & ~_grow(touched)
     if not known.any():  # a thin region: every low-resolution pixel it reaches
-        known = inside > 0
-        if foreground is not None:
-            known &= ~(resize_area(Image.fromarray(foreground), shape, box) > 0)
+        known = (inside > 0) & ~touched
     if not known.any():
         raise HarmonizeInputError("empty_reference", "the reference region is too small to see at network resolution")
     return small if known.all() else push_pull_fill(small, known)
