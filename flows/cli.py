@@ -90,6 +90,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import subprocess
 
     from pipeline.registry import load_registered_model, servable_problem
+    from pipeline.serving import serve_command
     from ssh_model.errors import ModelError
 
     uri = _registered(args.model)
@@ -97,24 +98,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     problem = servable_problem(uri)
     if problem:
         raise ModelError("not_a_model", problem)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        uri,
-        "--env-manager",
-        "local",
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
+    command, env = serve_command(uri, args.host, args.port)
     logging.getLogger("ssh.cli").info("serving %s: %s", uri, " ".join(command[1:]))
-    scripts = os.path.dirname(sys.executable)  # the server execs `uvicorn` from this environment's bin folder
-    return subprocess.call(command, env={**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"})
+    return subprocess.call(command, env=env)
 
 
 def _cmd_upgrade_model(args: argparse.Namespace) -> int:

@@ -10,6 +10,9 @@ pyfunc (``pipeline/pyfunc_model.py``) imports it when a server loads a model.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pandas as pd
 from mlflow.models import ModelSignature
@@ -26,6 +29,14 @@ SIGNATURE = ModelSignature(
 )
 
 
+def serve_command(model_uri: str, host: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment that start MLflow's scoring server for ``model_uri`` with this Python."""
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri]
+    command += ["--env-manager", "local", "--host", host, "--port", str(port)]
+    scripts = os.path.dirname(sys.executable)  # the server execs `uvicorn` from this environment's bin folder
+    return command, {**os.environ, "PATH": f"{scripts}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def input_example(height: int = 24, width: int = 32) -> pd.DataFrame:
     """One small composite (a shifted square on a gradient) and its mask as PNG bytes: what a request holds."""
     yy, xx = np.mgrid[0:height, 0:width]
@@ -36,4 +47,4 @@ def input_example(height: int = 24, width: int = 32) -> pd.DataFrame:
     return pd.DataFrame({"composite": [encode_image(composite, "PNG")], "mask": [encode_image(mask, "PNG")]})
 
 
-__all__ = ["DEFAULT_SIZE", "OPTIONAL_INPUTS", "SIGNATURE", "input_example"]
+__all__ = ["DEFAULT_SIZE", "OPTIONAL_INPUTS", "SIGNATURE", "input_example", "serve_command"]

@@ -1,6 +1,6 @@
 """What the Prefect tasks share: the run logger and the retry policy of tasks that do storage I/O.
 
-Only tasks that do plain storage I/O retry, and only on transient I/O errors (``is_transient_io_error``:
+Only tasks that do plain storage I/O retry, and only on transient I/O errors (``ssh_model.errors.is_transient``:
 refused or reset connections, unreachable endpoints, timeouts, HTTP 5xx, throttling): a bad catalog or
 a missing object will not get better by waiting. Retries back off (``IO_RETRY_DELAYS``) and stop once
 ``IO_RETRY_BUDGET_S`` have passed since the first try, so an S3 endpoint that is down fails the flow in
@@ -36,14 +36,6 @@ IO_RETRY_DELAYS = [1, 3, 9]  # seconds before the 1st, 2nd and 3rd retry
 IO_RETRY_BUDGET_S = 15.0  # no retry starts once this long has passed since the task's first try
 
 
-def is_transient_io_error(error: object) -> bool:
-    """True when waiting may help: refused or reset connections, unreachable endpoints (botocore's
-    EndpointConnectionError), connect and read timeouts, HTTP 5xx and throttling (SlowDown, 503), and
-    other OS-level I/O errors; False for missing or forbidden objects, bad URLs, bad data and non-errors.
-    Causes count: fsspec's HTTP ``FileNotFoundError`` raised from a refused connection is transient."""
-    return isinstance(error, BaseException) and is_transient(error)
-
-
 def seconds_since_first_try(task_run: Any) -> float:
     started = getattr(task_run, "start_time", None)
     if started is None:
@@ -53,7 +45,7 @@ def seconds_since_first_try(task_run: Any) -> float:
 
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
     """``retry_condition_fn``: retry a transient I/O error while within ``IO_RETRY_BUDGET_S``."""
-    return is_transient_io_error(getattr(state, "data", None)) and seconds_since_first_try(task_run) < IO_RETRY_BUDGET_S
+    return is_transient(getattr(state, "data", None)) and seconds_since_first_try(task_run) < IO_RETRY_BUDGET_S
 
 
 IO_TASK = {  # the options of every task that does storage I/O: @task(name=..., **IO_TASK)

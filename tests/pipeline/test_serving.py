@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from pipeline.registry import (
     servable_problem,
     upgrade_version,
 )
+from pipeline.serving import serve_command
 from pipeline.tracking import tracked_run
 from ssh_model.checkpoints import load_model
 from ssh_model.composites import blob_mask
@@ -92,23 +92,8 @@ def test_given_a_registered_champion_when_served_then_a_dataframe_split_request_
     folder, tracking_uri = store
     _, weights = register_tiny(folder, "served", seed=7)
     port = free_port()
-    scripts = os.path.dirname(sys.executable)  # the server execs `uvicorn` from the environment's bin folder
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PATH": f"{scripts}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        f"models:/served@{CHAMPION}",
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    command, env = serve_command(f"models:/served@{CHAMPION}", "127.0.0.1", port)
+    env["MLFLOW_TRACKING_URI"] = tracking_uri
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{port}"

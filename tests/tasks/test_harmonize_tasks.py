@@ -16,10 +16,9 @@ from botocore.exceptions import (
 from prefect import flow
 
 from pipeline.catalog import CatalogError, write_catalog
-from ssh_model.errors import HarmonizeInputError
+from ssh_model.errors import HarmonizeInputError, is_transient
 from ssh_model.images import ImageError
 from ssh_model.storage import read_bytes
-from tasks.common import is_transient_io_error
 from tasks.harmonize_tasks import load_catalog
 from tests.pipeline.http_cases import FLAKY_FAILURES
 
@@ -74,7 +73,7 @@ def test_given_network_failures_when_classified_then_each_is_transient(failing_h
         "typed unreachable": HarmonizeInputError("unreachable", "catalog s3://b/c.csv: ...", transient=True),
     }
 
-    assert {name: is_transient_io_error(err) for name, err in transient.items()} == dict.fromkeys(transient, True)
+    assert {name: is_transient(err) for name, err in transient.items()} == dict.fromkeys(transient, True)
 
 
 def test_given_permanent_failures_or_non_errors_when_classified_then_none_is_transient(failing_http_server, tmp_path):
@@ -94,7 +93,7 @@ def test_given_permanent_failures_or_non_errors_when_classified_then_none_is_tra
         "not an exception": "ConnectionRefusedError",
     }
 
-    assert {name: is_transient_io_error(err) for name, err in permanent.items()} == dict.fromkeys(permanent, False)
+    assert {name: is_transient(err) for name, err in permanent.items()} == dict.fromkeys(permanent, False)
 
 
 def test_given_a_catalog_behind_a_server_answering_503_when_loaded_then_a_retry_gets_it(
