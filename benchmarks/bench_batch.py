@@ -156,11 +156,12 @@ def sequential(rows: list[dict[str, str]], model_uri: str, out_prefix: str, jpeg
 
 
 def job(catalog_url: str, out_prefix: str, model_uri: str, actors: int, jpeg_quality: int) -> dict:
-    from pipeline.batch_inference import JobOptions, run_catalog
+    from pipeline.batch_inference import run_catalog
     from pipeline.catalog import read_catalog
+    from pipeline.configs import BatchConfig
 
     catalog = read_catalog(catalog_url, output_prefix=out_prefix)
-    options = JobOptions(
+    options = BatchConfig(
         model_uri=model_uri, concurrency=actors, num_cpus=1.0, jpeg_quality=jpeg_quality, progress_every_s=1e9
     )
     arrivals: list[tuple[float, int]] = []  # (seconds since start, rows) per block of records

@@ -143,8 +143,9 @@ def batch_job(folder: str, rows: int) -> dict:
     """The batch job with default options on ``rows`` 79 MP composites."""
     import ray
 
-    from pipeline.batch_inference import JobOptions, actor_resources, run_catalog
+    from pipeline.batch_inference import actor_resources, run_catalog
     from pipeline.catalog import read_catalog, write_catalog
+    from pipeline.configs import BatchConfig
     from ssh_model.settings import get_settings
 
     height, width = SIZES["79mp"]
@@ -157,7 +158,7 @@ def batch_job(folder: str, rows: int) -> dict:
         catalog_rows.append({"id": f"big-{i:03d}", **paths})
     write_catalog(catalog_rows, f"{folder}/big.csv")
     catalog = read_catalog(f"{folder}/big.csv", output_prefix=f"{folder}/out")
-    options = JobOptions(model_uri="pretrained")
+    options = BatchConfig(model_uri="pretrained")
     started = time.perf_counter()
     with MemAvailable() as memory, ActorMemory() as actors:
         outcome = run_catalog(catalog, options)

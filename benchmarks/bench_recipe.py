@@ -199,7 +199,7 @@ def calibrated_steps(
 
     probe = build_model(preset)
     probe_cfg = TrainConfig(
-        steps=WARMUP_STEPS, batch_size=batch, lr=lr, warmup_steps=1, log_every=10**6, sample_every=0, losses=losses
+        steps=WARMUP_STEPS, batch_size=batch, lr=lr, warmup_steps=1, log_every=10**6, seed=0, losses=losses
     )
     train(probe, batches(data, batch, 1), probe_cfg)
     started = time.process_time()

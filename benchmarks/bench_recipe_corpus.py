@@ -118,7 +118,7 @@ def train_recipe(
         lr=recipe.lr,
         warmup_steps=max(1, steps // 20),
         log_every=max(1, steps // recipe.select),
-        sample_every=0,
+        seed=0,
         losses=losses,
     )
     started = time.process_time()

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from benchmarks import write_results
+from pipeline.configs import TrainModelConfig
 from ssh_model.network import count_parameters, ssh_full, ssh_small
 from ssh_model.train import TrainConfig, batch_to_tensors, make_optimizer, make_scheduler, train_step
 
+LR = TrainModelConfig().lr
 RESULTS = Path(__file__).parent / "results" / "train.json"
 
 
@@ -33,7 +35,7 @@ def train_throughput(size: int, batch: int, steps: int, warmup: int = 1) -> dict
     """Triplets/s of full training steps (batch_to_tensors + train_step) for the small preset."""
     torch.manual_seed(0)
     model = ssh_small()
-    cfg = TrainConfig(steps=steps + warmup, batch_size=batch, warmup_steps=1)
+    cfg = TrainConfig(steps=steps + warmup, batch_size=batch, lr=LR, warmup_steps=1, log_every=10, seed=0)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg)
     rng = np.random.default_rng(0)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import write_results
+from pipeline.configs import TrainModelConfig
 from pipeline.ray_runtime import ray_init
 from ssh_model.dataset import TripletDataset
 from ssh_model.images import read_image
@@ -42,6 +43,7 @@ from ssh_model.triplets import make_triplet
 RESULTS = Path(__file__).resolve().parent / "results" / "training_dist.json"
 WARMUP_STEPS = 4
 LOG_EVERY = 2
+LR = TrainModelConfig().lr
 
 
 def make_shards(root: str, crop: int, per_image: int, seed: int = 0) -> int:
@@ -84,7 +86,7 @@ def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, 
     events: list[dict[str, Any]] = []
     # A progress event every 2 steps (train-model's default is 20): each one makes rank 0 sync with the
     # host and message the driver while rank 1 waits at the next all-reduce.
-    cfg = TrainConfig(steps=steps, batch_size=batch, log_every=LOG_EVERY, sample_every=0, warmup_steps=1)
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr=LR, log_every=LOG_EVERY, warmup_steps=1, seed=0)
     job = TrainingJob(data=root, model="small", train=cfg, checkpoint_every=steps, threads=threads)
     name = f"bench-{workers}x{threads}-{time.time_ns()}"
     load_before = os.getloadavg()[0]

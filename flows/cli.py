@@ -1,4 +1,4 @@
-"""``ssh-harmonize``: the command line.
+"""``ssh-harmonize``: the one command line (typer).
 
     ssh-harmonize demo                         the main job end to end on embedded defaults
     ssh-harmonize harmonize C.png [M.png] -o O.png [--model URL] [--background B.png] [--reference-mask R.png]
@@ -10,31 +10,221 @@
     ssh-harmonize serve [champion] [--host 127.0.0.1] [--port 5001]    mlflow models serve, checked first
     ssh-harmonize upgrade-model MODEL                                    re-register with the serving signature
 
+and one command per flow, whose options are generated from the flow's stage configs
+(``pipeline.configs``: every field an option, its description the help, its default the default):
+
+    ssh-harmonize ingest | build-triplets | train | retrain | compare-models | harmonize-batch CATALOG
+
 Heavy imports (torch, Prefect, Ray) happen inside the command that needs them. Expected errors
-(a missing or bad file, images of different sizes, an invalid catalog, an unknown model or alias, a
-``models:/`` URI with no registry, an unknown URL scheme or a filesystem backend not installed) are
-printed as one line naming the argument as given (a catalog's problems one a line) and exit with
+(a missing or bad file, images of different sizes, an invalid catalog or config, an unknown model or
+alias, a ``models:/`` URI with no registry, an unknown URL scheme or a filesystem backend not installed)
+are printed as one line naming the argument as given (a catalog's problems one a line) and exit with
 status 2, without a traceback and without writing anything; ``evaluate`` exits with 1 when some rows
 failed.
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
+import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import click
+import typer
+from pydantic import ValidationError
+from rich.logging import RichHandler
 
 from flows import cli_commands
+from pipeline.configs import (
+    BatchConfig,
+    CompareConfig,
+    IngestConfig,
+    StageConfig,
+    TrainModelConfig,
+    TripletConfig,
+    demo_training,
+)
+
+app = typer.Typer(
+    name="ssh-harmonize",
+    help="Self-supervised image harmonization: harmonize composites, and run the pipeline that trains the model.",
+    rich_markup_mode=None,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+)
+catalog_app = typer.Typer(
+    help="Write a catalog (id, composite, mask, target[, background]) of a public benchmark's folder, for "
+    "evaluate and harmonize-batch.",
+    rich_markup_mode=None,
+    no_args_is_help=True,
+)
+app.add_typer(catalog_app, name="catalog")
+
+URL_NOTE = "a file or URL (s3://, http(s)://)"
+FORMATS_NOTE = "format from the extension: .png, .jpg/.jpeg or .webp"
+Output = Annotated[str, typer.Option("-o", "--output", metavar="OUT", help=f"where to write it ({FORMATS_NOTE})")]
+DataRoot = Annotated[str | None, typer.Option(help="where data, models and the MLflow store live (default: SSH_DATA_ROOT)")]
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from flows.demo import demo
+# -- the flow commands, generated from the stage configs ------------------------------------------------
 
-    if args.data_root:  # the settings every layer reads (registry lookups, Ray workers), not just the demo's
-        os.environ["SSH_DATA_ROOT"] = args.data_root
-    options = {"steps": args.steps} if args.steps else {}
-    result = demo(data_root=args.data_root, **options)
+
+def flow_command(
+    name: str, summary: str, where: list[inspect.Parameter], sections: dict[str, type[StageConfig]], run: Callable[..., Any]
+) -> None:
+    """Register ``name``: options ``where`` (what to work on) and one per field of each config in ``sections``.
+
+    A field name used by two sections becomes ``--<section>-<field>``. The command builds each config from
+    its options (a bad value is the config's one-line validation error) and calls ``run(**where, **configs)``,
+    then prints its result as JSON.
+    """
+    seen = [field for config in sections.values() for field in config.model_fields]
+    option_of: dict[str, tuple[str, str]] = {}  # option parameter -> (section, field)
+    parameters = list(where)
+    for section, config in sections.items():
+        for field, info in config.model_fields.items():
+            option = f"{section}_{field}" if seen.count(field) > 1 else field
+            option_of[option] = (section, field)
+            default = info.get_default(call_default_factory=True)
+            parameters.append(
+                inspect.Parameter(
+                    option,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=typer.Option(default, help=info.description, show_default=default is not None),
+                    annotation=info.annotation,
+                )
+            )
+
+    def command(**values: Any) -> int:
+        options = {option: values.pop(option) for option in option_of}
+        configs = {
+            section: config(**{field: options[o] for o, (s, field) in option_of.items() if s == section})
+            for section, config in sections.items()
+        }
+        result = run(**values, **configs)
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+
+    command.__signature__ = inspect.Signature(parameters)  # what typer reads the options from
+    command.__doc__ = summary
+    app.command(name)(command)
+
+
+def where(name: str, annotation: Any, default: Any, help: str, argument: bool = False) -> inspect.Parameter:
+    kind = typer.Argument(help=help) if argument else typer.Option(default, help=help)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=kind, annotation=annotation)
+
+
+DATA_ROOT = where("data_root", str | None, None, "where data, models and the MLflow store live (default: SSH_DATA_ROOT)")
+VERSION = where("version", str, "v1", "the triplet version (a folder under triplets/)")
+
+
+def _ingest(**kwargs: Any) -> Any:
+    from flows.ingest_images import ingest_images
+
+    return ingest_images(data_root=kwargs["data_root"], config=kwargs["config"])
+
+
+def _build_triplets(**kwargs: Any) -> Any:
+    from flows.build_triplets import build_triplets
+
+    return build_triplets(**kwargs)
+
+
+def _train(**kwargs: Any) -> Any:
+    from flows.train_model import train_model
+
+    result = train_model(**kwargs)
+    return {key: value for key, value in result.items() if key != "evaluation"}
+
+
+def _retrain(**kwargs: Any) -> Any:
+    from flows.retrain import retrain
+
+    result = retrain(**kwargs)
+    return {key: value for key, value in result.items() if key != "train"}
+
+
+def _compare(**kwargs: Any) -> Any:
+    from flows.compare_models import compare_models
+
+    result = compare_models(**kwargs)
+    print(result["table"])
+    return {"run_id": result["run_id"], "models": result["models"]}
+
+
+def _harmonize_batch(**kwargs: Any) -> Any:
+    from flows.harmonize_batch import harmonize_batch
+
+    return harmonize_batch(**kwargs)
+
+
+flow_command(
+    "ingest", "Add photos to the image manifest (flow ingest-images).", [DATA_ROOT], {"config": IngestConfig}, _ingest
+)
+flow_command(
+    "build-triplets",
+    "Make dual-LUT triplet shards of the ingested photos with Ray Data (flow build-triplets).",
+    [DATA_ROOT, VERSION],
+    {"config": TripletConfig},
+    _build_triplets,
+)
+flow_command(
+    "train",
+    "Train on a triplet version with Ray Train, track it in MLflow, register it and run the gate (flow train-model).",
+    [DATA_ROOT, VERSION, where("run_name", str | None, None, "the MLflow run and checkpoint folder; the same name resumes")],
+    {"config": TrainModelConfig},
+    _train,
+)
+flow_command(
+    "retrain",
+    "The scheduled chain: ingest -> build-triplets -> train -> registry gate (flow retrain).",
+    [DATA_ROOT, where("version", str | None, None, "the triplet version (default: named after the manifest)")],
+    {"ingest": IngestConfig, "triplets": TripletConfig, "train": TrainModelConfig},
+    _retrain,
+)
+flow_command(
+    "compare-models",
+    "Models and baselines on the same evaluation set: a table and an image grid in MLflow (flow compare-models).",
+    [
+        DATA_ROOT,
+        where("triplets", str | None, None, "a triplet version root whose val split is evaluated too"),
+        where("run_name", str | None, None, "the MLflow run name (default: compare-<UTC time>)"),
+    ],
+    {"config": CompareConfig},
+    _compare,
+)
+flow_command(
+    "harmonize-batch",
+    "Harmonize every composite of a catalog with Ray Data; results table and HTML report (flow harmonize-batch).",
+    [
+        where("catalog", str, None, f"a Parquet, CSV or JSONL catalog: {URL_NOTE}", argument=True),
+        where("output_prefix", str | None, None, "the prefix every output lies under (default: under SSH_DATA_ROOT)"),
+    ],
+    {"config": BatchConfig},
+    _harmonize_batch,
+)
+
+
+# -- the hand-written commands ----------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    data_root: DataRoot = None,
+    steps: Annotated[int, typer.Option(help="training steps")] = demo_training().steps,
+) -> int:
+    """Run the main job end to end on embedded defaults."""
+    from flows.demo import demo as demo_flow
+
+    if data_root:  # the settings every layer reads (registry lookups, Ray workers), not just the demo's
+        os.environ["SSH_DATA_ROOT"] = data_root
+    result = demo_flow(data_root=data_root, train=demo_training().model_copy(update={"steps": steps}))
     print(
         f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
         f"(champion {result['champion']}):\n\n{result['table']}\n"
@@ -43,38 +233,166 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_harmonize(args: argparse.Namespace) -> int:
+@app.command()
+def harmonize(
+    composite: Annotated[str, typer.Argument(metavar="COMPOSITE", help=f"the composite image: {URL_NOTE}")],
+    mask: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[MASK]",
+            help="its foreground mask, same size (white = foreground, grey = partly: soft masks are blend weights; "
+            "8/16-bit or float); leave it out when COMPOSITE is RGBA and its alpha is the mask",
+        ),
+    ] = None,
+    output: Output = ...,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="models:/name@alias, models:/name/N, a .safetensors URL or 'pretrained' (default: SSH_MODEL_URI, "
+            "else the weights shipped with the package)"
+        ),
+    ] = None,
+    background: Annotated[str | None, typer.Option(help="a clean background photo, when you have one")] = None,
+    reference_mask: Annotated[
+        str | None,
+        typer.Option(
+            metavar="R.png",
+            help="match only this part of the background (white = use), e.g. the wall behind the object and not "
+            "the sky; of the --background photo's size when given, else of the composite's",
+        ),
+    ] = None,
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG/WebP quality, 1-100")] = BatchConfig().jpeg_quality,
+) -> int:
+    """Harmonize one composite."""
     from pipeline.registry import load_registered_model
     from ssh_model.images import encode_image
     from ssh_model.inference import harmonize_files
     from ssh_model.pretrained import PRETRAINED_URI
     from ssh_model.settings import get_settings
 
-    fmt = cli_commands.output_format(cli_commands.writable(args.output))
-    cli_commands.refuse_overwriting(
-        args.output, [args.composite, *filter(None, [args.mask, args.background, args.reference_mask])]
-    )
-    model, version = load_registered_model(args.model or get_settings().model_uri or PRETRAINED_URI, "cpu")
+    fmt = cli_commands.output_format(cli_commands.writable(output))
+    cli_commands.refuse_overwriting(output, [composite, *filter(None, [mask, background, reference_mask])])
+    network, version = load_registered_model(model or get_settings().model_uri or PRETRAINED_URI, "cpu")
     logging.getLogger("ssh.cli").info("model %s", version)
-    result = harmonize_files(
-        args.composite, args.mask, model, background_url=args.background, reference_mask_url=args.reference_mask
-    )
-    cli_commands.write_output(args.output, encode_image(result, fmt, quality=args.jpeg_quality))
-    print(args.output)
+    result = harmonize_files(composite, mask, network, background_url=background, reference_mask_url=reference_mask)
+    cli_commands.write_output(output, encode_image(result, fmt, quality=jpeg_quality))
+    print(output)
     return 0
 
 
-def _cmd_random_lut(args: argparse.Namespace) -> int:
-    from ssh_model.lut import format_cube, random_lut
+@app.command("random-lut")
+def random_lut(
+    seed: Annotated[int, typer.Option(help="which grade: the same seed gives the same grade")],
+    output: Annotated[str, typer.Option("-o", "--output", metavar="OUT", help="the .cube file to write (file or URL)")],
+    size: Annotated[int, typer.Option(help="grid points per axis")] = 33,
+    strength: Annotated[float, typer.Option(help="0 = identity, 1 = the full designed range")] = 1.0,
+) -> int:
+    """Write a random realistic colour grade as a .cube file."""
+    from ssh_model.lut import format_cube
+    from ssh_model.lut import random_lut as make_lut
 
-    cli_commands.writable(args.output)
-    lut = random_lut(args.seed, size=args.size, strength=args.strength)
-    cli_commands.write_output(args.output, format_cube(lut).encode("utf-8"))
-    print(args.output)
+    cli_commands.writable(output)
+    cli_commands.write_output(output, format_cube(make_lut(seed, size=size, strength=strength)).encode("utf-8"))
+    print(output)
     return 0
 
 
-def _registered(ref: str) -> str:
+@app.command()
+def composite(
+    images: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="FOREGROUND [MASK] BACKGROUND",
+            help="the photo whose masked region is pasted, its mask (same size; leave it out when FOREGROUND is an "
+            f"RGBA cut-out whose alpha is the mask) and the photo pasted onto: {URL_NOTE}",
+        ),
+    ],
+    output: Output = ...,
+    grade: Annotated[
+        int | None,
+        typer.Option(metavar="SEED", help="re-grade the foreground with random_lut(SEED) first (what random-lut writes)"),
+    ] = None,
+    strength: Annotated[
+        float | None, typer.Option(metavar="S", help="strength of the --grade: 0 = none, 1 = the full range (default 1)")
+    ] = None,
+    quality: Annotated[int, typer.Option(help="JPEG/WebP quality, 1-100")] = BatchConfig().jpeg_quality,
+) -> int:
+    """Make a test composite: paste the masked region of FOREGROUND over BACKGROUND (soft mask blend),
+    optionally re-grading the foreground first, so the composite has a known colour mismatch. The images
+    must have the same size; inputs are never modified."""
+    if len(images) not in (2, 3):
+        raise click.UsageError(f"expected FOREGROUND [MASK] BACKGROUND, got {len(images)} images")
+    foreground, *mask, background = images
+    return cli_commands.cmd_composite(foreground, mask[0] if mask else None, background, output, grade, strength, quality)
+
+
+@app.command()
+def evaluate(
+    catalog: Annotated[
+        str,
+        typer.Argument(
+            metavar="CATALOG",
+            help="a Parquet, CSV or JSONL table with id, composite, mask, target and optionally background columns "
+            f"({URL_NOTE}; relative paths are resolved against its folder)",
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option(metavar="URI", help="models:/name@alias, models:/name/N, or a .safetensors file or URL")
+    ],
+    baselines: Annotated[
+        str, typer.Option(help="comma-separated baselines scored too, from identity, reinhard, histogram; '' for none")
+    ] = "identity,reinhard,histogram",
+    limit: Annotated[int | None, typer.Option(metavar="N", help="score only the first N rows")] = None,
+    json_out: Annotated[
+        str | None,
+        typer.Option("--json", metavar="OUT.json", help="also write the summary and every row's metrics here"),
+    ] = None,
+    device: Annotated[str, typer.Option(help="where the model runs: cpu, cuda, cuda:1 ...")] = "cpu",
+) -> int:
+    """Score a model and the classical baselines on a catalog with ground truth: MSE, PSNR and fMSE (means per
+    method) at full resolution and at 256x256, as iHarmony4 papers report them. Rows that cannot be scored are
+    listed with the reason and left out; the exit status is then 1."""
+    return cli_commands.cmd_evaluate(catalog, model, baselines, limit, json_out, device)
+
+
+SKIP_INCOMPLETE = typer.Option(help="leave out samples with a missing file (and say how many) instead of failing")
+DATASET_DIR = typer.Argument(metavar="DIR", help="the dataset's folder: a local path or URL (s3://...)")
+CATALOG_OUT = typer.Option("-o", "--output", help="the catalog to write: .parquet, .csv or .jsonl (absolute paths)")
+
+
+@catalog_app.command()
+def iharmony4(
+    folder: Annotated[str, DATASET_DIR],
+    output: Annotated[str, CATALOG_OUT],
+    split: Annotated[str, typer.Option(help="which list to read: test or train")] = "test",
+    subsets: Annotated[
+        str | None,
+        typer.Option(
+            metavar="A,B",
+            help="comma-separated subset folders, e.g. HCOCO,HAdobe5k,HFlickr,Hday2night (default: those present)",
+        ),
+    ] = None,
+    skip_incomplete: Annotated[bool, SKIP_INCOMPLETE] = False,
+) -> int:
+    """iHarmony4: DIR/<subset>/{composite_images,masks,real_images}/ and <subset>_<split>.txt (as DoveNet reads
+    it); composite_images/a1_1_3.jpg has the mask masks/a1_1.png and the ground truth real_images/a1.jpg."""
+    if split not in ("test", "train"):
+        raise click.BadParameter(f"{split!r} is not test or train", param_hint="--split")
+    return cli_commands.cmd_catalog("iharmony4", folder, output, skip_incomplete, split, subsets)
+
+
+@catalog_app.command()
+def realhm(
+    folder: Annotated[str, DATASET_DIR],
+    output: Annotated[str, CATALOG_OUT],
+    skip_incomplete: Annotated[bool, SKIP_INCOMPLETE] = False,
+) -> int:
+    """RealHM: every sample under DIR as NAME_composite.jpg or NAME.jpg, NAME_mask.jpg, NAME_gt.jpg (ground
+    truth) and optionally NAME_bg.jpg, NAME_background.jpg or NAME_fore.jpg; NAME_small.jpg is ignored."""
+    return cli_commands.cmd_catalog("realhm", folder, output, skip_incomplete)
+
+
+def registered(ref: str) -> str:
     """The ``models:/`` URI of a registry reference ("champion", "3", a URI); else one line, exit 2."""
     from pipeline.registry import expand_model_ref
 
@@ -86,248 +404,67 @@ def _registered(ref: str) -> str:
     return uri
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+@app.command()
+def serve(
+    model: Annotated[str, typer.Argument(help="an alias (champion), a version number, or models:/name@alias")] = "champion",
+    host: Annotated[str, typer.Option(help="the address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="the port")] = 5001,
+) -> int:
+    """Serve a registered model over HTTP (mlflow models serve) after checking it can answer. POST a
+    dataframe_split JSON to /invocations with base64 PNG/JPEG bytes in the columns composite, mask (optional
+    with an RGBA composite), background and reference_mask (optional); the harmonized column holds base64 PNG."""
     import subprocess
 
     from pipeline.registry import load_registered_model, servable_problem
     from pipeline.serving import serve_command
     from ssh_model.errors import ModelError
 
-    uri = _registered(args.model)
+    uri = registered(model)
     load_registered_model(uri)  # the one-line errors of a missing registry, model or alias
     problem = servable_problem(uri)
     if problem:
         raise ModelError("not_a_model", problem)
-    command, env = serve_command(uri, args.host, args.port)
+    command, env = serve_command(uri, host, port)
     logging.getLogger("ssh.cli").info("serving %s: %s", uri, " ".join(command[1:]))
     return subprocess.call(command, env=env)
 
 
-def _cmd_upgrade_model(args: argparse.Namespace) -> int:
+@app.command("upgrade-model")
+def upgrade_model(model: Annotated[str, typer.Argument(help="an alias, a version number, or a models:/ URI")]) -> int:
+    """Re-register a model version with the serving signature (a new version; its aliases move to it)."""
     from pipeline.registry import load_registered_model, upgrade_version
 
-    uri = _registered(args.model)
+    uri = registered(model)
     load_registered_model(uri)
     print(upgrade_version(uri))
     return 0
 
 
-URL_NOTE = "a file or URL (s3://, http(s)://)"
-FORMATS_NOTE = "format from the extension: .png, .jpg/.jpeg or .webp"
-
-
-def _add_composite(sub: argparse._SubParsersAction) -> None:
-    comp = sub.add_parser(
-        "composite",
-        help="make a test composite: a foreground's masked region pasted over a background",
-        description="Paste the masked region of FOREGROUND over BACKGROUND (soft mask blend), optionally "
-        "re-grading the foreground first with a random realistic colour grade, so the composite has "
-        "a known colour mismatch. The three images must have the same size; inputs are never modified.",
-    )
-    comp.add_argument("foreground", metavar="FOREGROUND", help=f"the photo whose masked region is pasted: {URL_NOTE}")
-    comp.add_argument(
-        "mask",
-        metavar="MASK",
-        nargs="?",
-        default=None,
-        help="the foreground's mask, same size (white = foreground, grey = partly; an alpha channel is "
-        "used when it has one); leave it out when FOREGROUND is an RGBA cut-out whose alpha is the "
-        "mask",
-    )
-    comp.add_argument("background", metavar="BACKGROUND", help=f"the photo pasted onto, same size: {URL_NOTE}")
-    comp.add_argument(
-        "-o", "--output", required=True, help=f"where to write the composite ({FORMATS_NOTE}); written atomically"
-    )
-    comp.add_argument(
-        "--grade",
-        type=int,
-        metavar="SEED",
-        default=None,
-        help="re-grade the foreground with random_lut(SEED) first (the grade random-lut --seed writes)",
-    )
-    comp.add_argument(
-        "--strength",
-        type=float,
-        default=None,
-        metavar="S",
-        help="strength of the --grade: 0 = none, 1 = the full designed range (default 1)",
-    )
-    comp.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
-    comp.set_defaults(run=cli_commands.cmd_composite)
-
-
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser(
-        "evaluate",
-        help="score a model and the classical baselines on a catalog with ground truth",
-        description="Run the model and the baselines on every row of CATALOG and print MSE, PSNR and fMSE "
-        "(means per method) at full resolution and at 256x256, as iHarmony4 papers report them. "
-        "Rows that cannot be scored (unreadable image, no target, sizes that differ) are listed with "
-        "the reason and left out; the exit status is then 1.",
-    )
-    ev.add_argument(
-        "catalog",
-        metavar="CATALOG",
-        help="a Parquet, CSV or JSONL table with id, composite, mask, target and optionally background "
-        f"columns ({URL_NOTE}; relative paths are resolved against its folder)",
-    )
-    ev.add_argument(
-        "--model", required=True, metavar="URI", help="models:/name@alias, models:/name/N, or a .safetensors file or URL"
-    )
-    ev.add_argument(
-        "--baselines",
-        default="identity,reinhard,histogram",
-        help="comma-separated baselines to score too, from identity, reinhard, histogram; '' for none (default: all three)",
-    )
-    ev.add_argument("--limit", type=int, default=None, metavar="N", help="score only the first N rows")
-    ev.add_argument(
-        "--json",
-        default=None,
-        metavar="OUT.json",
-        help="also write the summary and every row's metrics to this file or URL (atomically)",
-    )
-    ev.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:1 ... (default cpu)")
-    ev.set_defaults(run=cli_commands.cmd_evaluate)
-
-
-def _add_catalog(sub: argparse._SubParsersAction) -> None:
-    cat = sub.add_parser(
-        "catalog",
-        help="write a catalog for a public benchmark's folder (iHarmony4, RealHM)",
-        description="Write a catalog (id, composite, mask, target[, background]) of a public "
-        "benchmark's folder, for evaluate and harmonize-batch.",
-    )
-    layouts = cat.add_subparsers(dest="layout", required=True, metavar="{iharmony4,realhm}")
-    ih = layouts.add_parser(
-        "iharmony4",
-        help="iHarmony4: DIR/<subset>/{composite_images,masks,real_images}/ and <subset>_<split>.txt",
-        description="Catalog of iHarmony4 (as DoveNet reads it): for each subset, the composites listed in "
-        "DIR/<subset>/<subset>_<split>.txt; composite_images/a1_1_3.jpg has the mask masks/a1_1.png "
-        "and the ground truth real_images/a1.jpg. Ids are <subset>/<composite name>.",
-    )
-    ih.add_argument("--split", choices=("test", "train"), default="test", help="which list to read (default test)")
-    ih.add_argument(
-        "--subsets",
-        default=None,
-        metavar="A,B",
-        help="comma-separated subset folders, e.g. HCOCO,HAdobe5k,HFlickr,Hday2night "
-        "(default: those of the four present in DIR)",
-    )
-    rh = layouts.add_parser(
-        "realhm",
-        help="RealHM: NAME.jpg (or NAME_composite.jpg), NAME_mask, NAME_gt, NAME_bg in each folder",
-        description="Catalog of RealHM: every sample under DIR (searched recursively) as NAME_composite.jpg or "
-        "NAME.jpg (composite), NAME_mask.jpg, NAME_gt.jpg (ground truth) and optionally NAME_bg.jpg, "
-        "NAME_background.jpg or NAME_fore.jpg (background); .jpg, .jpeg or .png. NAME_small.jpg is "
-        "ignored. Ids are <folder>/NAME.",
-    )
-    for layout in (ih, rh):
-        layout.add_argument("dir", metavar="DIR", help="the dataset's folder: a local path or URL (s3://...)")
-        layout.add_argument(
-            "-o", "--output", required=True, help="the catalog to write: .parquet, .csv or .jsonl (paths in it are absolute)"
-        )
-        layout.add_argument(
-            "--skip-incomplete",
-            action="store_true",
-            help="leave out samples with a missing file (and say how many) instead of failing",
-        )
-        layout.set_defaults(run=cli_commands.cmd_catalog)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ssh-harmonize",
-        description=__doc__.split("\n\n")[0],
-        epilog="Run 'ssh-harmonize COMMAND --help' for a command's arguments.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run the main job end to end on embedded defaults")
-    demo.add_argument("--data-root", default=None, help="where everything is written (default: SSH_DATA_ROOT)")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's own)")
-    demo.set_defaults(run=_cmd_demo)
-
-    harm = sub.add_parser("harmonize", help="harmonize one composite")
-    harm.add_argument("composite", help=f"the composite image: {URL_NOTE}")
-    harm.add_argument(
-        "mask",
-        nargs="?",
-        default=None,
-        help="its foreground mask, same size (white = foreground, grey = partly: soft masks are blend "
-        "weights; 8/16-bit or float); leave it out when COMPOSITE is RGBA and its alpha is the mask",
-    )
-    harm.add_argument("-o", "--output", required=True, help=f"where to write the result ({FORMATS_NOTE})")
-    harm.add_argument(
-        "--model",
-        default=None,
-        help="models:/name@alias, models:/name/N, a .safetensors URL or 'pretrained' (default: "
-        "SSH_MODEL_URI, else the weights shipped with the package)",
-    )
-    harm.add_argument("--background", default=None, help="a clean background photo, when you have one")
-    harm.add_argument(
-        "--reference-mask",
-        default=None,
-        metavar="R.png",
-        help="match only this part of the background (white = use), e.g. the wall behind the object "
-        "and not the sky; of the --background photo's size when given, else of the composite's",
-    )
-    harm.add_argument("--jpeg-quality", type=int, default=95, help="JPEG/WebP quality, 1-100 (default 95)")
-    harm.set_defaults(run=_cmd_harmonize)
-
-    lut = sub.add_parser("random-lut", help="write a random realistic colour grade as a .cube file")
-    lut.add_argument("--seed", type=int, required=True, help="which grade: the same seed gives the same grade")
-    lut.add_argument("--size", type=int, default=33, help="grid points per axis (default 33)")
-    lut.add_argument("--strength", type=float, default=1.0, help="0 = identity, 1 = the full designed range")
-    lut.add_argument("-o", "--output", required=True, help="the .cube file to write (file or URL)")
-    lut.set_defaults(run=_cmd_random_lut)
-
-    serve = sub.add_parser(
-        "serve",
-        help="serve a registered model over HTTP (mlflow models serve), after checking it can answer",
-        description="Start MLflow's scoring server for a registered model. POST a dataframe_split JSON to "
-        "/invocations with base64 PNG/JPEG bytes in the columns composite, mask (optional with an RGBA "
-        "composite), background and reference_mask (optional); the answer's harmonized column holds "
-        "base64 PNG bytes. A version registered before the serving signature existed is refused with "
-        "the command that upgrades it.",
-    )
-    serve.add_argument(
-        "model",
-        nargs="?",
-        default="champion",
-        help="an alias (champion), a version number, or models:/name@alias (default champion)",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=5001, help="the port (default 5001)")
-    serve.set_defaults(run=_cmd_serve)
-
-    upgrade = sub.add_parser(
-        "upgrade-model",
-        help="re-register a model version with the serving signature",
-        description="Log the weights of MODEL again with the serving signature, as a new "
-        "version with its tags and description; its aliases move to the new "
-        "version. Prints the new version number.",
-    )
-    upgrade.add_argument("model", help="an alias, a version number, or a models:/ URI")
-    upgrade.set_defaults(run=_cmd_upgrade_model)
-
-    _add_composite(sub)
-    _add_evaluate(sub)
-    _add_catalog(sub)
-    return parser
+def describe(err: BaseException) -> str:
+    if isinstance(err, ValidationError):  # a config field's bad value, one line per field
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+    return cli_commands.describe_error(err)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for bad input, printed as one line without a traceback)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
     for chatty in ("httpx", "httpcore", "urllib3", "botocore", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in args if not arg.startswith("-")), "")
     try:
-        return args.run(args)
+        status = app(args=args, prog_name="ssh-harmonize", standalone_mode=False)
+    except click.ClickException as err:  # usage errors: the message and the usage line, exit 2
+        err.show()
+        return err.exit_code
+    except click.exceptions.Abort:
+        return 130
     except (ValueError, OSError) as err:  # bad input: ImageError, CatalogError, InputError, missing files
-        logging.getLogger("ssh.cli").debug("%s failed", args.command, exc_info=True)
-        print(f"ssh-harmonize {args.command}: error: {cli_commands.describe_error(err)}", file=sys.stderr)
+        logging.getLogger("ssh.cli").debug("%s failed", command, exc_info=True)
+        print(f"ssh-harmonize {command}: error: {describe(err)}", file=sys.stderr)
         return 2
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ writes nothing. Heavy imports (torch, Prefect) happen inside the command that ne
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import posixpath
@@ -18,6 +17,8 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rich.console import Console
+from rich.progress import track
 
 from ssh_model.errors import HarmonizeInputError
 
@@ -99,29 +100,37 @@ def split_names(text: str) -> list[str]:
 # -- composite --------------------------------------------------------------------------------------
 
 
-def cmd_composite(args: argparse.Namespace) -> int:
+def cmd_composite(
+    foreground_url: str,
+    mask_url: str | None,
+    background_url: str,
+    output: str,
+    grade: int | None,
+    strength: float | None,
+    quality: int,
+) -> int:
     from ssh_model.images import encode_image, read_image, read_image_with_mask
     from ssh_model.inference import blend_region
     from ssh_model.lut import apply_lut, random_lut
 
-    if args.grade is None and args.strength is not None:
+    if grade is None and strength is not None:
         raise InputError("--strength needs --grade SEED")
-    strength = 1.0 if args.strength is None else args.strength
+    strength = 1.0 if strength is None else strength
     if strength < 0:
         raise InputError(f"--strength must be >= 0, got {strength:g}")
-    fmt = output_format(writable(args.output))
-    refuse_overwriting(args.output, [args.foreground, *filter(None, [args.mask]), args.background])
-    foreground, mask, mask_name = read_image_with_mask(args.foreground, args.mask, "foreground")
-    background = read_image(args.background)
+    fmt = output_format(writable(output))
+    refuse_overwriting(output, [foreground_url, *filter(None, [mask_url]), background_url])
+    foreground, mask, mask_name = read_image_with_mask(foreground_url, mask_url, "foreground")
+    background = read_image(background_url)
     require_same_size(
-        (f"foreground {args.foreground}", foreground), (mask_name, mask), (f"background {args.background}", background)
+        (f"foreground {foreground_url}", foreground), (mask_name, mask), (f"background {background_url}", background)
     )
-    if args.grade is not None:
-        foreground = apply_lut(foreground, random_lut(args.grade, strength=strength))
+    if grade is not None:
+        foreground = apply_lut(foreground, random_lut(grade, strength=strength))
     height, width = mask.shape
     composite = blend_region(background, foreground, mask, (0, 0, width, height))
-    write_output(args.output, encode_image(composite, fmt, quality=args.quality))
-    print(args.output)
+    write_output(output, encode_image(composite, fmt, quality=quality))
+    print(output)
     return 0
 
 
@@ -156,7 +165,7 @@ def evaluate_rows(
 
     result = Evaluation(set_name)
     failures: list[tuple[str, str]] = []
-    for number, row in enumerate(rows, start=1):
+    for row in track(rows, description="scoring rows", console=Console(stderr=True)):
         try:
             item, background = load_row(row)
             scored = evaluate_composites(methods, [item], backgrounds=[background])
@@ -166,7 +175,6 @@ def evaluate_rows(
         result.rows.extend(scored.rows)
         for name, seconds in scored.seconds.items():
             result.seconds[name] = result.seconds.get(name, 0.0) + seconds
-        logger.info("row %d/%d (%s) scored", number, len(rows), row.id)
     return result, failures
 
 
@@ -187,41 +195,43 @@ def read_evaluation_catalog(url: str, limit: int | None) -> list[CatalogRow]:
     return catalog.rows[:limit]
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
+def cmd_evaluate(
+    catalog: str, model_ref: str, baseline_names: str, limit: int | None, json_url: str | None, device: str
+) -> int:
     from ssh_model.baselines import BASELINES
 
-    baselines = split_names(args.baselines)
+    baselines = split_names(baseline_names)
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
         raise InputError(f"unknown baselines {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-    if args.limit is not None and args.limit < 1:
-        raise InputError(f"--limit must be at least 1, got {args.limit}")
-    if args.json:
-        writable(args.json, "--json")
-    rows = read_evaluation_catalog(args.catalog, args.limit)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if json_url:
+        writable(json_url, "--json")
+    rows = read_evaluation_catalog(catalog, limit)
 
     from pipeline.evaluation import BENCHMARK_METRICS, format_table, methods_for
     from pipeline.registry import load_registered_model
 
-    model, version = load_registered_model(args.model, args.device)
-    logger.info("model %s (%s), %d rows", version, args.model, len(rows))
+    model, version = load_registered_model(model_ref, device)
+    logger.info("model %s (%s), %d rows", version, model_ref, len(rows))
     methods = methods_for({MODEL_LABEL: model}, baselines)
-    set_name = posixpath.splitext(posixpath.basename(args.catalog.rstrip("/")))[0]
+    set_name = posixpath.splitext(posixpath.basename(catalog.rstrip("/")))[0]
     evaluation, failures = evaluate_rows(methods, rows, set_name)
 
     summary = evaluation.summary()
-    print(f"{MODEL_LABEL}: {args.model} ({version}); {len(rows) - len(failures)} of {len(rows)} rows scored")
+    print(f"{MODEL_LABEL}: {model_ref} ({version}); {len(rows) - len(failures)} of {len(rows)} rows scored")
     print(format_table(summary, BENCHMARK_METRICS))
     for row_id, reason in failures:
         print(f"row {row_id!r} failed: {reason}", file=sys.stderr)
     if failures:
         print(f"{len(failures)} of {len(rows)} rows failed and were left out", file=sys.stderr)
-    if args.json:
+    if json_url:
         write_json(
-            args.json,
+            json_url,
             {
-                "catalog": args.catalog,
-                "model": args.model,
+                "catalog": catalog,
+                "model": model_ref,
                 "model_version": version,
                 "rows_total": len(rows),
                 "summary": summary,
@@ -240,22 +250,24 @@ def write_json(url: str, document: dict[str, Any]) -> None:
 # -- catalog ----------------------------------------------------------------------------------------
 
 
-def cmd_catalog(args: argparse.Namespace) -> int:
+def cmd_catalog(
+    layout: str, folder: str, output: str, skip_incomplete: bool, split: str = "test", subset_names: str | None = None
+) -> int:
     from pipeline.catalog import MAX_LISTED_PROBLEMS, catalog_format, write_catalog
     from pipeline.public_catalogs import iharmony4_rows, realhm_rows
 
-    catalog_format(writable(args.output, "catalog"))  # a bad extension or URL fails before the dataset is listed
-    if args.layout == "iharmony4":
-        subsets = split_names(args.subsets) if args.subsets is not None else None
+    catalog_format(writable(output, "catalog"))  # a bad extension or URL fails before the dataset is listed
+    if layout == "iharmony4":
+        subsets = split_names(subset_names) if subset_names is not None else None
         if subsets == []:
             raise InputError("--subsets names no subset")
-        found = iharmony4_rows(args.dir, args.split, subsets, skip_incomplete=args.skip_incomplete)
+        found = iharmony4_rows(folder, split, subsets, skip_incomplete=skip_incomplete)
     else:
-        found = realhm_rows(args.dir, skip_incomplete=args.skip_incomplete)
-    write_catalog(found.rows, args.output)
+        found = realhm_rows(folder, skip_incomplete=skip_incomplete)
+    write_catalog(found.rows, output)
     groups = Counter(row["id"].rpartition("/")[0] or "." for row in found.rows)
     counts = ", ".join(f"{group}: {count}" for group, count in sorted(groups.items()))
-    print(f"wrote {args.output}: {len(found.rows)} rows ({counts})")
+    print(f"wrote {output}: {len(found.rows)} rows ({counts})")
     if found.skipped:
         listed = found.skipped[:MAX_LISTED_PROBLEMS]
         more = [f"... and {len(found.skipped) - len(listed)} more"] if len(found.skipped) > len(listed) else []

@@ -30,6 +30,7 @@ from prefect import flow
 from flows.harmonize_batch import harmonize_batch
 from flows.retrain import retrain
 from pipeline.catalog import write_catalog
+from pipeline.configs import BatchConfig, IngestConfig, TrainModelConfig, TripletConfig, demo_training, demo_triplets
 from pipeline.evaluation import Evaluation, evaluate_composites, methods_for
 from pipeline.ingest import builtin_urls
 from pipeline.registry import MODEL_NAME, load_registered_model, register_pretrained
@@ -44,18 +45,6 @@ HELD_OUT = ("chelsea", "flower")
 # The one bundled photo in the val split (by its hash) is motorcycle_right, which picks the checkpoint;
 # its stereo twin is left out of training, or the pick would reward learning that very scene.
 VAL_TWIN = "motorcycle_left"
-# The recipe measured best at a few CPU minutes (benchmarks/bench_recipe.py, README): ColourNet with a
-# 4 x 4 grid, mostly gentle grades, a low learning rate, and the model picked among the checkpoints
-# on composites of the val-split photo.
-DEMO_FAMILY = "colour"
-DEMO_PRESET = "grid-small"
-DEMO_STEPS = 600
-DEMO_CHECKPOINT_EVERY = 50
-DEMO_CROP = 64
-DEMO_BATCH = 8
-DEMO_LR = 1e-4
-DEMO_STRENGTHS = "mild"
-DEMO_PER_IMAGE = 64
 
 
 def quality_table(evaluation: Evaluation, labels: dict[str, str]) -> str:
@@ -101,27 +90,14 @@ def write_demo_catalog(root: str, seed: int) -> str:
 
 @flow(name="demo")
 def demo(
-    data_root: str | None = None,
-    steps: int = DEMO_STEPS,
-    per_image: int = DEMO_PER_IMAGE,
-    crop_size: int = DEMO_CROP,
-    model_family: str = DEMO_FAMILY,
-    preset: str = DEMO_PRESET,
-    lr: float = DEMO_LR,
-    num_workers: int = 2,
-    eval_max_side: int | None = 256,
-    eval_photos: int | None = None,
+    data_root: str | None = None, triplets: TripletConfig | None = None, train: TrainModelConfig | None = None
 ) -> dict[str, Any]:
     """Retrain on the bundled photos, then harmonize composites of held-out photos and write the report.
 
     Args:
         data_root: where everything goes (default: ``SSH_DATA_ROOT``).
-        steps: training steps (batch 8 per worker).
-        per_image, crop_size: triplets per photo and their side.
-        model_family, preset, lr: the network (ColourNet's 4 x 4 grid by default) and its learning rate.
-        num_workers: the Ray Train workers (CPU).
-        eval_max_side, eval_photos: the promotion gate's evaluation set (photos downscaled to this
-            side, only the first ``eval_photos``; None: the full reference set).
+        triplets, train: the retraining's configs (default: the presets ``pipeline.configs.demo_triplets`` and
+            ``demo_training``: ColourNet's 4 x 4 grid on small crops under gentle grades, 600 steps on 2 CPU workers).
     """
     settings = get_settings()
     data_root = data_root or settings.data_root
@@ -129,28 +105,17 @@ def demo(
     shipped = register_pretrained(data_root=data_root)
     log.info("the shipped model is %s version %s", MODEL_NAME, shipped)
     retrained = retrain(
-        sources=training_sources(),
         data_root=data_root,
-        per_image=per_image,
-        crop_size=crop_size,
-        luts=f"generator:{settings.seed}:100:{DEMO_STRENGTHS}",
-        model_family=model_family,
-        preset=preset,
-        steps=steps,
-        batch_size=DEMO_BATCH,
-        lr=lr,
-        num_workers=num_workers,
-        checkpoint_every=DEMO_CHECKPOINT_EVERY,
-        eval_max_side=eval_max_side,
-        eval_photos=eval_photos,
+        ingest=IngestConfig(sources=training_sources()),
+        triplets=triplets or demo_triplets(settings.seed),
+        train=train or demo_training(),
     )
     catalog = write_demo_catalog(join(data_root, "demo"), settings.seed)
     log.info("catalog of %s composites: %s", " and ".join(HELD_OUT), catalog)
     summary = harmonize_batch(
         catalog=catalog,
         output_prefix=join(data_root, "demo", "harmonized"),
-        model=f"models:/{MODEL_NAME}@champion",
-        max_error_rate=0.0,
+        config=BatchConfig(model_uri=f"models:/{MODEL_NAME}@champion", max_error_rate=0.0),
     )
     fresh = retrained["train"]["registered_version"]
     models = {

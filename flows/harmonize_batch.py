@@ -1,7 +1,8 @@
 """Flow ``harmonize-batch``: harmonize every composite of a catalog over object storage.
 
     prefect deployment run harmonize-batch/default -p catalog=s3://bucket/catalog.parquet \\
-        -p output_prefix=s3://bucket/harmonized
+        -p output_prefix=s3://bucket/harmonized -p 'config={"model_uri": "models:/ssh-harmonizer/3"}'
+    ssh-harmonize harmonize-batch s3://bucket/catalog.parquet --output-prefix s3://bucket/harmonized
 
 Validates the catalog, pins the model version, runs the Ray Data job (resumable: a re-run skips
 rows already made from the same inputs by the same model), publishes the results table and an
@@ -13,7 +14,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-from pipeline.batch_inference import JobOptions
+from pipeline.configs import BatchConfig
 from pipeline.job_report import RunSummary
 from pipeline.registry import default_model_uri
 from ssh_model.pretrained import PRETRAINED_URI
@@ -29,24 +30,6 @@ from tasks.harmonize_tasks import (
 
 class ErrorRateExceeded(RuntimeError):
     """More rows failed than the job allows; the message gives the counts and where to look."""
-
-
-def check_parameters(
-    max_error_rate: float, jpeg_quality: int, concurrency: int | None, num_gpus: float | None, batch_size: int
-) -> None:
-    problems = []
-    if not 0.0 <= max_error_rate <= 1.0:
-        problems.append(f"max_error_rate must be in [0, 1], got {max_error_rate}")
-    if not 1 <= jpeg_quality <= 100:
-        problems.append(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
-    if concurrency is not None and concurrency < 1:
-        problems.append(f"concurrency must be at least 1, got {concurrency}")
-    if num_gpus is not None and num_gpus < 0:
-        problems.append(f"num_gpus must be >= 0, got {num_gpus}")
-    if batch_size < 1:
-        problems.append(f"batch_size must be at least 1, got {batch_size}")
-    if problems:
-        raise ValueError("; ".join(problems))
 
 
 def summary_markdown(summary: RunSummary, catalog: str, results: str, report: str) -> str:
@@ -70,40 +53,21 @@ def summary_markdown(summary: RunSummary, catalog: str, results: str, report: st
 
 
 @flow(name="harmonize-batch")
-def harmonize_batch(
-    catalog: str,
-    output_prefix: str | None = None,
-    model: str | None = None,
-    overwrite: bool = False,
-    max_error_rate: float = 0.05,
-    concurrency: int | None = None,
-    num_gpus: float | None = None,
-    jpeg_quality: int = 95,
-    batch_size: int = 1,
-) -> dict:
+def harmonize_batch(catalog: str, output_prefix: str | None = None, config: BatchConfig | None = None) -> dict:
     """Harmonize a catalog of composites.
 
     Args:
         catalog: URL of a Parquet, CSV or JSONL catalog (columns id, composite, mask, and optionally
-            background, target, output).
+            background, reference_mask, target, output).
         output_prefix: the one prefix every output lies under (default ``{data_root}/harmonized/{catalog file
             stem}``, ``SSH_DATA_ROOT``); a row's ``output`` is relative to it or an absolute URL under it, rows
             without one get ``<prefix>/<id><ext>``; anything else is that row's ``unsafe_output`` error.
-        model: ``models:/ssh-harmonizer@champion``, ``models:/name/N``, a ``.safetensors`` checkpoint URL or
-            ``pretrained`` (the weights shipped with the package). Default: the ``SSH_MODEL_URI`` setting,
-            else the registry's champion when there is one, else the shipped weights.
-        overwrite: redo rows whose outputs are up to date.
-        max_error_rate: the flow fails when more than this fraction of the rows failed.
-        concurrency: model actors (default: one per GPU, else one per CPU, at most 8, and no more than fit in
-            memory with images up to the pixel limit: see ``pipeline.batch_inference.plan_actors``).
-        num_gpus: GPUs per actor (default: 1 when the Ray cluster has GPUs, else 0).
-        jpeg_quality: quality of JPEG and WebP outputs.
-        batch_size: rows per actor call.
+        config: the model, the actors, the outputs and the failure budget (``pipeline.configs.BatchConfig``).
     """
     log = get_run_logger()
-    check_parameters(max_error_rate, jpeg_quality, concurrency, num_gpus, batch_size)
-    model_uri = model or default_model_uri()
-    if not model:
+    config = config or BatchConfig()
+    model_uri = config.model_uri or default_model_uri()
+    if not config.model_uri:
         log.info(
             "no model given: using %s (%s)",
             model_uri,
@@ -114,14 +78,7 @@ def harmonize_batch(
     table = load_catalog(catalog, output_prefix)
     resolved = resolve_model(model_uri)
     previous = load_previous_results(table.results_dir)
-    options = JobOptions(
-        model_uri=model_uri,
-        overwrite=overwrite,
-        jpeg_quality=jpeg_quality,
-        concurrency=concurrency,
-        num_gpus=num_gpus,
-        batch_size=batch_size,
-    )
+    options = config.model_copy(update={"model_uri": model_uri})
     outcome = harmonize_rows(table, options, resolved, previous)
     results = publish_results(table.results_dir)
     report = write_report(table, outcome, model_uri)
@@ -139,11 +96,11 @@ def harmonize_batch(
         key="harmonize-batch-summary",
         description="harmonize-batch run summary",
     )
-    if summary.error_rate > max_error_rate:
+    if summary.error_rate > config.max_error_rate:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(summary.reasons.items()))
         raise ErrorRateExceeded(
             f"{summary.error} of {summary.total} rows failed ({summary.error_rate:.1%}), more than "
-            f"max_error_rate {max_error_rate:.1%} ({reasons}); see {results} and {report}"
+            f"max_error_rate {config.max_error_rate:.1%} ({reasons}); see {results} and {report}"
         )
     log.info(
         "done: %d ok, %d skipped, %d errors of %d rows (error rate %.1f%% <= %.1f%%)",
@@ -152,6 +109,6 @@ def harmonize_batch(
         summary.error,
         summary.total,
         100 * summary.error_rate,
-        100 * max_error_rate,
+        100 * config.max_error_rate,
     )
     return summary.as_dict()

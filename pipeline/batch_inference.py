@@ -55,6 +55,7 @@ import ray
 from pipeline.batch_actor import Harmonizer, ModelPayload, load_model_payload
 from pipeline.batch_stages import PLAN_SCHEMA, PREVIOUS_KEYS, THUMBS, fetch_inputs
 from pipeline.catalog import Catalog
+from pipeline.configs import BatchConfig
 from pipeline.job_report import RunSummary, SummaryBuilder
 from pipeline.ray_runtime import ray_init
 from pipeline.results import RECORD_SCHEMA, FragmentWriter, load_previous, merge_results, new_run_id
@@ -71,49 +72,6 @@ PEAK_BYTES_PER_PIXEL = 24
 ACTOR_BASE_BYTES = 2**30
 MAX_REPORTED_ERRORS = 200
 MAX_INPUT_BLOCKS = 10_000
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """How a catalog is harmonized.
-
-    Args:
-        model_uri: ``models:/name@alias``, ``models:/name/N`` or a ``.safetensors`` URL (for ``run_catalog``).
-        overwrite: redo rows even when their output is up to date.
-        jpeg_quality: quality of JPEG (and WebP) outputs, 1-100.
-        concurrency: number of model actors (None: one per GPU, else one per CPU up to 8; either way no
-            more than fit in ``memory_share`` of Ray's memory, see ``plan_actors``).
-        num_gpus: GPUs per actor (None: 1 when the Ray cluster has GPUs, else 0).
-        num_cpus: CPUs per actor (None: 1, less when more actors than CPUs are asked for).
-        batch_size: rows per actor call (images of different sizes are harmonized one by one).
-        fetch_threads: parallel downloads per fetch task.
-        fetch_timeout_s: a row whose inputs are not downloaded within this many seconds fails alone
-            with reason ``timeout`` (None: only the storage clients' own timeouts).
-        max_pixels: the decompression-bomb limit (None: the settings'); also what actors are sized for.
-        memory_share: the share of the Ray cluster's schedulable memory the model actors may reserve.
-        report_thumbnails: the first rows of the catalog that get thumbnails for the report.
-        progress_every_s: seconds between progress lines in the log.
-        fragment_rows, fragment_seconds: the driver writes a fragment of records when this many are
-            pending, or when the oldest has waited this long (a timer, even when no record arrives).
-        keep_records: catalogs up to this size keep every record in memory for the caller.
-    """
-
-    model_uri: str = ""
-    overwrite: bool = False
-    jpeg_quality: int = 95
-    concurrency: int | None = None
-    num_gpus: float | None = None
-    num_cpus: float | None = None
-    batch_size: int = 1
-    fetch_threads: int = 8
-    fetch_timeout_s: float | None = 300.0
-    max_pixels: int | None = None
-    memory_share: float = 0.8
-    report_thumbnails: int = 24
-    progress_every_s: float = 10.0
-    fragment_rows: int = 256
-    fragment_seconds: float = 2.0
-    keep_records: int = 50_000
 
 
 @dataclass
@@ -169,7 +127,7 @@ def actor_memory(max_pixels: int) -> int:
     return ACTOR_BASE_BYTES + int(max_pixels) * PEAK_BYTES_PER_PIXEL
 
 
-def plan_actors(cpus: float, gpus: float, memory: float, options: JobOptions, max_pixels: int) -> ActorPlan:
+def plan_actors(cpus: float, gpus: float, memory: float, options: BatchConfig, max_pixels: int) -> ActorPlan:
     """Size the actor pool by GPUs, CPUs and memory, so it always starts and never runs out of memory.
 
     Args:
@@ -220,7 +178,7 @@ def plan_actors(cpus: float, gpus: float, memory: float, options: JobOptions, ma
     )
 
 
-def actor_resources(options: JobOptions, max_pixels: int) -> ActorPlan:
+def actor_resources(options: BatchConfig, max_pixels: int) -> ActorPlan:
     """``plan_actors`` for the Ray cluster this process is connected to."""
     resources = ray.cluster_resources()
     return plan_actors(
@@ -232,7 +190,7 @@ def actor_resources(options: JobOptions, max_pixels: int) -> ActorPlan:
     )
 
 
-def build_dataset(plan: pa.Table, options: JobOptions, model: ModelPayload, run_id: str, max_pixels: int):
+def build_dataset(plan: pa.Table, options: BatchConfig, model: ModelPayload, run_id: str, max_pixels: int):
     """The lazy Ray Data pipeline over ``plan`` (nothing runs until it is iterated)."""
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
@@ -321,7 +279,7 @@ class Progress:
 
 def run_job(
     catalog: Catalog,
-    options: JobOptions,
+    options: BatchConfig,
     model: ModelPayload,
     previous: dict[str, dict],
     run_id: str,
@@ -332,7 +290,7 @@ def run_job(
 
     Args:
         catalog: the validated catalog.
-        options: see JobOptions.
+        options: see BatchConfig.
         model: the resolved model (``load_model_payload(options.model_uri)``).
         previous: the latest record per id from earlier runs (``pipeline.results.load_previous``).
         run_id: names this run's fragments and is stamped on its records.
@@ -390,7 +348,7 @@ def run_job(
 
 def run_catalog(
     catalog: Catalog,
-    options: JobOptions,
+    options: BatchConfig,
     log: logging.Logger | logging.LoggerAdapter | None = None,
     on_records: Callable[[list[dict]], None] | None = None,
 ) -> JobOutcome:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass
 
 import mlflow
 
-from pipeline.registry import CHAMPION, MODEL_NAME, load_registered_model, version_label
+from pipeline.configs import TrainModelConfig
+from pipeline.registry import CHAMPION, load_registered_model, version_label
 
 # importing pipeline.tracking sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
 
@@ -54,16 +55,7 @@ def decide(candidate: float, champion: float | None, margin: float, higher_bette
     return False, f"gain {gain:.4f} is below the margin {margin}"
 
 
-def promotion_gate(
-    candidate_version: str,
-    *,
-    name: str = MODEL_NAME,
-    metric: str = "psnr",
-    margin: float = 0.1,
-    eval_max_side: int | None = None,
-    eval_photos: int | None = None,
-    size: int | None = None,
-) -> GateDecision:
+def promotion_gate(candidate_version: str, config: TrainModelConfig, *, size: int | None = None) -> GateDecision:
     """Compare a candidate version with the champion on the fixed evaluation set; promote it or not.
 
     Both are evaluated now, on the same composites (``pipeline.evaluation.fixed_evaluation_set``), so a
@@ -71,15 +63,15 @@ def promotion_gate(
 
     Args:
         candidate_version: the registry version number of the candidate.
-        name: the registered model.
-        metric: the gate metric (mean over the set); "psnr"/"ssim" higher is better, "mse"/"fmse" lower.
-        margin: how much better (in the metric's units) the candidate must be.
-        eval_max_side, eval_photos: the evaluation set's photo size cap and count (None = reference set).
+        config: ``model_name`` (the registered model), ``gate_metric`` (the mean over the set; "psnr"/"ssim"
+            higher is better, "mse"/"fmse" lower), ``gate_margin`` (how much better, in the metric's units,
+            the candidate must be), ``eval_max_side`` / ``eval_photos`` (the evaluation set).
         size: the network resolution for harmonize (default: harmonize's own).
     """
     # deferred: evaluation pulls the fixed evaluation set's photos and the baselines, only the gate needs them
     from pipeline.evaluation import evaluate_composites, fixed_evaluation_set, higher_is_better, methods_for
 
+    name, metric, margin = config.model_name, config.gate_metric, config.gate_margin
     higher_better = higher_is_better(metric)
     client = mlflow.MlflowClient()
     candidate_label = f"{name}/{candidate_version}"
@@ -93,7 +85,7 @@ def promotion_gate(
         models[version_label(champion)] = load_registered_model(f"models:/{name}/{champion.version}")[0]
     options = {} if size is None else {"size": size}
     evaluation = evaluate_composites(
-        methods_for(models, baselines=(), **options), fixed_evaluation_set(eval_max_side, eval_photos)
+        methods_for(models, baselines=(), **options), fixed_evaluation_set(config.eval_max_side, config.eval_photos)
     )
     candidate_score = evaluation.score(candidate_label, metric)
     champion_score = None

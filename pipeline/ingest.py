@@ -332,7 +332,8 @@ def ingest_photos(
     urls: Sequence[str],
     data_root: str,
     empty_sources: Sequence[dict[str, str]] = (),
-    max_workers: int = 8,
+    *,
+    max_workers: int,
     sources: Sequence[str] = (),
     log: logging.Logger | logging.LoggerAdapter = logger,
 ) -> IngestSummary:

@@ -31,6 +31,7 @@ import torch
 from mlflow.entities.model_registry import ModelVersion
 
 # importing pipeline.tracking sets MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false
+from pipeline.configs import MODEL_NAME
 from pipeline.serving import SIGNATURE, input_example
 from pipeline.tracking import configure, store_exists, tracked_run
 from ssh_model import storage
@@ -41,7 +42,6 @@ from ssh_model.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAME = "ssh-harmonizer"
 CANDIDATE = "candidate"
 CHAMPION = "champion"
 WEIGHTS_FILE = "model.safetensors"

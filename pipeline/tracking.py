@@ -30,6 +30,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
 
+from pipeline.configs import EXPERIMENT
 from ssh_model import storage
 from ssh_model.settings import get_settings
 
@@ -38,7 +39,6 @@ os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
 
 logger = logging.getLogger(__name__)
 
-EXPERIMENT = "ssh-harmonization"
 RUN_NAME_TAG = "ssh.run_name"
 KIND_TAG = "ssh.kind"
 CACHE_DIR = Path.home() / ".cache" / "ssh-harmonization"

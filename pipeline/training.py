@@ -45,13 +45,14 @@ import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.util.queue import Queue
 
+from pipeline.configs import TrainModelConfig
 from pipeline.ray_runtime import forwarded_env, ray_init
 from pipeline.selection import best_of_checkpoint
 from pipeline.training_events import EVENT_QUEUE_SIZE, drain_events, event_line
 from pipeline.training_worker import STATE_FILE, TrainingJob, train_loop_per_worker
 from ssh_model import storage
 from ssh_model.checkpoints import load_training_state
-from ssh_model.network import build_model
+from ssh_model.network import build_model, preset_name
 from ssh_model.train import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -239,18 +240,33 @@ def run_training(
     )
 
 
-def default_job(data: str, preset: str, steps: int, batch_size: int, **train_options: Any) -> TrainingJob:
-    """A job: TrainConfig defaults overridden by ``train_options`` (keys of TrainConfig or TrainingJob)."""
-    job_keys = {f for f in TrainingJob.__dataclass_fields__} - {"data", "model", "train"}
-    job_options = {k: train_options.pop(k) for k in list(train_options) if k in job_keys}
-    cfg = TrainConfig(steps=steps, batch_size=batch_size, **train_options)
-    return TrainingJob(data=data, model=preset, train=cfg, **job_options)
+def job_for(data: str, config: TrainModelConfig, seed: int, select_photos: tuple[str, ...]) -> TrainingJob:
+    """The job of a stage config whose hardware defaults are decided (``TrainModelConfig.for_hardware``)."""
+    loop = TrainConfig(
+        steps=config.steps,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        warmup_steps=config.warmup_steps,
+        log_every=config.log_every,
+        sample_every=config.sample_every,
+        seed=seed,
+    )
+    return TrainingJob(
+        data=data,
+        model=preset_name(config.model_family, config.preset),
+        train=loop,
+        checkpoint_every=config.checkpoint_every,
+        loader_workers=config.loader_workers,
+        threads=config.threads,
+        select_photos=select_photos,
+        config=config.model_dump(),
+    )
 
 
 __all__ = [
     "InsufficientResources",
     "TrainingOutcome",
-    "default_job",
+    "job_for",
     "run_training",
     "wait_for_resources",
     "worker_resources",

@@ -45,6 +45,8 @@ class TrainingJob:
         model: a preset name (``ssh_model.network.all_presets``) or a ``model.config`` dict.
         train: the optimisation settings; ``train.batch_size`` is triplets per worker per step.
         checkpoint_every: steps between checkpoints (the last step is always checkpointed).
+        config: the stage config the job was made from (``TrainModelConfig.model_dump()``), kept with every
+            checkpoint so a checkpoint says how it was trained.
         loader_workers: DataLoader processes per training worker (0 = decode in the training process).
         threads: torch CPU threads per worker (the CPUs each worker reserves).
         split: the shard split to train on.
@@ -58,9 +60,10 @@ class TrainingJob:
     """
 
     data: str
-    model: str | dict[str, Any] = "small"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint_every: int = 100
+    model: str | dict[str, Any]
+    train: TrainConfig
+    checkpoint_every: int
+    config: dict[str, Any] = field(default_factory=dict)
     loader_workers: int = 0
     threads: int = 1
     split: str = "train"

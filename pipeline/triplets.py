@@ -36,12 +36,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipeline.configs import TripletConfig
 from pipeline.ingest import images_url
 from pipeline.ray_runtime import forwarded_env, ray_init
 from pipeline.triplet_plan import (
     BuildParams,
     ShardPlan,
     check_build_arguments,
+    default_lut_spec,
     image_manifest,
     load_lut_bank,
     load_outlines,
@@ -199,26 +201,26 @@ def run_shard_builders(
 
 
 def plan_build(
-    data_root: str,
-    version: str,
-    luts: str,
-    per_image: int,
-    crop_size: int,
-    seed: int,
-    encoding: str,
-    rows_per_group: int,
-    triplets_per_shard: int,
-    overwrite: bool,
-    region_fraction: float = 0.0,
-    masks: str | None = None,
-    natural_fraction: float = 0.0,
-    log: logging.Logger | logging.LoggerAdapter = logger,
+    data_root: str, version: str, config: TripletConfig, log: logging.Logger | logging.LoggerAdapter = logger
 ) -> tuple[BuildParams, Preparation]:
-    """Read the image manifest and the LUT bank, fix the parameters, and clean or resume the version."""
-    check_build_arguments(
-        per_image, crop_size, seed, encoding, rows_per_group, triplets_per_shard, region_fraction, natural_fraction
-    )
+    """Read the image manifest and the LUT bank, fix the parameters (``config``'s run-time defaults from the
+    settings), and clean or resume the version."""
     settings = get_settings()
+    crop_size = config.crop_size or settings.crop_size
+    seed = settings.seed if config.seed is None else config.seed
+    luts = config.luts or default_lut_spec(seed)
+    per_image, masks = config.per_image, config.masks
+    region_fraction, natural_fraction = config.region_fraction, config.natural_fraction
+    check_build_arguments(
+        per_image,
+        crop_size,
+        seed,
+        config.encoding,
+        config.rows_per_group,
+        config.triplets_per_shard,
+        region_fraction,
+        natural_fraction,
+    )
     manifest, manifest_sha = image_manifest(data_root)
     if manifest.num_rows == 0:
         raise ValueError(f"the image manifest under {data_root} is empty: ingest some photos first")
@@ -232,9 +234,9 @@ def plan_build(
         per_image=per_image,
         crop_size=crop_size,
         seed=seed,
-        encoding=encoding,
-        rows_per_group=rows_per_group,
-        images_per_shard=max(1, triplets_per_shard // per_image),
+        encoding=config.encoding,
+        rows_per_group=config.rows_per_group,
+        images_per_shard=max(1, config.triplets_per_shard // per_image),
         region_fraction=float(region_fraction),
         natural_fraction=float(natural_fraction),
         masks=masks or "",
@@ -254,4 +256,4 @@ def plan_build(
         100 * natural_fraction,
         len(plans),
     )
-    return params, prepare_version(version_root_of(data_root, version), params, plans, overwrite, log=log)
+    return params, prepare_version(version_root_of(data_root, version), params, plans, config.overwrite, log=log)

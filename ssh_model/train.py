@@ -29,34 +29,35 @@ logger = logging.getLogger(__name__)
 TRIPLET_KEYS = ("content_a", "reference_a", "reference_b", "content_b")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """How to train.
+    """How the loop trains. The knobs a training run sets have no default here: ``pipeline.configs.TrainModelConfig``
+    is their one home.
 
     Args:
         steps: total optimizer steps (the loop also stops when the batches run out).
         batch_size: triplets per step (informational here: the batches come from the caller).
         lr: peak AdamW learning rate, reached after ``warmup_steps``, then cosine decay to 0 at ``steps``.
-        weight_decay: AdamW decay on conv weights (never on norms or biases).
         warmup_steps: linear warm-up length.
+        log_every: steps between progress lines / callback events.
+        seed: seeds torch at the start of ``train``.
+        sample_every: steps between sample grids (0 = never).
+        weight_decay: AdamW decay on conv weights (never on norms or biases).
         grad_clip: max global gradient norm (0 = no clipping).
         amp: bf16 autocast when training on CUDA (ignored on CPU).
-        log_every: steps between progress lines / callback events.
-        sample_every: steps between sample grids (0 = never).
-        seed: seeds torch at the start of ``train``.
         losses: loss weights and form.
     """
 
-    steps: int = 1000
-    batch_size: int = 8
-    lr: float = 2e-4
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int
+    log_every: int
+    seed: int
+    sample_every: int = 0
     weight_decay: float = 1e-4
-    warmup_steps: int = 100
     grad_clip: float = 1.0
     amp: bool = True
-    log_every: int = 10
-    sample_every: int = 200
-    seed: int = 0
     losses: LossConfig = field(default_factory=LossConfig)
 
 

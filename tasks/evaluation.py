@@ -8,6 +8,7 @@ import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from pipeline.configs import EvalConfig
 from pipeline.evaluation import (
     Evaluation,
     evaluate_composites,
@@ -23,11 +24,9 @@ from tasks.common import run_logger
 @task(name="evaluate-models", cache_policy=NO_CACHE)
 def evaluate_models(
     models: Mapping[str, torch.nn.Module],
-    triplets: str | None = None,
+    triplets: str | None,
+    config: EvalConfig,
     baselines: Sequence[str] = tuple(BASELINES),
-    eval_max_side: int | None = None,
-    eval_photos: int | None = None,
-    val_limit: int = 256,
     keep_outputs: bool = False,
 ) -> dict[str, Evaluation]:
     """Evaluate ``models`` (label -> network) and the baselines on the fixed set and on the val triplets.
@@ -35,10 +34,10 @@ def evaluate_models(
     Returns ``{"fixed": Evaluation, "val": Evaluation}`` ("val" only when ``triplets`` has a val split).
     """
     log = run_logger()
-    composites = fixed_evaluation_set(eval_max_side, eval_photos)
+    composites = fixed_evaluation_set(config.eval_max_side, config.eval_photos)
     results = {"fixed": evaluate_composites(methods_for(models, baselines), composites, keep_outputs)}
     if triplets is not None:
-        val = evaluate_triplets(models, triplets, "val", val_limit, baselines=baselines)
+        val = evaluate_triplets(models, triplets, "val", config.val_limit, baselines=baselines)
         if val is not None:
             results["val"] = val
     for name, evaluation in results.items():

@@ -10,8 +10,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline.batch_actor import ModelPayload, load_model_payload
-from pipeline.batch_inference import JobOptions, JobOutcome, run_job
+from pipeline.batch_inference import JobOutcome, run_job
 from pipeline.catalog import Catalog, read_catalog
+from pipeline.configs import BatchConfig
 from pipeline.job_report import render_job_report
 from pipeline.ray_runtime import ray_session
 from pipeline.results import load_previous, merge_results, new_run_id, report_url
@@ -50,7 +51,7 @@ def load_previous_results(results_dir: str) -> dict[str, dict]:
 
 
 @task(name="harmonize-rows", cache_policy=NO_CACHE)
-def harmonize_rows(catalog: Catalog, options: JobOptions, model: ModelPayload, previous: dict[str, dict]) -> JobOutcome:
+def harmonize_rows(catalog: Catalog, options: BatchConfig, model: ModelPayload, previous: dict[str, dict]) -> JobOutcome:
     """The Ray Data job; not retried (a re-run of the flow resumes where this one stopped)."""
     with ray_session():
         return run_job(catalog, options, model, previous, new_run_id(), log=run_logger())

@@ -6,12 +6,12 @@ The work itself is ``pipeline.ingest``; these wrappers add the task names and Pr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline import ingest
+from pipeline.configs import IngestConfig
 from pipeline.ingest import IngestSummary, expand_sources
 from tasks.common import run_logger
 
@@ -25,6 +25,10 @@ def list_sources(sources: Sequence[str]) -> tuple[list[str], list[dict[str, str]
 
 
 @task(name="ingest-photos", cache_policy=NO_CACHE)
-def ingest_photos(urls: Sequence[str], data_root: str, **options: Any) -> IngestSummary:
-    """``pipeline.ingest.ingest_photos`` (the arguments and their defaults are there) with the run's logger."""
-    return ingest.ingest_photos(urls, data_root, log=run_logger(), **options)
+def ingest_photos(
+    urls: Sequence[str], data_root: str, empty_sources: Sequence[dict[str, str]], config: IngestConfig
+) -> IngestSummary:
+    """``pipeline.ingest.ingest_photos`` with the run's logger."""
+    return ingest.ingest_photos(
+        urls, data_root, empty_sources, max_workers=config.max_workers, sources=config.sources, log=run_logger()
+    )

@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipeline import triplet_versions, triplets
+from pipeline.configs import TripletConfig
 from pipeline.triplet_plan import BuildParams, ShardPlan
 from pipeline.triplet_versions import Preparation, version_root_of
 from pipeline.triplets import run_shard_builders
@@ -20,9 +21,9 @@ from tasks.common import run_logger
 
 
 @task(name="plan-triplet-build", cache_policy=NO_CACHE)
-def plan_build(data_root: str, version: str, **options: Any) -> tuple[BuildParams, Preparation]:
-    """``pipeline.triplets.plan_build`` (the arguments and their defaults are there) with the run's logger."""
-    return triplets.plan_build(data_root, version, log=run_logger(), **options)
+def plan_build(data_root: str, version: str, config: TripletConfig) -> tuple[BuildParams, Preparation]:
+    """``pipeline.triplets.plan_build`` with the run's logger."""
+    return triplets.plan_build(data_root, version, config, log=run_logger())
 
 
 @task(name="generate-triplet-shards", cache_policy=NO_CACHE)

@@ -2,6 +2,7 @@
 on an S3 catalog, stop the stack."""
 
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -128,8 +129,7 @@ def test_given_the_local_stack_when_a_user_deploys_and_runs_on_an_s3_catalog_the
         parameters = [
             f"catalog={catalog}",
             f"output_prefix={prefix}/out",
-            f"model=models:/{MODEL_NAME}@{CHAMPION}",
-            "concurrency=1",
+            "config=" + json.dumps({"model_uri": f"models:/{MODEL_NAME}@{CHAMPION}", "concurrency": 1}),
         ]
         flow_run = prefect(
             env,

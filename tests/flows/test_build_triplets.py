@@ -7,6 +7,7 @@ import pytest
 
 from flows.build_triplets import build_triplets
 from flows.ingest_images import ingest_images
+from pipeline.configs import TripletConfig
 from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
 from pipeline.triplet_versions import BUILD_MARKER, VersionConflict
 from ssh_model import storage
@@ -24,8 +25,8 @@ def shard_bytes(version_root: str) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def built(prefect_harness, ray_local, s3_bucket):
     root = f"s3://{s3_bucket}/build-{uuid.uuid4().hex[:8]}"
-    ingest_images(["builtin://samples"], data_root=root)
-    result = build_triplets(data_root=root, version="v1", **OPTIONS)
+    ingest_images(data_root=root)
+    result = build_triplets(data_root=root, version="v1", config=TripletConfig(**OPTIONS))
     return root, result
 
 
@@ -51,14 +52,14 @@ def test_given_ingested_photos_when_built_then_the_marker_counts_every_shard_and
 def test_given_a_complete_version_when_run_again_then_nothing_is_rebuilt(built):
     root, result = built
     before = shard_bytes(result["version_root"])
-    again = build_triplets(data_root=root, version="v1", **OPTIONS)
+    again = build_triplets(data_root=root, version="v1", config=TripletConfig(**OPTIONS))
     assert not again["built"] and again["triplets"] == result["triplets"]
     assert shard_bytes(result["version_root"]) == before
 
 
 def test_given_the_same_inputs_on_one_cpu_then_another_version_has_identical_bytes(built):
     root, result = built
-    other = build_triplets(data_root=root, version="v1-one-cpu", num_cpus=1, **OPTIONS)
+    other = build_triplets(data_root=root, version="v1-one-cpu", config=TripletConfig(num_cpus=1, **OPTIONS))
     assert shard_bytes(other["version_root"]) == shard_bytes(result["version_root"])
 
 
@@ -73,7 +74,7 @@ def test_given_a_crashed_build_when_run_again_then_it_completes_with_the_same_by
     storage.write_bytes_atomic(f"{version_root}/{lost}.partial.tmp", b"garbage from the crash")
     fs.invalidate_cache()
 
-    resumed = build_triplets(data_root=root, version="v1", **OPTIONS)
+    resumed = build_triplets(data_root=root, version="v1", config=TripletConfig(**OPTIONS))
     assert resumed["built"] and resumed["kept_shards"] == len(before) - 1
     assert shard_bytes(version_root) == before
     assert not storage.exists(f"{version_root}/{lost}.partial.tmp")
@@ -82,7 +83,7 @@ def test_given_a_crashed_build_when_run_again_then_it_completes_with_the_same_by
 def test_given_a_complete_version_when_built_with_other_parameters_then_the_flow_refuses(built):
     root, _ = built
     with pytest.raises(VersionConflict, match="seed"):
-        build_triplets(data_root=root, version="v1", **(OPTIONS | {"seed": 4}))
+        build_triplets(data_root=root, version="v1", config=TripletConfig(**(OPTIONS | {"seed": 4})))
 
 
 def test_given_a_region_fraction_and_mild_grades_then_both_layouts_are_built_and_recorded(built):
@@ -90,7 +91,7 @@ def test_given_a_region_fraction_and_mild_grades_then_both_layouts_are_built_and
     root, _ = built
     options = OPTIONS | {"per_image": 4, "luts": "generator:1:8:mild"}
     # when half the triplets are asked for in the region layout, with mostly gentle grades
-    result = build_triplets(data_root=root, version="v1-region", region_fraction=0.5, **options)
+    result = build_triplets(data_root=root, version="v1-region", config=TripletConfig(region_fraction=0.5, **options))
     # then the parameters say so, and the reader hands out triplets of both layouts
     assert result["params"]["region_fraction"] == 0.5 and result["params"]["luts"] == "generator:1:8:mild"
     rows = [
@@ -105,4 +106,4 @@ def test_given_a_region_fraction_and_mild_grades_then_both_layouts_are_built_and
             (cx0, cy0, cx1, cy1), (sx0, sy0, sx1, sy1) = batch["content_box"][0], batch["reference_box"][0]
             assert sx0 <= cx0 < cx1 <= sx1 and sy0 <= cy0 < cy1 <= sy1
     with pytest.raises(ValueError, match="region_fraction must be between 0 and 1, got 1.5"):
-        build_triplets(data_root=root, version="v1-bad", region_fraction=1.5, **options)
+        build_triplets(data_root=root, version="v1-bad", config=TripletConfig(region_fraction=1.5, **options))

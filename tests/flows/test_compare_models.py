@@ -5,6 +5,7 @@ import mlflow
 import pytest
 
 from flows.compare_models import compare_models
+from pipeline.configs import CompareConfig, TrainModelConfig
 from pipeline.gate import promotion_gate
 from pipeline.registry import log_model, register_candidate
 from pipeline.tracking import KIND_TAG, tracked_run
@@ -30,7 +31,7 @@ def registry(tmp_path_factory, prefect_harness):
             with tracked_run(f"train-{seed}", resume=False):
                 version = register_candidate(log_model(url).model_uri, NAME).version
             if seed == 1:
-                promotion_gate(version, name=NAME, **EVAL)
+                promotion_gate(version, TrainModelConfig(model_name=NAME, **EVAL))
             urls.append(url)
         urls.append(save_random_model(f"{folder}/colour.safetensors", 3, preset="colour-tiny"))
         yield folder, urls
@@ -38,7 +39,9 @@ def registry(tmp_path_factory, prefect_harness):
 
 def test_given_versions_aliases_and_a_file_when_compared_then_one_table_covers_them_and_the_baselines(registry, capsys):
     folder, urls = registry
-    result = compare_models(models=["champion", "2", urls[1], urls[2]], model_name=NAME, data_root=folder, **EVAL)
+    result = compare_models(
+        data_root=folder, config=CompareConfig(models=["champion", "2", urls[1], urls[2]], model_name=NAME, **EVAL)
+    )
     printed = capsys.readouterr().out
 
     assert result["models"]["champion"] == f"{NAME}/1" and result["models"]["2"] == f"{NAME}/2"
@@ -69,4 +72,4 @@ def test_given_versions_aliases_and_a_file_when_compared_then_one_table_covers_t
 def test_given_a_single_method_when_compared_then_the_flow_refuses(registry):
     folder, _ = registry
     with pytest.raises(ValueError, match="nothing to compare"):
-        compare_models(models=["champion"], baselines=[], model_name=NAME, data_root=folder, **EVAL)
+        compare_models(data_root=folder, config=CompareConfig(models=["champion"], baselines=[], model_name=NAME, **EVAL))

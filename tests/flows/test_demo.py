@@ -6,20 +6,19 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows.demo import HELD_OUT, VAL_TWIN, demo
+from pipeline.configs import demo_training, demo_triplets
 from pipeline.registry import CHAMPION, MODEL_NAME
 from ssh_model import storage
+from ssh_model.settings import get_settings
 from tests.pipeline.training_cases import mlflow_store, one_torch_thread  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = {
-    "steps": 2,
-    "per_image": 2,
-    "crop_size": 64,
-    "preset": "tiny",
-    "num_workers": 1,
-    "eval_max_side": 64,
-    "eval_photos": 1,
+TINY = {  # the demo's presets on a tiny budget
+    "triplets": demo_triplets(get_settings().seed).model_copy(update={"per_image": 2}),
+    "train": demo_training().model_copy(
+        update={"steps": 2, "preset": "tiny", "num_workers": 1, "eval_max_side": 64, "eval_photos": 1}
+    ),
 }
 
 
@@ -87,7 +86,7 @@ def test_given_a_finished_demo_when_run_again_then_it_reuses_the_data_the_model_
     second = runs["second"]
     assert second["retrain"]["ingest"]["added"] == 0
     assert second["retrain"]["version"] == runs["first"]["retrain"]["version"]
-    assert second["retrain"]["train"]["start_steps"] == [TINY["steps"]]  # resumed at its end: no new steps
+    assert second["retrain"]["train"]["start_steps"] == [TINY["train"].steps]  # resumed at its end: no new steps
     assert len(runs["versions"]) == 2  # the shipped model and the fresh one, neither registered twice
     assert second["harmonize"]["skipped"] == second["harmonize"]["total"]
     assert {row["status"] for row in runs["second_results"]} == {"skipped"}

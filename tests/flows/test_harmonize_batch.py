@@ -11,6 +11,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from flows.harmonize_batch import harmonize_batch
 from pipeline.catalog import write_catalog
+from pipeline.configs import BatchConfig
 from ssh_model.storage import exists, read_bytes, write_bytes_atomic
 from tests.pipeline.batch_cases import save_tiny_model, write_case
 
@@ -41,10 +42,7 @@ def test_given_an_s3_catalog_when_the_flow_runs_then_outputs_results_report_and_
     state = harmonize_batch(
         catalog=catalog,
         output_prefix=f"{s3_prefix}/out",
-        model=model,
-        max_error_rate=0.3,
-        concurrency=1,
-        jpeg_quality=85,
+        config=BatchConfig(model_uri=model, max_error_rate=0.3, concurrency=1, jpeg_quality=85),
         return_state=True,
     )
 
@@ -80,9 +78,7 @@ def test_given_more_errors_than_allowed_when_the_flow_runs_then_it_fails_with_co
     state = harmonize_batch(
         catalog=catalog,
         output_prefix=f"{s3_prefix}/out",
-        model=tiny_model_url,
-        max_error_rate=0.25,
-        concurrency=1,
+        config={"model_uri": tiny_model_url, "max_error_rate": 0.25, "concurrency": 1},  # as a deployment sends it
         return_state=True,
     )
 
@@ -110,7 +106,7 @@ def test_given_an_invalid_catalog_when_the_flow_runs_then_it_fails_before_readin
     catalog = f"{s3_prefix}/catalog.jsonl"
     write_catalog(rows, catalog)
 
-    state = harmonize_batch(catalog=catalog, model=tiny_model_url, return_state=True)
+    state = harmonize_batch(catalog=catalog, config=BatchConfig(model_uri=tiny_model_url), return_state=True)
 
     assert state.is_failed()
     with pytest.raises(ValueError, match="row 1 \\(id 'a'\\): output .* is its own input composite"):
@@ -118,13 +114,20 @@ def test_given_an_invalid_catalog_when_the_flow_runs_then_it_fails_before_readin
 
 
 def test_given_bad_parameters_when_checked_then_every_problem_is_named():
-    from flows.harmonize_batch import check_parameters
-
     with pytest.raises(ValueError) as caught:
-        check_parameters(max_error_rate=1.5, jpeg_quality=0, concurrency=0, num_gpus=-1, batch_size=0)
+        BatchConfig(max_error_rate=1.5, jpeg_quality=0, concurrency=0, num_gpus=-1, batch_size=0, retries=3)
 
-    assert str(caught.value).count(" must ") == 5
-    check_parameters(max_error_rate=0.0, jpeg_quality=100, concurrency=None, num_gpus=None, batch_size=1)
+    named = sorted(str(error["loc"][0]) for error in caught.value.errors())
+    assert named == ["batch_size", "concurrency", "jpeg_quality", "max_error_rate", "num_gpus", "retries"]
+    BatchConfig(max_error_rate=0.0, jpeg_quality=100, concurrency=None, num_gpus=None, batch_size=1)
+
+
+def test_given_a_config_with_an_unknown_field_when_the_flow_runs_then_it_fails_before_any_work(s3_prefix):
+    state = harmonize_batch(catalog=f"{s3_prefix}/none.parquet", config={"max_eror_rate": 0.5}, return_state=True)
+
+    assert state.is_failed()
+    with pytest.raises(Exception, match="max_eror_rate"):
+        state.result()
 
 
 def test_given_no_model_and_no_registry_when_the_flow_runs_then_the_shipped_weights_harmonize_and_are_named(
@@ -137,7 +140,7 @@ def test_given_no_model_and_no_registry_when_the_flow_runs_then_the_shipped_weig
     catalog = f"{s3_prefix}/catalog.parquet"
     write_catalog(rows, catalog)
 
-    summary = harmonize_batch(catalog=catalog, output_prefix=f"{s3_prefix}/out", concurrency=1)
+    summary = harmonize_batch(catalog=catalog, output_prefix=f"{s3_prefix}/out", config=BatchConfig(concurrency=1))
 
     assert summary["ok"] == 2 and summary["model_version"].startswith("pretrained/sha256:")
     results = pq.read_table(pa.BufferReader(read_bytes(summary["results_url"]))).to_pylist()

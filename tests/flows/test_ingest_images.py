@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from flows.ingest_images import ingest_images
+from pipeline.configs import IngestConfig
 from pipeline.ingest import MANIFEST_SCHEMA, images_url, read_table
 from ssh_model import storage
 from ssh_model.samples import sample_photo_paths
@@ -21,7 +22,9 @@ def test_given_bundled_photos_and_a_folder_with_faults_when_the_flow_runs_then_e
     write_files(folder, good_files(rng, 2) | {name: data for name, (data, _) in faults.items()})
     root = str(tmp_path / "data")
 
-    result = ingest_images(["builtin://samples", folder, str(tmp_path / "no-such.jpg")], data_root=root)
+    result = ingest_images(
+        data_root=root, config=IngestConfig(sources=["builtin://samples", folder, str(tmp_path / "no-such.jpg")])
+    )
 
     bundled = len(sample_photo_paths())
     assert result["images"] == result["added"] == bundled + 2
@@ -37,7 +40,9 @@ def test_given_bundled_photos_and_a_folder_with_faults_when_the_flow_runs_then_e
     assert any(m.startswith(f"ingest: {bundled + 2 + len(faults) + 1}/") for m in run_logs), run_logs
 
     manifest_bytes = storage.read_bytes(images_url(root, "manifest.parquet"))
-    again = ingest_images(["builtin://samples", folder, str(tmp_path / "no-such.jpg")], data_root=root)
+    again = ingest_images(
+        data_root=root, config=IngestConfig(sources=["builtin://samples", folder, str(tmp_path / "no-such.jpg")])
+    )
     assert (again["added"], again["skipped_known"], again["manifest_written"]) == (0, bundled + 2, False)
     assert storage.read_bytes(images_url(root, "manifest.parquet")) == manifest_bytes
 
@@ -48,9 +53,9 @@ def test_given_an_s3_bucket_when_the_flow_runs_twice_on_a_growing_glob_then_only
     rng = np.random.default_rng(41)
     write_files(f"{s3_prefix}/in", good_files(rng, 2))
     root = f"{s3_prefix}/data"
-    first = ingest_images([f"{s3_prefix}/in/*.*"], data_root=root, max_workers=2)
+    first = ingest_images(data_root=root, config=IngestConfig(sources=[f"{s3_prefix}/in/*.*"], max_workers=2))
     write_files(f"{s3_prefix}/in", good_files(rng, 1, start=2))
-    second = ingest_images([f"{s3_prefix}/in/*.*"], data_root=root, max_workers=2)
+    second = ingest_images(data_root=root, config=IngestConfig(sources=[f"{s3_prefix}/in/*.*"], max_workers=2))
     assert (first["added"], second["added"], second["skipped_known"], second["images"]) == (2, 1, 2, 3)
     manifest = read_table(images_url(root, "manifest.parquet"), MANIFEST_SCHEMA)
     assert manifest.column("id").to_pylist() == sorted(manifest.column("id").to_pylist())

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from flows.train_model import train_model
+from pipeline.configs import TrainModelConfig
 from pipeline.registry import CANDIDATE, CHAMPION, load_registered_model
 from ssh_model import storage
 from ssh_model.checkpoints import load_model, load_model_metadata
@@ -40,10 +41,14 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
     data_root = str(tmp_path_factory.mktemp("train-flow"))
     write_triplet_version(f"{data_root}/triplets/v1", np.random.default_rng(7), {"train": 2, "val": 1})
     with mlflow_store(data_root):
-        first = train_model(data_root=data_root, version="v1", run_name="nightly", steps=2, **OPTIONS)
+        first = train_model(
+            data_root=data_root, version="v1", run_name="nightly", config=TrainModelConfig(steps=2, **OPTIONS)
+        )
         client = mlflow.MlflowClient()
         run_before = client.get_run(first["run_id"])
-        second = train_model(data_root=data_root, version="v1", run_name="nightly", steps=4, **OPTIONS)
+        second = train_model(
+            data_root=data_root, version="v1", run_name="nightly", config=TrainModelConfig(steps=4, **OPTIONS)
+        )
         run = client.get_run(first["run_id"])
         artifacts = {a.path for a in client.list_artifacts(first["run_id"], "evaluation")}
         versions = {v: client.get_model_version("flow-test", v) for v in ("1", "2")}
@@ -53,9 +58,7 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
             data_root=data_root,
             version="v1",
             run_name="colour",
-            steps=2,
-            model_family="colour",
-            **{**OPTIONS, "model_name": "flow-test-colour"},
+            config=TrainModelConfig(steps=2, model_family="colour", **{**OPTIONS, "model_name": "flow-test-colour"}),
         )
         colour_run = client.get_run(colour["run_id"])
         colour_champion, colour_version = load_registered_model("models:/flow-test-colour@champion")

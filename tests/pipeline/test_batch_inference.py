@@ -7,8 +7,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.batch_inference import JobOptions, run_catalog
+from pipeline.batch_inference import run_catalog
 from pipeline.catalog import read_catalog, write_catalog
+from pipeline.configs import BatchConfig
 from ssh_model.baselines import BASELINES
 from ssh_model.images import decode_image, decode_mask
 from ssh_model.metrics import evaluate
@@ -53,7 +54,7 @@ def job(tmp_path_factory, tiny_model_url, ray_local):
 
     outcome = run_catalog(
         catalog,
-        JobOptions(
+        BatchConfig(
             model_uri=tiny_model_url,
             concurrency=2,
             max_pixels=MAX_PIXELS,

@@ -24,8 +24,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.batch_inference import JobOptions, run_catalog
+from pipeline.batch_inference import run_catalog
 from pipeline.catalog import read_catalog, write_catalog
+from pipeline.configs import BatchConfig
 from pipeline.results import list_fragments, load_previous, read_results, results_url
 from ssh_model.storage import read_bytes, write_bytes_atomic
 from tests.pipeline.batch_cases import write_case
@@ -41,11 +42,12 @@ START_LIMIT_S = 240.0  # Ray workers, the model actor and the first output, on a
 
 JOB = """
 import sys
-from pipeline.batch_inference import JobOptions, run_catalog
+from pipeline.configs import BatchConfig
+from pipeline.batch_inference import run_catalog
 from pipeline.catalog import read_catalog
 
 catalog = read_catalog(sys.argv[1], output_prefix=sys.argv[2])
-run_catalog(catalog, JobOptions(model_uri=sys.argv[3], concurrency=1, fetch_threads=1, progress_every_s=1.0))
+run_catalog(catalog, BatchConfig(model_uri=sys.argv[3], concurrency=1, fetch_threads=1, progress_every_s=1.0))
 """
 
 
@@ -185,7 +187,7 @@ def test_given_a_driver_killed_with_sigkill_mid_job_when_re_run_then_records_wer
     assert all(f"{row_id}.jpg" in outputs for row_id in persisted)  # no record without its output
 
     paced_http.after.clear()  # the re-run needs no pacing
-    again = run_catalog(catalog, JobOptions(model_uri=tiny_model_url, concurrency=1))
+    again = run_catalog(catalog, BatchConfig(model_uri=tiny_model_url, concurrency=1))
 
     table = {r["id"]: r for r in read_results(catalog.results_dir).to_pylist()}
     assert sorted(table) == [f"r{i:02d}" for i in range(ROWS)]  # one record per row
@@ -211,8 +213,8 @@ def small_catalog(root: str, count: int, seed: int):
     return read_catalog(f"{root}/catalog.csv", output_prefix=f"{root}/out")
 
 
-def options(model_url: str) -> JobOptions:
-    return JobOptions(model_uri=model_url, concurrency=1, progress_every_s=0.0)
+def options(model_url: str) -> BatchConfig:
+    return BatchConfig(model_uri=model_url, concurrency=1, progress_every_s=0.0)
 
 
 @pytest.mark.usefixtures("ray_local")

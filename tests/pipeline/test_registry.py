@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline.configs import TrainModelConfig
 from pipeline.evaluation import evaluate_composites, fixed_evaluation_set, methods_for
 from pipeline.gate import decide, promotion_gate
 from pipeline.registry import (
@@ -63,7 +64,7 @@ def register(store: str, seed: int, name: str, run_name: str) -> tuple[str, str]
 
 def test_given_a_champion_when_loaded_through_pyfunc_with_pickle_disabled_then_it_loads_and_predicts(store):
     version, url = register(store, seed=3, name=MODEL_NAME, run_name="pyfunc")
-    decision = promotion_gate(version, **EVAL)
+    decision = promotion_gate(version, TrainModelConfig(**EVAL))
     assert decision.promoted and decision.reason == "no champion yet"
     assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"  # the project's default
 
@@ -147,11 +148,11 @@ def test_given_a_champion_when_a_better_then_a_worse_candidate_come_then_it_prom
         return register_candidate(info.model_uri, name).version
 
     first = candidate(worse, "first")
-    assert promotion_gate(first, name=name, margin=margin, **EVAL).promoted
+    assert promotion_gate(first, TrainModelConfig(model_name=name, gate_margin=margin, **EVAL)).promoted
     second = candidate(better, "second")
-    promoted = promotion_gate(second, name=name, margin=margin, **EVAL)
+    promoted = promotion_gate(second, TrainModelConfig(model_name=name, gate_margin=margin, **EVAL))
     third = candidate(worse, "third")
-    refused = promotion_gate(third, name=name, margin=margin, **EVAL)
+    refused = promotion_gate(third, TrainModelConfig(model_name=name, gate_margin=margin, **EVAL))
 
     client = mlflow.MlflowClient()
     assert promoted.promoted and not refused.promoted
@@ -165,7 +166,9 @@ def test_given_a_champion_when_a_better_then_a_worse_candidate_come_then_it_prom
     assert float(tags["gate.champion_score"]) == pytest.approx(scores.score(str(better), "psnr"))
     assert float(tags["gate.margin"]) == pytest.approx(margin) and tags["gate.metric"] == "psnr"
     assert client.get_model_version(name, second).tags["gate.decision"] == "promoted"
-    again = promotion_gate(second, name=name, margin=margin, **EVAL)  # e.g. a re-run of the flow
+    again = promotion_gate(
+        second, TrainModelConfig(model_name=name, gate_margin=margin, **EVAL)
+    )  # e.g. a re-run of the flow
     assert again.promoted and again.reason == "already the champion"
     assert client.get_model_version(name, second).tags["gate.decision"] == "promoted"
 

@@ -191,9 +191,9 @@ def _catalog(root, count, rng):
 
 
 def _options(model_url, **changes):
-    from pipeline.batch_inference import JobOptions
+    from pipeline.configs import BatchConfig
 
-    return JobOptions(model_uri=model_url, concurrency=1, progress_every_s=0.0, fragment_rows=1, **changes)
+    return BatchConfig(model_uri=model_url, concurrency=1, progress_every_s=0.0, fragment_rows=1, **changes)
 
 
 def _outputs(root):

@@ -11,8 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.batch_inference import JobOptions, run_catalog
+from pipeline.batch_inference import run_catalog
 from pipeline.catalog import read_catalog, write_catalog
+from pipeline.configs import BatchConfig
 from ssh_model.storage import exists, write_bytes_atomic
 from tests.pipeline.batch_cases import encode, write_case
 from tests.ssh_model.test_images import png_with_header_size
@@ -97,7 +98,7 @@ def job(tmp_path_factory, tiny_model_url, ray_local, s3_bucket, failing_http_ser
         catalog = read_catalog(catalog_url)
         outcome = run_catalog(
             catalog,
-            JobOptions(
+            BatchConfig(
                 model_uri=tiny_model_url,
                 concurrency=1,
                 max_pixels=MAX_PIXELS,

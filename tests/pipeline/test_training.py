@@ -22,7 +22,7 @@ from tests.pipeline.training_cases import build_version_with_ray, mlflow_store, 
 
 
 def tiny_job(data: str, steps: int, **options) -> TrainingJob:
-    cfg = TrainConfig(steps=steps, batch_size=2, log_every=1, sample_every=2, warmup_steps=1, seed=0)
+    cfg = TrainConfig(steps=steps, batch_size=2, lr=2e-4, log_every=1, sample_every=2, warmup_steps=1, seed=0)
     return TrainingJob(data=data, model="tiny", train=cfg, checkpoint_every=2, **options)
 
 

@@ -32,7 +32,7 @@ def trained_tiny(seed: int = 0, steps: int = 2) -> tuple[SSHNet, torch.optim.Opt
     """A tiny network after a few AdamW steps (non-trivial weights, norm buffers and optimizer state)."""
     torch.manual_seed(seed)
     model = SSHNet(width=4, norm="batch")
-    optimizer = make_optimizer(model, TrainConfig(lr=1e-3))
+    optimizer = make_optimizer(model, TrainConfig(steps=10, batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, seed=0))
     for i in range(steps):
         take_step(model, optimizer, random_batch(100 + i))
     return model, optimizer
@@ -135,7 +135,9 @@ def test_training_state_resumes_exactly(tmp_path):
     # when a fresh model + optimizer are restored from it and both take the same next step
     torch.manual_seed(99)
     resumed = SSHNet(width=4, norm="batch")
-    resumed_optimizer = make_optimizer(resumed, TrainConfig(lr=1e-3))
+    resumed_optimizer = make_optimizer(
+        resumed, TrainConfig(steps=10, batch_size=2, lr=1e-3, warmup_steps=1, log_every=1, seed=0)
+    )
     step, extra = load_training_state(url, resumed, resumed_optimizer)
     assert (step, extra) == (2, {"epoch": 1, "note": "x"})
     assert_same_state(model, resumed)

@@ -31,7 +31,7 @@ def test_given_the_installed_package_when_the_weights_are_read_then_they_are_sma
     metadata = load_model_metadata(str(PRETRAINED_FILE))
     assert metadata["format"].startswith("ssh-harmonizer/")
     card = MODEL_CARD.read_text(encoding="utf-8")
-    for needed in ("Model card", "BSDS500", "ImageNet", "non-commercial", "python -m flows.retrain", "quality-table:start"):
+    for needed in ("Model card", "BSDS500", "ImageNet", "non-commercial", "ssh-harmonize retrain", "quality-table:start"):
         assert needed in card
 
 

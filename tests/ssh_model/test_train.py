@@ -47,7 +47,7 @@ def test_batch_to_tensors_scales_uint8_to_minus_one_one():
 
 def test_optimizer_decays_conv_weights_only():
     model = SSHNet(width=4)
-    cfg = TrainConfig(weight_decay=0.05)
+    cfg = TrainConfig(steps=10, batch_size=2, lr=2e-4, warmup_steps=1, log_every=1, seed=0, weight_decay=0.05)
     optimizer = make_optimizer(model, cfg)
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
@@ -58,7 +58,7 @@ def test_optimizer_decays_conv_weights_only():
 
 
 def test_schedule_warms_up_linearly_then_decays_to_zero():
-    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1.0)
+    cfg = TrainConfig(steps=100, batch_size=2, warmup_steps=10, lr=1.0, log_every=1, seed=0)
     factors = [lr_factor(i, cfg) for i in range(101)]
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert factors[10] == pytest.approx(1.0) and factors[55] == pytest.approx(0.5)
@@ -85,7 +85,7 @@ def test_train_reports_events_history_and_a_progress_line(caplog):
     # given a tiny model, 7 random batches and logging every 3 steps, samples every 6
     torch.manual_seed(0)
     model = SSHNet(width=4)
-    cfg = TrainConfig(steps=7, batch_size=2, warmup_steps=2, log_every=3, sample_every=6, lr=1e-3)
+    cfg = TrainConfig(steps=7, batch_size=2, warmup_steps=2, log_every=3, sample_every=6, lr=1e-3, seed=0)
     events: list[StepEvent] = []
     # when it trains
     with caplog.at_level(logging.INFO, logger="ssh_model.train"):
@@ -107,7 +107,7 @@ def test_train_reports_events_history_and_a_progress_line(caplog):
 
 def test_train_stops_when_batches_run_out_and_resumes_from_a_checkpoint(tmp_path):
     # given a 6-step run whose data ends after 3 steps, saved to a training state
-    cfg = TrainConfig(steps=6, warmup_steps=1, log_every=100, sample_every=0, lr=1e-3)
+    cfg = TrainConfig(steps=6, batch_size=8, warmup_steps=1, log_every=100, sample_every=0, lr=1e-3, seed=0)
     batches = random_batches(3, 6)
     torch.manual_seed(0)
     model = SSHNet(width=4)
@@ -164,7 +164,7 @@ def test_small_network_learns_to_harmonize_from_one_photo():
     model = ssh_small()
     train_luts = lut_bank(seed=1, count=16, size=17)
     batches = triplet_batches(photos.astronaut(), train_luts, np.random.default_rng(0), batch, size)
-    cfg = TrainConfig(steps=steps, batch_size=batch, lr=3e-3, warmup_steps=20, log_every=50, sample_every=0)
+    cfg = TrainConfig(steps=steps, batch_size=batch, lr=3e-3, warmup_steps=20, log_every=50, sample_every=0, seed=0)
     # when it trains for a bounded number of steps
     result = train(model, batches, cfg, device="cpu")
     # then L_harm falls clearly
