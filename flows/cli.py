@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from rich.logging import RichHandler
 
 from flows import cli_commands
+from flows.cli_progress import progress_bars
 from pipeline.configs import (
     BatchConfig,
     CompareConfig,
@@ -106,7 +107,8 @@ def flow_command(
             section: config(**{field: options[o] for o, (s, field) in option_of.items() if s == section})
             for section, config in sections.items()
         }
-        result = run(**values, **configs)
+        with progress_bars():
+            result = run(**values, **configs)
         print(json.dumps(result, indent=2, default=str))
         return 0
 

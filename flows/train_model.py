@@ -119,7 +119,8 @@ def train_model(
     }
     with tracked_run(run_name, experiment=config.experiment, data_root=data_root, tags=tags) as run:
         run_id = run.info.run_id
-        log_params_once(run_id, {"config": config.model_dump(), "job": job.as_dict()})
+        job_params = {key: value for key, value in job.as_dict().items() if key != "config"}  # logged as config
+        log_params_once(run_id, {"config": config.model_dump(), "job": job_params})
         mlflow.log_dict({"requested": requested.model_dump(), "resolved": config.model_dump()}, "config.json")
         recorder = RunRecorder(run_id)
         outcome = train_model_task(

@@ -447,3 +447,57 @@ def test_given_a_bad_output_when_harmonizing_then_it_exits_2_before_any_work(lay
     assert main(["harmonize", layers["foreground"], layers["mask"], "-o", str(tmp_path / output)]) == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "out.bmp").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "configs"),
+    [
+        (["ingest"], ["IngestConfig"]),
+        (["build-triplets"], ["TripletConfig"]),
+        (["train"], ["TrainModelConfig"]),
+        (["compare-models"], ["CompareConfig"]),
+        (["harmonize-batch"], ["BatchConfig"]),
+        (["retrain"], ["IngestConfig", "TripletConfig", "TrainModelConfig"]),
+    ],
+)
+def test_given_a_flow_command_when_help_is_asked_then_every_config_field_is_an_option_with_its_description(
+    command, configs, capsys
+):
+    from pipeline import configs as stage_configs
+
+    assert main([*command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # help wraps lines
+    fields = [(name, info) for config in configs for name, info in getattr(stage_configs, config).model_fields.items()]
+    shared = {name for name, _ in fields if sum(other == name for other, _ in fields) > 1}
+    for name, info in fields:
+        option = f"--{name.replace('_', '-')}"
+        assert (option in text) != (name in shared), option  # a shared field is --<section>-<field> instead
+        assert " ".join(info.description.split()[:4]) in text
+    if command == ["retrain"]:
+        assert "--triplets-seed" in text and "--train-seed" in text
+
+
+def test_given_a_bad_config_value_when_a_flow_command_runs_then_it_exits_2_naming_the_field(tmp_path, capsys):
+    status = main(["harmonize-batch", str(tmp_path / "c.parquet"), "--jpeg-quality", "0"])
+
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert status == 2
+    assert error == "ssh-harmonize harmonize-batch: error: jpeg_quality: Input should be greater than or equal to 1"
+
+
+def test_given_photos_when_the_ingest_command_runs_then_the_flow_adds_them_with_the_options_given(
+    prefect_harness, tmp_path, capsys
+):
+    from pipeline.ingest import MANIFEST_SCHEMA, images_url
+    from pipeline.ingest import read_table as read_manifest
+    from tests.pipeline.photo_cases import good_files, write_files
+
+    folder = str(tmp_path / "photos")
+    write_files(folder, good_files(np.random.default_rng(5), 3))
+    root = str(tmp_path / "data")
+
+    status = main(["ingest", "--data-root", root, "--sources", folder, "--max-workers", "2"])
+
+    summary = json.loads(capsys.readouterr().out)
+    assert status == 0 and summary["added"] == summary["images"] == 3 and summary["sources"] == [folder]
+    assert read_manifest(images_url(root, "manifest.parquet"), MANIFEST_SCHEMA).num_rows == 3

@@ -1,6 +1,8 @@
 """Flow ``train-model`` through Prefect's test harness on a real local Ray and MLflow on SQLite: train,
 track, evaluate, register, gate; a re-run with the same run name resumes from its checkpoint."""
 
+import json
+
 import mlflow
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from flows.train_model import train_model
 from pipeline.configs import TrainModelConfig
 from pipeline.registry import CANDIDATE, CHAMPION, load_registered_model
+from pipeline.training_worker import JOB_FILE
 from ssh_model import storage
 from ssh_model.checkpoints import load_model, load_model_metadata
 from ssh_model.colour_net import ColourNet
@@ -46,6 +49,7 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
         )
         client = mlflow.MlflowClient()
         run_before = client.get_run(first["run_id"])
+        saved_config = mlflow.artifacts.load_dict(f"runs:/{first['run_id']}/config.json")  # before the rerun's
         second = train_model(
             data_root=data_root, version="v1", run_name="nightly", config=TrainModelConfig(steps=4, **OPTIONS)
         )
@@ -71,6 +75,7 @@ def runs(tmp_path_factory, prefect_harness, ray_local):
         "artifacts": artifacts,
         "versions": versions,
         "aliases": aliases,
+        "saved_config": saved_config,
         "losses": losses,
         "colour": colour,
         "colour_run": colour_run,
@@ -99,6 +104,20 @@ def test_given_a_triplet_version_when_trained_then_the_run_has_config_tags_curve
     assert sorted({m.step for m in runs["losses"]}) == [1, 2, 3, 4]  # both runs' curves, one MLflow run
     metadata = load_model_metadata(first["model_url"])
     assert metadata["run_id"] == first["run_id"]
+
+
+def test_given_a_training_when_it_ran_then_its_config_is_in_mlflow_the_checkpoints_and_the_model_file(runs):
+    first, run = runs["first"], runs["run"]
+    asked = TrainModelConfig(steps=2, **OPTIONS)
+    # resolved for this CPU cluster: the unset "by hardware" fields are decided, the given ones kept
+    assert run.data.params["config.lr"] == str(asked.lr) and run.data.params["config.use_gpu"] == "False"
+    assert run.data.params["config.checkpoint_every"] == "2" and run.data.params["config.loader_workers"] == "0"
+    saved = runs["saved_config"]
+    assert TrainModelConfig.model_validate(saved["requested"]) == asked
+    assert TrainModelConfig.model_validate(saved["resolved"]).steps == 2
+    job = json.loads(storage.read_bytes(storage.join(runs["second"]["checkpoint"], JOB_FILE)))
+    assert TrainModelConfig.model_validate(job["config"]).steps == 4  # the rerun's, at its last checkpoint
+    assert json.loads(load_model_metadata(first["model_url"])["config"]) == saved["resolved"]
 
 
 def test_given_the_same_run_name_when_run_again_with_more_steps_then_it_resumes_from_the_checkpoint(runs):
