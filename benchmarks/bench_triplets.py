@@ -94,28 +94,24 @@ def ingest_samples(root: str) -> None:
     ingest_photos(urls, root, empty, max_workers=4)
 
 
-def build_params(root: str, crop: int, per_image: int, encoding: str):
-    """Build parameters over the ingested samples: one photo per shard, so every CPU gets shards."""
-    from pipeline.triplet_plan import BuildParams, image_manifest, load_lut_bank, lut_bank_digest, plan_shards
-    from ssh_model.settings import get_settings
+def build_params(root: str, version: str, crop: int, per_image: int, encoding: str):
+    """The flow's own plan of a fresh version over the ingested samples: one photo per shard (``triplets_per_shard
+    = per_image``), so every CPU gets shards."""
+    from pipeline.configs import TripletConfig
+    from pipeline.triplets import plan_build
 
-    settings = get_settings()
-    manifest, manifest_sha = image_manifest(root)
-    spec = "generator:0:32"
-    bank = load_lut_bank(spec, settings.lut_size)
-    params = BuildParams(
-        luts=spec,
-        lut_size=settings.lut_size,
-        lut_bank_sha256=lut_bank_digest(bank),
-        image_manifest_sha256=manifest_sha,
+    config = TripletConfig(
+        luts="generator:0:32",
         per_image=per_image,
         crop_size=crop,
         seed=0,
         encoding=encoding,
         rows_per_group=64,
-        images_per_shard=1,
+        triplets_per_shard=per_image,
+        overwrite=True,
     )
-    return params, plan_shards(manifest, 1)
+    params, prepared = plan_build(root, version, config)
+    return params, prepared.todo
 
 
 def summarize_build(entries: list[dict], cpus: int, encoding: str, wall: float) -> dict:
@@ -152,10 +148,10 @@ def generation(root: str, cpus: int, crop: int, per_image: int, encodings: list[
     rows = []
     try:
         ray.data.DataContext.get_current().enable_progress_bars = False
-        warm, plans = build_params(root, crop, 2, encodings[0])
+        warm, plans = build_params(root, f"warm-{cpus}", crop, 2, encodings[0])
         run_shard_builders(plans, warm, root, version_root_of(root, f"warm-{cpus}"))
         for encoding in encodings:
-            params, plans = build_params(root, crop, per_image, encoding)
+            params, plans = build_params(root, f"{encoding}-{cpus}", crop, per_image, encoding)
             start = time.perf_counter()
             entries = run_shard_builders(plans, params, root, version_root_of(root, f"{encoding}-{cpus}"))
             rows.append(summarize_build(entries, cpus, encoding, time.perf_counter() - start))

@@ -31,7 +31,7 @@ from ssh_model.checkpoints import model_from_bytes
 from ssh_model.errors import HarmonizeInputError, redact, storage_error
 from ssh_model.images import (
     decode_image,
-    decode_image_and_alpha,
+    decode_image_with_mask,
     decode_mask,
     encode_image,
     output_format,
@@ -179,9 +179,13 @@ class Harmonizer:
             return decode_mask(row[f"{name}_bytes"], row[name], max_pixels=self.max_pixels) if row[name] else None
 
         info = probe_image(row["composite_bytes"], row["composite"], self.max_pixels)
-        composite, alpha = decode_image_and_alpha(row["composite_bytes"], row["composite"], self.max_pixels)
-        mask = mask_of("mask")  # (H, W) in [0, 1]
-        mask = alpha if mask is None else mask  # no mask file: the composite's alpha (None: "no_mask")
+        composite, mask = decode_image_with_mask(
+            row["composite_bytes"],
+            row["mask_bytes"] if row["mask"] else None,
+            row["composite"],
+            row["mask"],
+            self.max_pixels,
+        )  # (H, W, 3) and (H, W) in [0, 1]; no mask file: the composite's alpha (None: "no_mask")
         background = None
         if row["background"]:
             background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)

@@ -33,7 +33,7 @@ from mlflow.pyfunc import PythonModel
 from pipeline.serving import DEFAULT_SIZE, OPTIONAL_INPUTS, SIGNATURE
 from ssh_model.checkpoints import load_model
 from ssh_model.errors import HarmonizeInputError
-from ssh_model.images import decode_image, decode_image_and_alpha, decode_mask, encode_image
+from ssh_model.images import decode_image, decode_image_with_mask, decode_mask, encode_image
 
 MIN_SIZE, MAX_SIZE = 32, 2048  # the network's working resolution (long side)
 
@@ -51,9 +51,8 @@ def harmonize_row(row: pd.Series, label: str, model, size: int) -> bytes:
     composite_bytes = _cell(row, "composite")
     if composite_bytes is None:
         raise HarmonizeInputError("invalid", f"{label}: no composite bytes")
-    composite, alpha = decode_image_and_alpha(composite_bytes, f"{label} composite")
     mask_bytes, background_bytes, reference_bytes = (_cell(row, name) for name in OPTIONAL_INPUTS)
-    mask = decode_mask(mask_bytes, f"{label} mask") if mask_bytes else alpha
+    composite, mask = decode_image_with_mask(composite_bytes, mask_bytes, f"{label} composite", f"{label} mask")
     background = decode_image(background_bytes, f"{label} background") if background_bytes else None
     reference = decode_mask(reference_bytes, f"{label} reference_mask") if reference_bytes else None
     result = harmonize_details(

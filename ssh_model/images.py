@@ -265,9 +265,13 @@ def read_image(url: str, max_pixels: int | None = None, require_rgb: bool = Fals
     return decode_image(_read(url), url, max_pixels=max_pixels, require_rgb=require_rgb)
 
 
-def read_image_and_alpha(url: str, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """``decode_image_and_alpha`` of the bytes at an fsspec URL."""
-    return decode_image_and_alpha(_read(url), url, max_pixels=max_pixels)
+def decode_image_with_mask(
+    data: bytes, mask_data: bytes | None, name: str, mask_name: str, max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB (H, W, 3), float32 (H, W) mask): the mask of ``mask_data`` when given, else the image's own alpha
+    (an RGBA cut-out); None when neither (the caller's "no_mask")."""
+    image, alpha = decode_image_and_alpha(data, name, max_pixels=max_pixels)
+    return image, decode_mask(mask_data, mask_name, max_pixels=max_pixels) if mask_data else alpha
 
 
 def read_image_with_mask(
@@ -276,8 +280,8 @@ def read_image_with_mask(
     """(RGB (H, W, 3) of the image at ``url``, its mask as float32 (H, W), how messages name the mask): the mask
     at ``mask_url`` when given, else the image's own alpha (an RGBA cut-out); neither is the "no_mask" error
     naming the image as ``"{role} {url}"``."""
-    image, alpha = read_image_and_alpha(url, max_pixels)
-    mask = read_mask(mask_url, max_pixels) if mask_url else alpha
+    mask_data = _read(mask_url) if mask_url else None
+    image, mask = decode_image_with_mask(_read(url), mask_data, url, mask_url or "", max_pixels)
     image, mask = composite_and_mask(image, mask, f"{role} {url}")
     return image, mask, f"mask {mask_url}" if mask_url else f"the alpha of {url}"
 
@@ -334,12 +338,12 @@ __all__ = [
     "ImageInfo",
     "decode_image",
     "decode_image_and_alpha",
+    "decode_image_with_mask",
     "decode_mask",
     "encode_image",
     "output_format",
     "probe_image",
     "read_image",
-    "read_image_and_alpha",
     "read_image_with_mask",
     "read_mask",
 ]
