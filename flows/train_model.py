@@ -151,7 +151,7 @@ def train_model(
         model_url = save_model_task(
             outcome.model,
             storage.join(data_root, "models", run_name, "model.safetensors"),
-            {**metadata, "data_version": data_tag, "git_commit": commit, "config": json.dumps(config.model_dump())},
+            {**metadata, "data_version": data_tag, "git_commit": commit, "train_config": json.dumps(config.model_dump())},
         )
         mlflow.set_tag("model.url", model_url)
         evaluations = evaluate_models(

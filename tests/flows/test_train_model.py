@@ -117,7 +117,9 @@ def test_given_a_training_when_it_ran_then_its_config_is_in_mlflow_the_checkpoin
     assert TrainModelConfig.model_validate(saved["resolved"]).steps == 2
     job = json.loads(storage.read_bytes(storage.join(runs["second"]["checkpoint"], JOB_FILE)))
     assert TrainModelConfig.model_validate(job["config"]).steps == 4  # the rerun's, at its last checkpoint
-    assert json.loads(load_model_metadata(first["model_url"])["config"]) == saved["resolved"]
+    in_file = TrainModelConfig.model_validate_json(load_model_metadata(first["model_url"])["train_config"])
+    assert in_file.steps == 4  # the same run name: the rerun's model file, with its config
+    assert in_file.model_copy(update={"steps": 2}) == TrainModelConfig.model_validate(saved["resolved"])
 
 
 def test_given_the_same_run_name_when_run_again_with_more_steps_then_it_resumes_from_the_checkpoint(runs):
