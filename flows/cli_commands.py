@@ -1,4 +1,4 @@
-"""The ``composite``, ``evaluate`` and ``catalog`` commands of ``ssh-harmonize`` (parsers in ``flows.cli``).
+"""The ``composite``, ``evaluate`` and ``catalog`` commands of ``ssh-harmonize`` (typer front ends in ``flows.cli``).
 
 Expected problems with the input raise ``InputError`` (or the ``ValueError``/``OSError`` of the
 reader that found them, e.g. the typed ``ssh_model.errors`` ones: ``ImageError``, ``ModelError``);
