@@ -87,7 +87,7 @@ def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, 
     # A progress event every 2 steps (train-model's default is 20): each one makes rank 0 sync with the
     # host and message the driver while rank 1 waits at the next all-reduce.
     cfg = TrainConfig(steps=steps, batch_size=batch, lr=LR, log_every=LOG_EVERY, warmup_steps=1, seed=0)
-    job = TrainingJob(data=root, model="small", train=cfg, checkpoint_every=steps, threads=threads)
+    job = TrainingJob(data=root, model="small", train=cfg, checkpoint_every=steps, loader_workers=0, threads=threads)
     name = f"bench-{workers}x{threads}-{time.time_ns()}"
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -96,7 +96,9 @@ def train_rate(root: str, storage: str, workers: int, threads: int, steps: int, 
         run_name=name,
         storage_root=storage,
         num_workers=workers,
+        use_gpu=False,
         max_failures=0,
+        resource_wait_s=TrainModelConfig().resource_wait_s,
         on_event=lambda e: events.append(e) if e["kind"] == "progress" else None,
     )
     wall = time.perf_counter() - started

@@ -15,7 +15,7 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pipeline.configs import TripletConfig
+from pipeline.configs import VERSION, TripletConfig
 from pipeline.triplet_versions import BUILD_MARKER, version_root_of
 from ssh_model import storage
 from ssh_model.settings import get_settings
@@ -46,7 +46,7 @@ def summary_markdown(marker: dict, url: str, skipped: bool) -> str:
 
 
 @flow(name="build-triplets")
-def build_triplets(data_root: str | None = None, version: str = "v1", config: TripletConfig | None = None) -> dict:
+def build_triplets(data_root: str | None = None, version: str = VERSION, config: TripletConfig | None = None) -> dict:
     """Make ``config.per_image`` dual-LUT triplets of every ingested photo and write them as Parquet shards.
 
     Args:

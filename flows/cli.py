@@ -25,13 +25,10 @@ failed.
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import os
 import sys
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import click
 import typer
@@ -39,16 +36,9 @@ from pydantic import ValidationError
 from rich.logging import RichHandler
 
 from flows import cli_commands
+from flows.cli_flows import DATA_ROOT_HELP, FLOW_COMMANDS, URL_NOTE, add_flow_commands
 from flows.cli_progress import progress_bars
-from pipeline.configs import (
-    BatchConfig,
-    CompareConfig,
-    IngestConfig,
-    StageConfig,
-    TrainModelConfig,
-    TripletConfig,
-    demo_training,
-)
+from pipeline.configs import BatchConfig, demo_training
 
 app = typer.Typer(
     name="ssh-harmonize",
@@ -66,151 +56,12 @@ catalog_app = typer.Typer(
 )
 app.add_typer(catalog_app, name="catalog")
 
-URL_NOTE = "a file or URL (s3://, http(s)://)"
 FORMATS_NOTE = "format from the extension: .png, .jpg/.jpeg or .webp"
 Output = Annotated[str, typer.Option("-o", "--output", metavar="OUT", help=f"where to write it ({FORMATS_NOTE})")]
-DataRoot = Annotated[str | None, typer.Option(help="where data, models and the MLflow store live (default: SSH_DATA_ROOT)")]
+DataRoot = Annotated[str | None, typer.Option(help=DATA_ROOT_HELP)]
 
 
-# -- the flow commands, generated from the stage configs ------------------------------------------------
-
-
-def flow_command(
-    name: str, summary: str, where: list[inspect.Parameter], sections: dict[str, type[StageConfig]], run: Callable[..., Any]
-) -> None:
-    """Register ``name``: options ``where`` (what to work on) and one per field of each config in ``sections``.
-
-    A field name used by two sections becomes ``--<section>-<field>``. The command builds each config from
-    its options (a bad value is the config's one-line validation error) and calls ``run(**where, **configs)``,
-    then prints its result as JSON.
-    """
-    seen = [field for config in sections.values() for field in config.model_fields]
-    option_of: dict[str, tuple[str, str]] = {}  # option parameter -> (section, field)
-    parameters = list(where)
-    for section, config in sections.items():
-        for field, info in config.model_fields.items():
-            option = f"{section}_{field}" if seen.count(field) > 1 else field
-            option_of[option] = (section, field)
-            default = info.get_default(call_default_factory=True)
-            parameters.append(
-                inspect.Parameter(
-                    option,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=typer.Option(default, help=info.description, show_default=default is not None),
-                    annotation=info.annotation,
-                )
-            )
-
-    def command(**values: Any) -> int:
-        options = {option: values.pop(option) for option in option_of}
-        configs = {
-            section: config(**{field: options[o] for o, (s, field) in option_of.items() if s == section})
-            for section, config in sections.items()
-        }
-        with progress_bars():
-            result = run(**values, **configs)
-        print(json.dumps(result, indent=2, default=str))
-        return 0
-
-    command.__signature__ = inspect.Signature(parameters)  # what typer reads the options from
-    command.__doc__ = summary
-    app.command(name)(command)
-
-
-def where(name: str, annotation: Any, default: Any, help: str, argument: bool = False) -> inspect.Parameter:
-    kind = typer.Argument(help=help) if argument else typer.Option(default, help=help)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=kind, annotation=annotation)
-
-
-DATA_ROOT = where("data_root", str | None, None, "where data, models and the MLflow store live (default: SSH_DATA_ROOT)")
-VERSION = where("version", str, "v1", "the triplet version (a folder under triplets/)")
-
-
-def _ingest(**kwargs: Any) -> Any:
-    from flows.ingest_images import ingest_images
-
-    return ingest_images(data_root=kwargs["data_root"], config=kwargs["config"])
-
-
-def _build_triplets(**kwargs: Any) -> Any:
-    from flows.build_triplets import build_triplets
-
-    return build_triplets(**kwargs)
-
-
-def _train(**kwargs: Any) -> Any:
-    from flows.train_model import train_model
-
-    result = train_model(**kwargs)
-    return {key: value for key, value in result.items() if key != "evaluation"}
-
-
-def _retrain(**kwargs: Any) -> Any:
-    from flows.retrain import retrain
-
-    result = retrain(**kwargs)
-    return {key: value for key, value in result.items() if key != "train"}
-
-
-def _compare(**kwargs: Any) -> Any:
-    from flows.compare_models import compare_models
-
-    result = compare_models(**kwargs)
-    print(result["table"])
-    return {"run_id": result["run_id"], "models": result["models"]}
-
-
-def _harmonize_batch(**kwargs: Any) -> Any:
-    from flows.harmonize_batch import harmonize_batch
-
-    return harmonize_batch(**kwargs)
-
-
-flow_command(
-    "ingest", "Add photos to the image manifest (flow ingest-images).", [DATA_ROOT], {"config": IngestConfig}, _ingest
-)
-flow_command(
-    "build-triplets",
-    "Make dual-LUT triplet shards of the ingested photos with Ray Data (flow build-triplets).",
-    [DATA_ROOT, VERSION],
-    {"config": TripletConfig},
-    _build_triplets,
-)
-flow_command(
-    "train",
-    "Train on a triplet version with Ray Train, track it in MLflow, register it and run the gate (flow train-model).",
-    [DATA_ROOT, VERSION, where("run_name", str | None, None, "the MLflow run and checkpoint folder; the same name resumes")],
-    {"config": TrainModelConfig},
-    _train,
-)
-flow_command(
-    "retrain",
-    "The scheduled chain: ingest -> build-triplets -> train -> registry gate (flow retrain).",
-    [DATA_ROOT, where("version", str | None, None, "the triplet version (default: named after the manifest)")],
-    {"ingest": IngestConfig, "triplets": TripletConfig, "train": TrainModelConfig},
-    _retrain,
-)
-flow_command(
-    "compare-models",
-    "Models and baselines on the same evaluation set: a table and an image grid in MLflow (flow compare-models).",
-    [
-        DATA_ROOT,
-        where("triplets", str | None, None, "a triplet version root whose val split is evaluated too"),
-        where("run_name", str | None, None, "the MLflow run name (default: compare-<UTC time>)"),
-    ],
-    {"config": CompareConfig},
-    _compare,
-)
-flow_command(
-    "harmonize-batch",
-    "Harmonize every composite of a catalog with Ray Data; results table and HTML report (flow harmonize-batch).",
-    [
-        where("catalog", str, None, f"a Parquet, CSV or JSONL catalog: {URL_NOTE}", argument=True),
-        where("output_prefix", str | None, None, "the prefix every output lies under (default: under SSH_DATA_ROOT)"),
-    ],
-    {"config": BatchConfig},
-    _harmonize_batch,
-)
+add_flow_commands(app)
 
 
 # -- the hand-written commands ----------------------------------------------------------------------
@@ -226,7 +77,8 @@ def demo(
 
     if data_root:  # the settings every layer reads (registry lookups, Ray workers), not just the demo's
         os.environ["SSH_DATA_ROOT"] = data_root
-    result = demo_flow(data_root=data_root, train=demo_training().model_copy(update={"steps": steps}))
+    with progress_bars():
+        result = demo_flow(data_root=data_root, train=demo_training().model_copy(update={"steps": steps}))
     print(
         f"\nHarmonized {result['harmonize']['total']} composites of held-out photos "
         f"(champion {result['champion']}):\n\n{result['table']}\n"
@@ -342,8 +194,11 @@ def evaluate(
         str, typer.Option(metavar="URI", help="models:/name@alias, models:/name/N, or a .safetensors file or URL")
     ],
     baselines: Annotated[
-        str, typer.Option(help="comma-separated baselines scored too, from identity, reinhard, histogram; '' for none")
-    ] = "identity,reinhard,histogram",
+        str | None,
+        typer.Option(
+            help="comma-separated baselines scored too, from identity, reinhard, histogram; '' for none (default: all)"
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(metavar="N", help="score only the first N rows")] = None,
     json_out: Annotated[
         str | None,
@@ -463,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Abort:
         return 130
     except (ValueError, OSError) as err:  # bad input: ImageError, CatalogError, InputError, missing files
-        logging.getLogger("ssh.cli").debug("%s failed", command, exc_info=True)
+        # a flow runs a whole pipeline: its traceback says where a deep error came from
+        flow_failed = command in FLOW_COMMANDS and not isinstance(err, ValidationError)
+        logging.getLogger("ssh.cli").log(
+            logging.ERROR if flow_failed else logging.DEBUG, "%s failed", command, exc_info=True
+        )
         print(f"ssh-harmonize {command}: error: {describe(err)}", file=sys.stderr)
         return 2
     return status if isinstance(status, int) else 0

@@ -165,7 +165,8 @@ def evaluate_rows(
 
     result = Evaluation(set_name)
     failures: list[tuple[str, str]] = []
-    for row in track(rows, description="scoring rows", console=Console(stderr=True)):
+    console = Console(stderr=True)
+    for number, row in enumerate(track(rows, "scoring rows", console=console, disable=not console.is_terminal), 1):
         try:
             item, background = load_row(row)
             scored = evaluate_composites(methods, [item], backgrounds=[background])
@@ -175,6 +176,8 @@ def evaluate_rows(
         result.rows.extend(scored.rows)
         for name, seconds in scored.seconds.items():
             result.seconds[name] = result.seconds.get(name, 0.0) + seconds
+        if not console.is_terminal:  # a log file gets a line per row instead of a bar
+            logger.info("row %d/%d (%s) scored", number, len(rows), row.id)
     return result, failures
 
 
@@ -196,11 +199,11 @@ def read_evaluation_catalog(url: str, limit: int | None) -> list[CatalogRow]:
 
 
 def cmd_evaluate(
-    catalog: str, model_ref: str, baseline_names: str, limit: int | None, json_url: str | None, device: str
+    catalog: str, model_ref: str, baseline_names: str | None, limit: int | None, json_url: str | None, device: str
 ) -> int:
     from ssh_model.baselines import BASELINES
 
-    baselines = split_names(baseline_names)
+    baselines = list(BASELINES) if baseline_names is None else split_names(baseline_names)
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
         raise InputError(f"unknown baselines {', '.join(unknown)}; choose from {', '.join(BASELINES)}")

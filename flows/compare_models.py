@@ -100,7 +100,7 @@ def compare_models(
         log_rows(summary, "comparison/summary")
         log_rows(by_level, "comparison/summary_by_level")
         mlflow.log_text(f"{table}\n\nBy level:\n\n{level_table}\n", "comparison/table.md")
-        mlflow.log_image(comparison_grid(fixed.items, fixed.outputs, rows=config.grid_rows), "comparison/grid.png")
+        mlflow.log_image(comparison_grid(fixed.items, fixed.outputs, config.grid_rows), "comparison/grid.png")
         run_id = run.info.run_id
     create_markdown_artifact(
         f"## compare-models\n\nMLflow run `{run_id}`; models: "

@@ -29,8 +29,7 @@ def data_version_name(data_root: str, config: TripletConfig) -> str:
     across reruns; a new schema gets a new version instead of a conflict with the old one's shards)."""
     settings = get_settings()
     _, manifest_sha = image_manifest(data_root)
-    crop_size = config.crop_size or settings.crop_size
-    seed = settings.seed if config.seed is None else config.seed
+    crop_size, seed = config.crop_and_seed(settings)
     name = f"m{manifest_sha[:10]}-k{config.per_image}-c{crop_size}-s{seed}-v{SCHEMA_VERSION}"
     if config.region_fraction:
         name += f"-r{config.region_fraction:g}"

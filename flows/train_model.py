@@ -38,7 +38,7 @@ import mlflow
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from pipeline.configs import TrainModelConfig
+from pipeline.configs import VERSION, TrainModelConfig
 from pipeline.ingest import photo_urls
 from pipeline.ray_runtime import cluster_gpus
 from pipeline.tracking import RunRecorder, git_commit, log_params_once, tracked_run
@@ -84,7 +84,7 @@ def summary_markdown(result: dict[str, Any], tables: dict[str, str]) -> str:
 
 @flow(name="train-model")
 def train_model(
-    data_root: str | None = None, version: str = "v1", run_name: str | None = None, config: TrainModelConfig | None = None
+    data_root: str | None = None, version: str = VERSION, run_name: str | None = None, config: TrainModelConfig | None = None
 ) -> dict[str, Any]:
     """Train the SSH network on a triplet version, track it in MLflow, register it and run the gate.
 
@@ -160,7 +160,7 @@ def train_model(
             config=config,
             keep_outputs=True,
         )
-        tables = record_evaluations_task(recorder, evaluations, outcome.steps)
+        tables = record_evaluations_task(recorder, evaluations, outcome.steps, config.grid_rows)
         result: dict[str, Any] = {
             "run_name": run_name,
             "run_id": run_id,

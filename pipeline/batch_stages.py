@@ -157,7 +157,7 @@ def _timed_out(row: dict, timeout_s: float) -> dict:
 
 
 def fetch_inputs(
-    batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool, threads: int = 8, timeout_s: float | None = None
+    batch: pa.Table, model_version: str, jpeg_quality: int, overwrite: bool, threads: int, timeout_s: float | None
 ) -> pa.Table:
     """Download every input of the batch in parallel, hash them, and mark rows that are up to date.
 

@@ -16,8 +16,8 @@ used (``pipeline.triplet_plan.check_build_arguments``, ``pipeline.batch_inferenc
 
 Named presets are thin constructors below (``demo_triplets``, ``demo_training``).
 
-This module imports only pydantic (and the library's light constants), so the CLI's ``--help`` and the
-flows' parameter schemas cost no torch, Ray or MLflow import.
+This module imports pydantic and a few of the library's constants (no torch, Ray, MLflow or Prefect), so the
+CLI's ``--help`` and the flows' parameter schemas stay cheap.
 """
 
 from __future__ import annotations
@@ -25,10 +25,12 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from ssh_model.samples import BUILTIN_SAMPLES_URL
+from ssh_model.settings import Settings
 from ssh_model.shards import DEFAULT_ENCODING, ROWS_PER_GROUP
 
 MODEL_NAME = "ssh-harmonizer"
 EXPERIMENT = "ssh-harmonization"
+VERSION = "v1"  # the triplet version build-triplets writes and train-model reads when none is named
 
 
 class StageConfig(BaseModel):
@@ -42,6 +44,7 @@ class IngestConfig(StageConfig):
         default_factory=lambda: [BUILTIN_SAMPLES_URL],
         description="photo URLs, folders (searched recursively) or globs, any fsspec scheme; "
         f"{BUILTIN_SAMPLES_URL} names the photos bundled with scikit-image and scikit-learn",
+        min_length=1,
     )
     max_workers: int = Field(8, ge=1, description="photos read at once")
 
@@ -70,6 +73,10 @@ class TripletConfig(StageConfig):
     triplets_per_shard: int = Field(512, description="about this many triplets per file (whole photos per file)")
     num_cpus: int | None = Field(None, description="cap on the CPUs used, and of a local Ray started here (default: all)")
 
+    def crop_and_seed(self, settings: Settings) -> tuple[int, int]:
+        """The crop side and the seed, from the settings where this config leaves them unset."""
+        return self.crop_size or settings.crop_size, settings.seed if self.seed is None else self.seed
+
 
 class EvalConfig(StageConfig):
     experiment: str = Field(EXPERIMENT, description="the MLflow experiment")
@@ -79,6 +86,7 @@ class EvalConfig(StageConfig):
     )
     eval_photos: int | None = Field(None, description="use only the first N photos of the fixed set (default: all)")
     val_limit: int = Field(256, description="validation triplets evaluated")
+    grid_rows: int = Field(6, description="composites shown in the side-by-side image grid logged to MLflow")
 
 
 class TrainModelConfig(EvalConfig):
@@ -132,9 +140,10 @@ class CompareConfig(EvalConfig):
         description="model references: aliases (champion), versions (3), models:/ URIs or .safetensors URLs",
     )
     baselines: list[str] | None = Field(
-        None, description="classical baselines scored too, [] for none (default: every one in ssh_model.baselines)"
+        None,
+        description="classical baselines scored too, [] for none (on the command line: --baselines '') "
+        "(default: every one in ssh_model.baselines)",
     )
-    grid_rows: int = Field(6, description="composites shown in the side-by-side image grid")
 
 
 class BatchConfig(StageConfig):

@@ -236,8 +236,8 @@ def _network_outputs(model: torch.nn.Module, content: np.ndarray, reference: np.
 def evaluate_triplets(
     models: Mapping[str, torch.nn.Module],
     source: str,
-    split: str = "val",
-    limit: int = 256,
+    split: str,
+    limit: int,
     batch_size: int = 16,
     baselines: Sequence[str] = tuple(BASELINES),
 ) -> Evaluation | None:
@@ -307,7 +307,7 @@ def metrics_for_logging(evaluation: Evaluation) -> dict[str, float]:
 
 
 def comparison_grid(
-    composites: Sequence[Composite], outputs: Mapping[str, Sequence[np.ndarray]], side: int = 160, rows: int = 6
+    composites: Sequence[Composite], outputs: Mapping[str, Sequence[np.ndarray]], rows: int, side: int = 160
 ) -> np.ndarray:
     """A side-by-side grid, uint8: one row per composite (the first ``rows``); columns composite,
     ground truth, then each method's output, under a header with the column names."""
@@ -331,9 +331,11 @@ def comparison_grid(
     return np.asarray(canvas)
 
 
-def record_evaluations(recorder: RunRecorder, evaluations: dict[str, Evaluation], step: int) -> dict[str, str]:
-    """Metrics, summary and per-item tables, and the fixed set's image grid into the active MLflow run;
-    returns the markdown table of each evaluation."""
+def record_evaluations(
+    recorder: RunRecorder, evaluations: dict[str, Evaluation], step: int, grid_rows: int
+) -> dict[str, str]:
+    """Metrics, summary and per-item tables, and the fixed set's image grid (its first ``grid_rows`` composites)
+    into the active MLflow run; returns the markdown table of each evaluation."""
     tables = {}
     for name, evaluation in evaluations.items():
         recorder.metrics(metrics_for_logging(evaluation), step)
@@ -341,7 +343,7 @@ def record_evaluations(recorder: RunRecorder, evaluations: dict[str, Evaluation]
         log_rows(evaluation.rows, f"evaluation/{name}_items")
         tables[name] = format_table(evaluation.summary(by_level=name == "fixed"))
     fixed = evaluations["fixed"]
-    mlflow.log_image(comparison_grid(fixed.items, fixed.outputs), "evaluation/fixed_grid.png")
+    mlflow.log_image(comparison_grid(fixed.items, fixed.outputs, grid_rows), "evaluation/fixed_grid.png")
     mlflow.log_text("\n\n".join(f"## {k}\n\n{v}" for k, v in tables.items()), "evaluation/tables.md")
     return tables
 

@@ -229,7 +229,7 @@ class FragmentWriter:
         max_seconds: flush when the oldest pending record has waited this long.
     """
 
-    def __init__(self, results_dir: str, run_id: str, max_rows: int = 256, max_seconds: float = 2.0) -> None:
+    def __init__(self, results_dir: str, run_id: str, max_rows: int, max_seconds: float) -> None:
         self.results_dir = results_dir
         self.run_id = run_id
         self.max_rows = max_rows

@@ -36,7 +36,7 @@ JOB_FILE = "job.json"
 COMMIT_TIMEOUT_S = 600.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainingJob:
     """What every training worker does (pickled to the workers; ``as_dict`` is JSON for params).
 
@@ -63,9 +63,9 @@ class TrainingJob:
     model: str | dict[str, Any]
     train: TrainConfig
     checkpoint_every: int
+    loader_workers: int
+    threads: int
     config: dict[str, Any] = field(default_factory=dict)
-    loader_workers: int = 0
-    threads: int = 1
     split: str = "train"
     shuffle_buffer: int = 256
     channels_last: bool = True

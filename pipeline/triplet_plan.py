@@ -170,8 +170,8 @@ def check_build_arguments(
     encoding: str,
     rows_per_group: int,
     triplets_per_shard: int,
-    region_fraction: float = 0.0,
-    natural_fraction: float = 0.0,
+    region_fraction: float,
+    natural_fraction: float,
 ) -> None:
     problems = []
     for name, value in (("region_fraction", region_fraction), ("natural_fraction", natural_fraction)):

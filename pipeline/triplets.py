@@ -206,8 +206,7 @@ def plan_build(
     """Read the image manifest and the LUT bank, fix the parameters (``config``'s run-time defaults from the
     settings), and clean or resume the version."""
     settings = get_settings()
-    crop_size = config.crop_size or settings.crop_size
-    seed = settings.seed if config.seed is None else config.seed
+    crop_size, seed = config.crop_and_seed(settings)
     luts = config.luts or default_lut_spec(seed)
     per_image, masks = config.per_image, config.masks
     region_fraction, natural_fraction = config.region_fraction, config.natural_fraction

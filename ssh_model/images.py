@@ -271,7 +271,7 @@ def decode_image_with_mask(
     """(RGB (H, W, 3), float32 (H, W) mask): the mask of ``mask_data`` when given, else the image's own alpha
     (an RGBA cut-out); None when neither (the caller's "no_mask")."""
     image, alpha = decode_image_and_alpha(data, name, max_pixels=max_pixels)
-    return image, decode_mask(mask_data, mask_name, max_pixels=max_pixels) if mask_data else alpha
+    return image, decode_mask(mask_data, mask_name, max_pixels=max_pixels) if mask_data is not None else alpha
 
 
 def read_image_with_mask(
@@ -280,8 +280,9 @@ def read_image_with_mask(
     """(RGB (H, W, 3) of the image at ``url``, its mask as float32 (H, W), how messages name the mask): the mask
     at ``mask_url`` when given, else the image's own alpha (an RGBA cut-out); neither is the "no_mask" error
     naming the image as ``"{role} {url}"``."""
+    data = _read(url)
     mask_data = _read(mask_url) if mask_url else None
-    image, mask = decode_image_with_mask(_read(url), mask_data, url, mask_url or "", max_pixels)
+    image, mask = decode_image_with_mask(data, mask_data, url, mask_url or "", max_pixels)
     image, mask = composite_and_mask(image, mask, f"{role} {url}")
     return image, mask, f"mask {mask_url}" if mask_url else f"the alpha of {url}"
 

@@ -35,6 +35,8 @@ def save_model_task(model: nn.Module, url: str, metadata: dict[str, str]) -> str
 
 
 @task(name="record-evaluations", cache_policy=NO_CACHE)
-def record_evaluations_task(recorder: RunRecorder, evaluations: dict[str, Evaluation], step: int) -> dict[str, str]:
+def record_evaluations_task(
+    recorder: RunRecorder, evaluations: dict[str, Evaluation], step: int, grid_rows: int
+) -> dict[str, str]:
     """``pipeline.evaluation.record_evaluations`` into the flow's MLflow run; returns the markdown tables."""
-    return record_evaluations(recorder, evaluations, step)
+    return record_evaluations(recorder, evaluations, step, grid_rows)

@@ -48,6 +48,11 @@ def test_given_a_flow_when_its_signature_is_read_then_no_knob_has_a_default_of_i
     assert own == {}
 
 
+def test_given_no_sources_when_an_ingest_config_is_made_then_it_is_refused_rather_than_ingesting_nothing():
+    with pytest.raises(ValidationError, match="sources"):
+        IngestConfig(sources=[])
+
+
 def test_given_the_hardware_when_a_train_config_is_resolved_then_unset_fields_follow_it_and_set_ones_stay():
     cpu = TrainModelConfig().for_hardware(use_gpu=False, gpus=0)
     gpu = TrainModelConfig().for_hardware(use_gpu=True, gpus=4)

@@ -65,7 +65,7 @@ def test_given_val_triplets_when_evaluated_then_the_model_and_baselines_are_scor
     root = write_triplet_version(
         str(tmp_path / "v1"), np.random.default_rng(3), {"train": 1, "val": 2}, crop_size=32, per_image=3
     )
-    result = evaluate_triplets({"model": model}, root, limit=5, batch_size=2)
+    result = evaluate_triplets({"model": model}, root, "val", limit=5, batch_size=2)
     batch = next(iter(TripletDataset(root, split="val", batch_size=6, shuffle=False, drop_last=False)))
     identity_rows = [row for row in result.rows if row["method"] == "identity"]
 
@@ -74,7 +74,7 @@ def test_given_val_triplets_when_evaluated_then_the_model_and_baselines_are_scor
     ones = np.ones((32, 32), np.float32)
     expected = [evaluate(batch["content_a"][i], batch["content_b"][i], ones)["mse"] for i in range(5)]
     assert [row["mse"] for row in identity_rows] == pytest.approx(expected)
-    assert evaluate_triplets({"model": model}, root, split="test") is None  # no such split: nothing to score
+    assert evaluate_triplets({"model": model}, root, split="test", limit=5) is None  # no such split: nothing to score
 
 
 def test_given_outputs_when_gridded_then_rows_are_items_and_columns_are_methods():

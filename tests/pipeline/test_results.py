@@ -58,11 +58,11 @@ def test_given_a_record_when_inputs_model_or_quality_differ_then_not_up_to_date(
 
 def test_given_fragments_when_merged_then_latest_record_per_id_wins_and_fragments_are_gone(tmp_path):
     results_dir = str(tmp_path / "_results")
-    first = FragmentWriter(results_dir, "run1", max_rows=2)
+    first = FragmentWriter(results_dir, "run1", max_rows=2, max_seconds=2.0)
     first.add([record("a", "error", at=0, reason="missing", error="gone"), record("b", at=1)])  # flushed
     first.add([record("c", at=2)])
     first.flush()
-    second = FragmentWriter(results_dir, "run2", max_rows=100)
+    second = FragmentWriter(results_dir, "run2", max_rows=100, max_seconds=2.0)
     second.add([record("a", at=10, metrics={"model_psnr": 30.0, "identity_psnr": 25.0})])
     second.flush()
     assert len(list_fragments(results_dir)) == 3
@@ -80,13 +80,13 @@ def test_given_fragments_when_merged_then_latest_record_per_id_wins_and_fragment
 
 def test_given_a_published_table_and_new_fragments_when_merged_twice_then_idempotent(tmp_path):
     results_dir = str(tmp_path / "_results")
-    writer = FragmentWriter(results_dir, "run1")
+    writer = FragmentWriter(results_dir, "run1", max_rows=256, max_seconds=2.0)
     writer.add([record("a", metrics={"model_psnr": 31.5}), record("b")])
     writer.flush()
     merge_results(results_dir)
-    pending = FragmentWriter(results_dir, "run2")
+    pending = FragmentWriter(results_dir, "run2", max_rows=256, max_seconds=2.0)
     pending.add([record("b", "skipped", at=5)])  # below both thresholds: never written (a kill loses it)
-    late = FragmentWriter(results_dir, "run3", max_rows=1)
+    late = FragmentWriter(results_dir, "run3", max_rows=1, max_seconds=2.0)
     late.add([record("c", at=6)])
 
     previous = load_previous(results_dir)  # published table + pending fragments

@@ -23,7 +23,7 @@ from tests.pipeline.training_cases import build_version_with_ray, mlflow_store, 
 
 def tiny_job(data: str, steps: int, **options) -> TrainingJob:
     cfg = TrainConfig(steps=steps, batch_size=2, lr=2e-4, log_every=1, sample_every=2, warmup_steps=1, seed=0)
-    return TrainingJob(data=data, model="tiny", train=cfg, checkpoint_every=2, **options)
+    return TrainingJob(data=data, model="tiny", train=cfg, checkpoint_every=2, loader_workers=0, threads=1, **options)
 
 
 @pytest.mark.timeout(300)  # a Ray Data / Ray Train starvation hang fails here instead of stalling the suite
@@ -37,6 +37,8 @@ def test_given_a_ray_data_build_when_two_workers_train_then_they_finish_and_log_
             run_name="two-workers",
             storage_root=f"{data_root}/training",
             num_workers=2,
+            use_gpu=False,
+            max_failures=0,
             resource_wait_s=60,
             on_event=recorder.record,
         )
@@ -83,6 +85,7 @@ def test_given_a_worker_killed_at_step_3_when_training_on_s3_then_it_resumes_fro
         run_name="killed",
         storage_root=f"{s3_prefix}/training",
         num_workers=2,
+        use_gpu=False,
         max_failures=1,
         resource_wait_s=60,
         on_event=events.append,
@@ -123,6 +126,8 @@ def test_given_the_cpus_are_taken_when_training_starts_then_it_refuses_instead_o
                 run_name="starved",
                 storage_root=str(tmp_path / "training"),
                 num_workers=2,
+                use_gpu=False,
+                max_failures=0,
                 resource_wait_s=2,
             )
     finally:

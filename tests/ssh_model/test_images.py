@@ -13,6 +13,7 @@ from PIL import Image, ImageCms
 from ssh_model.images import (
     ImageError,
     decode_image,
+    decode_image_with_mask,
     decode_mask,
     encode_image,
     output_format,
@@ -53,6 +54,19 @@ def test_zero_bytes_is_empty():
     with pytest.raises(ImageError) as caught:
         decode_image(b"", "a.jpg")
     assert caught.value.reason == "empty" and "a.jpg" in str(caught.value)
+
+
+def test_a_zero_byte_mask_is_empty_not_a_missing_mask(rng):
+    # given an RGBA composite (its alpha could stand in for a mask) and a mask file of zero bytes
+    rgba = np.concatenate([rng.integers(0, 256, (8, 8, 3)), np.full((8, 8, 1), 128)], axis=2).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buffer, "PNG")
+    # when both are decoded, then the mask is the "empty" error naming it, not silently the alpha
+    with pytest.raises(ImageError) as caught:
+        decode_image_with_mask(buffer.getvalue(), b"", "c.png", "m.png")
+    assert caught.value.reason == "empty" and "m.png" in str(caught.value)
+    image, alpha = decode_image_with_mask(buffer.getvalue(), None, "c.png", "")
+    assert image.shape == (8, 8, 3) and alpha.shape == (8, 8) and np.allclose(alpha, 128 / 255)
 
 
 def test_garbage_is_unreadable(rng):
