@@ -33,6 +33,7 @@ from typing import Annotated
 import click
 import typer
 from pydantic import ValidationError
+from rich.console import Console
 from rich.logging import RichHandler
 
 from flows import cli_commands
@@ -305,7 +306,13 @@ def describe(err: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit status (2 for bad input, printed as one line without a traceback)."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[RichHandler(show_path=False)])
+    console = Console(stderr=True)
+    if console.is_terminal:  # rich's columns on a terminal; plain lines (no wrapping) in a log file
+        logging.basicConfig(
+            level=logging.INFO, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+        )
+    else:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for chatty in ("httpx", "httpcore", "urllib3", "botocore", "alembic"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     args = sys.argv[1:] if argv is None else argv
