@@ -48,6 +48,11 @@ def progress_bars(console: Console | None = None) -> Iterator[None]:
     if not console.is_terminal:
         yield
         return
+    # deferred (only commands that run a flow pay for Prefect): Prefect's first logging set-up replaces its
+    # loggers' handlers, later ones only adjust them, so it is done before the bars attach
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
     columns = [TextColumn("{task.description:>7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, TimeRemainingColumn(), console=console) as progress:
         handler = ProgressBars(progress)
