@@ -162,9 +162,10 @@ class Harmonizer:
         """Report thumbnails of an up-to-date row: its inputs and the output already written (best effort:
         a row whose pictures cannot be read is still skipped, just shown without them)."""
         try:
+            composite, mask = self._composite_and_mask(row)
             images = {
-                "composite": decode_image(row["composite_bytes"], row["composite"], max_pixels=self.max_pixels),
-                "mask": decode_mask(row["mask_bytes"], row["mask"], max_pixels=self.max_pixels),
+                "composite": composite,
+                "mask": mask,
                 "harmonized": decode_image(read_bytes(row["output"]), row["output"], max_pixels=self.max_pixels),
             }
             if row["target"]:
@@ -172,20 +173,19 @@ class Harmonizer:
         except Exception as err:  # noqa: BLE001 - thumbnails never fail a row
             logger.warning("no thumbnails for skipped row %s: %s", row["id"], err)
             return {}
-        return {name: _thumbnail_bytes(image) for name, image in images.items()}
+        return {name: _thumbnail_bytes(image) for name, image in images.items() if image is not None}
+
+    def _composite_and_mask(self, row: dict) -> tuple[np.ndarray, np.ndarray | None]:
+        """(H, W, 3) and (H, W) in [0, 1]: the row's mask file, or without one the composite's alpha (None: neither)."""
+        mask_bytes = row["mask_bytes"] if row["mask"] else None
+        return decode_image_with_mask(row["composite_bytes"], mask_bytes, row["composite"], row["mask"], self.max_pixels)
 
     def _harmonize_row(self, row: dict, base: dict) -> tuple[dict, dict[str, bytes]]:
         def mask_of(name: str) -> np.ndarray | None:
             return decode_mask(row[f"{name}_bytes"], row[name], max_pixels=self.max_pixels) if row[name] else None
 
         info = probe_image(row["composite_bytes"], row["composite"], self.max_pixels)
-        composite, mask = decode_image_with_mask(
-            row["composite_bytes"],
-            row["mask_bytes"] if row["mask"] else None,
-            row["composite"],
-            row["mask"],
-            self.max_pixels,
-        )  # (H, W, 3) and (H, W) in [0, 1]; no mask file: the composite's alpha (None: "no_mask")
+        composite, mask = self._composite_and_mask(row)  # mask None: harmonize's "no_mask"
         background = None
         if row["background"]:
             background = decode_image(row["background_bytes"], row["background"], max_pixels=self.max_pixels)

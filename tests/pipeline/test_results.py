@@ -261,3 +261,22 @@ def test_given_a_job_killed_halfway_when_re_run_then_every_row_is_done_exactly_o
     # come from its inputs and the output already written)
     assert again.summary.done == 6 and [r["id"] for r in again.records] == ["r0"]
     assert set(again.thumbnails["r0"]) == {"composite", "mask", "harmonized"}  # the catalog has no targets
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_given_a_cut_out_row_when_re_run_then_its_skipped_thumbnails_show_the_alpha_as_the_mask(tmp_path, tiny_model_url):
+    from pipeline.batch_inference import run_catalog
+    from pipeline.catalog import read_catalog, write_catalog
+    from tests.pipeline.batch_cases import write_case
+
+    # given a finished run of an RGBA composite whose alpha is the mask (no mask file)
+    root = str(tmp_path)
+    write_catalog([write_case(root, "cutout", np.random.default_rng(13), target=False, rgba=True)], f"{root}/c.csv")
+    catalog = read_catalog(f"{root}/c.csv", output_prefix=f"{root}/out")
+    first = run_catalog(catalog, _options(tiny_model_url))
+    # when it runs again, the row is skipped and its report thumbnails are rebuilt from what is there
+    again = run_catalog(catalog, _options(tiny_model_url))
+
+    assert [r["status"] for r in first.records] == ["ok"] and [r["status"] for r in again.records] == ["skipped"]
+    assert set(again.thumbnails["cutout"]) == {"composite", "mask", "harmonized"}
+    assert again.thumbnails["cutout"]["mask"] == first.thumbnails["cutout"]["mask"]
