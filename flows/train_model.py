@@ -103,11 +103,11 @@ def train_model(
     data_tag = data_version(root)
     gpus = cluster_gpus()
     requested = config or TrainModelConfig()
-    config = requested.for_hardware(gpus > 0 if requested.use_gpu is None else requested.use_gpu, gpus)
+    config = requested.resolve(gpus, settings)
     selection = tuple(photo_urls(data_root, "val", config.select_photos)) if config.select_photos > 0 else ()
     if config.select_photos > 0 and not selection:
         log.warning("no val-split photos under %s: the last model is kept (no checkpoint selection)", data_root)
-    job = job_for(root, config, settings.seed if config.seed is None else config.seed, selection)
+    job = job_for(root, config, selection)
     run_name = run_name or f"{version}-{job.model}-s{config.steps}-b{config.batch_size}x{config.num_workers}"
     commit = git_commit()
     tags = {

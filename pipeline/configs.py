@@ -115,9 +115,11 @@ class TrainModelConfig(EvalConfig):
     gate_margin: float = Field(0.1, description="by how much a candidate must beat the champion to be promoted")
     resource_wait_s: float | None = Field(120.0, description="seconds to wait for free CPUs/GPUs before refusing to start")
 
-    def for_hardware(self, use_gpu: bool, gpus: int) -> TrainModelConfig:
-        """This config with every "by hardware" field decided (GPUs: the full network, 20000 steps of 32 per GPU,
-        8 loader processes each; CPUs: the small one, 2000 steps of 8, 2 workers)."""
+    def resolve(self, gpus: int, settings: Settings) -> TrainModelConfig:
+        """This config with every field left to run time decided: on GPUs (when ``use_gpu`` is unset: when the
+        cluster has ``gpus``) the full network, 20000 steps of 32 per GPU, 8 loader processes each; on CPUs the
+        small one, 2000 steps of 8, 2 workers; the seed from the settings."""
+        use_gpu = gpus > 0 if self.use_gpu is None else self.use_gpu
         by_hardware = ("full", 20_000, 32, 8, max(1, gpus)) if use_gpu else ("small", 2_000, 8, 0, 2)
         preset, steps, batch, loaders, workers = by_hardware
         steps = self.steps or steps
@@ -130,6 +132,7 @@ class TrainModelConfig(EvalConfig):
                 "warmup_steps": self.warmup_steps if self.warmup_steps is not None else max(1, steps // 20),
                 "num_workers": self.num_workers or workers,
                 "loader_workers": loaders if self.loader_workers is None else self.loader_workers,
+                "seed": settings.seed if self.seed is None else self.seed,
             }
         )
 

@@ -240,8 +240,8 @@ def run_training(
     )
 
 
-def job_for(data: str, config: TrainModelConfig, seed: int, select_photos: tuple[str, ...]) -> TrainingJob:
-    """The job of a stage config whose hardware defaults are decided (``TrainModelConfig.for_hardware``)."""
+def job_for(data: str, config: TrainModelConfig, select_photos: tuple[str, ...]) -> TrainingJob:
+    """The job of a stage config whose run-time fields are decided (``TrainModelConfig.resolve``)."""
     loop = TrainConfig(
         steps=config.steps,
         batch_size=config.batch_size,
@@ -249,7 +249,7 @@ def job_for(data: str, config: TrainModelConfig, seed: int, select_photos: tuple
         warmup_steps=config.warmup_steps,
         log_every=config.log_every,
         sample_every=config.sample_every,
-        seed=seed,
+        seed=config.seed,
     )
     return TrainingJob(
         data=data,

@@ -21,6 +21,7 @@ from pipeline.configs import (
     demo_training,
     demo_triplets,
 )
+from ssh_model.settings import Settings
 
 CONFIGS = [IngestConfig, TripletConfig, TrainModelConfig, CompareConfig, BatchConfig]
 FLOWS = [ingest_images, build_triplets, train_model, retrain, compare_models, harmonize_batch, demo]
@@ -54,14 +55,18 @@ def test_given_no_sources_when_an_ingest_config_is_made_then_it_is_refused_rathe
 
 
 def test_given_the_hardware_when_a_train_config_is_resolved_then_unset_fields_follow_it_and_set_ones_stay():
-    cpu = TrainModelConfig().for_hardware(use_gpu=False, gpus=0)
-    gpu = TrainModelConfig().for_hardware(use_gpu=True, gpus=4)
-    chosen = TrainModelConfig(preset="tiny", steps=100, num_workers=3).for_hardware(use_gpu=True, gpus=4)
+    settings = Settings(seed=7)
+    cpu = TrainModelConfig().resolve(gpus=0, settings=settings)
+    gpu = TrainModelConfig().resolve(gpus=4, settings=settings)
+    chosen = TrainModelConfig(preset="tiny", steps=100, num_workers=3, seed=2).resolve(gpus=4, settings=settings)
+    on_cpus = TrainModelConfig(use_gpu=False).resolve(gpus=4, settings=settings)  # asked for: kept
 
     assert (cpu.preset, cpu.steps, cpu.batch_size, cpu.num_workers, cpu.loader_workers) == ("small", 2000, 8, 2, 0)
     assert (gpu.preset, gpu.steps, gpu.batch_size, gpu.num_workers, gpu.loader_workers) == ("full", 20000, 32, 4, 8)
     assert cpu.warmup_steps == 100 and gpu.warmup_steps == 1000 and cpu.use_gpu is False
     assert (chosen.preset, chosen.steps, chosen.num_workers, chosen.warmup_steps) == ("tiny", 100, 3, 5)
+    assert (cpu.seed, gpu.seed, chosen.seed) == (7, 7, 2) and gpu.use_gpu is True
+    assert (on_cpus.use_gpu, on_cpus.preset, on_cpus.num_workers) == (False, "small", 2)
 
 
 def test_given_the_demo_presets_when_built_then_they_differ_from_the_defaults_only_where_the_recipe_says():
