@@ -26,7 +26,6 @@ failed.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Annotated
 
@@ -37,7 +36,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from flows import cli_commands
-from flows.cli_flows import DATA_ROOT_HELP, FLOW_COMMANDS, URL_NOTE, add_flow_commands
+from flows.cli_flows import DATA_ROOT_HELP, FLOW_COMMANDS, URL_NOTE, add_flow_commands, use_data_root
 from flows.cli_progress import progress_bars
 from pipeline.configs import BatchConfig, demo_training
 
@@ -76,8 +75,7 @@ def demo(
     """Run the main job end to end on embedded defaults."""
     from flows.demo import demo as demo_flow
 
-    if data_root:  # the settings every layer reads (registry lookups, Ray workers), not just the demo's
-        os.environ["SSH_DATA_ROOT"] = data_root
+    use_data_root(data_root)
     with progress_bars():
         result = demo_flow(data_root=data_root, train=demo_training().model_copy(update={"steps": steps}))
     print(

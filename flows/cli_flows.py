@@ -39,6 +39,12 @@ def target(name: str, annotation: Any, default: Any, help: str, argument: bool =
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=kind, annotation=annotation)
 
 
+def use_data_root(data_root: str | None) -> None:
+    """A ``--data-root`` becomes the setting every layer reads (registry lookups, Ray workers), not just the flow's."""
+    if data_root:
+        os.environ["SSH_DATA_ROOT"] = data_root
+
+
 DATA_ROOT = target("data_root", str | None, None, DATA_ROOT_HELP)
 
 
@@ -76,8 +82,7 @@ def flow_command(
             section: config(**{field: given[o] for o, (s, field, _) in options.items() if s == section})
             for section, config in sections.items()
         }
-        if values.get("data_root"):  # the setting every layer reads (registry lookups, Ray workers)
-            os.environ["SSH_DATA_ROOT"] = values["data_root"]
+        use_data_root(values.get("data_root"))
         with progress_bars():
             result = run(**values, **configs)
         print(json.dumps(result, indent=2, default=str))
